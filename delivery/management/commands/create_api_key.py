@@ -1,0 +1,24 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from delivery.models import ApiScope
+from delivery.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a product backend and print it once (only a hash is stored)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="A name for the key, e.g. the backend that uses it.")
+        parser.add_argument(
+            "--scopes", default="send,read", help="Comma-separated: send, read (default both)."
+        )
+
+    def handle(self, *args, name, scopes, **options):
+        wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+        unknown = sorted(set(wanted) - set(ApiScope.values))
+        if unknown or not wanted:
+            raise CommandError(f"Scopes are send and read; got {scopes!r}.")
+        if len(name) > 50:
+            raise CommandError("The name has at most 50 characters.")
+        _api_key, key = api_key_create(name=name, scopes=wanted)
+        self.stdout.write(key)

@@ -1,0 +1,87 @@
+import hashlib
+
+from django.conf import settings
+from django.db import models
+
+
+class Platform(models.TextChoices):
+    FCM = "fcm", "FCM"
+    APNS = "apns", "APNs"
+    WEBPUSH = "webpush", "Web Push"
+
+
+class ApnsEnvironment(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    SANDBOX = "sandbox", "Sandbox"
+
+
+def token_digest(token: str) -> str:
+    """Fixed-size key for uniqueness: tokens and endpoints are too long to index as-is."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Device(models.Model):
+    """One push address of one user: an FCM token, an APNs token or a Web Push subscription."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices")
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    # FCM registration token, APNs hex token, or the Web Push endpoint URL.
+    token = models.TextField()
+    token_digest = models.CharField(max_length=64, editable=False)
+    name = models.CharField(max_length=100, blank=True, default="")
+    environment = models.CharField(max_length=16, choices=ApnsEnvironment.choices, blank=True, default="")
+    # Web Push subscription keys (base64url, as the browser gives them).
+    p256dh = models.CharField(max_length=100, blank=True, default="")
+    auth = models.CharField(max_length=40, blank=True, default="")
+    active = models.BooleanField(default=True)
+    deactivated_reason = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "token_digest"], name="device_unique_platform_token")
+        ]
+        indexes = [
+            models.Index(fields=["user", "active"], name="device_user_active"),
+            models.Index(fields=["platform", "active"], name="device_platform_active"),
+            models.Index(fields=["last_seen_at"], name="device_last_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_platform_display()} device {self.pk} of {self.user_id}"
+
+    def save(self, *args, **kwargs):
+        self.token_digest = token_digest(self.token)
+        super().save(*args, **kwargs)
+
+
+class DeviceOwnershipChange(models.Model):
+    """Audit trail of a token moving from one user to another on re-registration."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="ownership_changes")
+    previous_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    new_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at"]
+
+
+class TopicSubscription(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="topic_subscriptions"
+    )
+    topic = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "topic"], name="topic_subscription_unique")]
+        indexes = [models.Index(fields=["topic", "user"], name="topic_subscription_topic")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} → {self.topic}"

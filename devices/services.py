@@ -1,0 +1,109 @@
+"""Writes for devices and topics; views and the admin call these, never the ORM directly."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from knox.models import AuthToken
+
+from devices.models import Device, DeviceOwnershipChange, TopicSubscription, token_digest
+
+User = get_user_model()
+
+
+@dataclass(frozen=True)
+class PushAddress:
+    """A validated push address, as parsed from a registration."""
+
+    platform: str
+    token: str
+    environment: str = ""
+    p256dh: str = ""
+    auth: str = ""
+
+
+def device_register(*, user, address: PushAddress, name: str = "") -> tuple[Device, bool]:
+    """Register an address for `user`; one address has one owner, so it moves if needed.
+
+    Returns (device, created). Re-registration refreshes `last_seen_at`, reactivates a
+    device deactivated by a provider, and records an ownership move.
+    """
+    digest = token_digest(address.token)
+    for _attempt in range(2):  # a concurrent first registration may win the insert race
+        try:
+            with transaction.atomic():
+                device = (
+                    Device.objects.select_for_update()
+                    .filter(platform=address.platform, token_digest=digest)
+                    .first()
+                )
+                if device is None:
+                    device = Device.objects.create(
+                        user=user,
+                        platform=address.platform,
+                        token=address.token,
+                        name=name,
+                        environment=address.environment,
+                        p256dh=address.p256dh,
+                        auth=address.auth,
+                        last_seen_at=timezone.now(),
+                    )
+                    return device, True
+                if device.user_id != user.pk:
+                    DeviceOwnershipChange.objects.create(
+                        device=device, previous_user_id=device.user_id, new_user=user
+                    )
+                    device.user = user
+                device.name = name or device.name
+                device.environment = address.environment
+                device.p256dh = address.p256dh
+                device.auth = address.auth
+                device.active = True
+                device.deactivated_reason = ""
+                device.last_seen_at = timezone.now()
+                device.save()
+                return device, False
+        except IntegrityError:
+            continue
+    raise IntegrityError("device registration lost the insert race twice")
+
+
+def device_delete(*, user, device_id: int) -> bool:
+    """Delete one of `user`'s devices; False when it is not theirs (or does not exist)."""
+    deleted, _ = Device.objects.filter(pk=device_id, user=user).delete()
+    return bool(deleted)
+
+
+def device_deactivate(*, device_id: int, reason: str) -> None:
+    Device.objects.filter(pk=device_id).update(active=False, deactivated_reason=reason[:200])
+
+
+def topic_subscribe(*, user, topic: str) -> None:
+    TopicSubscription.objects.get_or_create(user=user, topic=topic)
+
+
+def topic_unsubscribe(*, user, topic: str) -> None:
+    TopicSubscription.objects.filter(user=user, topic=topic).delete()
+
+
+def end_user_get_or_create(username: str):
+    """The Django user a product backend names by its own id, created without a password."""
+    user = User.objects.filter(username=username).first()
+    if user is not None:
+        return user
+    try:
+        with transaction.atomic():
+            user = User(username=username)
+            user.set_unusable_password()
+            user.save()
+            return user
+    except IntegrityError:
+        return User.objects.get(username=username)
+
+
+def end_user_token_create(*, user, ttl: timedelta | None) -> tuple[str, datetime | None]:
+    """Mint an end-user token; only its digest is stored. Returns (token, expires_at)."""
+    instance, token = AuthToken.objects.create(user=user, expiry=ttl)
+    return token, instance.expiry

@@ -1,0 +1,129 @@
+"""End-user API: tokens, devices and topic subscriptions. Thin: parse, call, format."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from devices import selectors, services
+from devices.serializers import (
+    ClientTokenRequestSerializer,
+    DeviceRegistrationSerializer,
+    DeviceSerializer,
+    PasswordLoginSerializer,
+    TokenSerializer,
+    TopicListSerializer,
+    TopicNameSerializer,
+)
+from notifyproject.permissions import CanSend, IsEndUser
+
+
+class PasswordTokenView(APIView):
+    """Exchange a username and password for an end-user token."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+
+    @extend_schema(request=PasswordLoginSerializer, responses={200: TokenSerializer})
+    def post(self, request):
+        serializer = PasswordLoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request, **serializer.validated_data)
+        if user is None:
+            raise exceptions.AuthenticationFailed("Wrong username or password.")
+        token, expires_at = services.end_user_token_create(user=user, ttl=settings.REST_KNOX["TOKEN_TTL"])
+        return Response({"token": token, "expires_at": expires_at})
+
+    def get_authenticate_header(self, request):
+        return "Token"
+
+
+class ClientTokenView(APIView):
+    """A product backend mints a token for one of its users (created if unknown)."""
+
+    permission_classes = [CanSend]
+
+    @extend_schema(request=ClientTokenRequestSerializer, responses={201: TokenSerializer})
+    def post(self, request):
+        serializer = ClientTokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.end_user_get_or_create(serializer.validated_data["user"])
+        if not user.is_active:
+            raise exceptions.PermissionDenied("That user is deactivated.")
+        token, expires_at = services.end_user_token_create(
+            user=user, ttl=timedelta(seconds=serializer.validated_data["ttl"])
+        )
+        return Response({"token": token, "expires_at": expires_at}, status=status.HTTP_201_CREATED)
+
+
+class DeviceListCreateView(generics.ListAPIView):
+    permission_classes = [IsEndUser]
+    serializer_class = DeviceSerializer
+
+    def get_queryset(self):
+        return selectors.devices_of_user(self.request.user)
+
+    @extend_schema(
+        request=DeviceRegistrationSerializer,
+        responses={
+            201: DeviceSerializer,
+            200: OpenApiResponse(DeviceSerializer, description="Already registered."),
+        },
+    )
+    def post(self, request):
+        serializer = DeviceRegistrationSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        device, created = services.device_register(
+            user=request.user,
+            address=serializer.validated_data["address"],
+            name=serializer.validated_data["name"],
+        )
+        return Response(
+            DeviceSerializer(device).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class DeviceDetailView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, device_id: int):
+        if not services.device_delete(user=request.user, device_id=device_id):
+            raise exceptions.NotFound("No such device.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TopicListView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(responses={200: TopicListSerializer})
+    def get(self, request):
+        return Response({"results": selectors.topics_of_user(request.user)})
+
+
+class TopicSubscriptionView(APIView):
+    permission_classes = [IsEndUser]
+
+    def _topic(self, name: str) -> str:
+        serializer = TopicNameSerializer(data={"name": name})
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data["name"]
+
+    @extend_schema(request=None, responses={204: None})
+    def put(self, request, name: str):
+        services.topic_subscribe(user=request.user, topic=self._topic(name))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, name: str):
+        services.topic_unsubscribe(user=request.user, topic=self._topic(name))
+        return Response(status=status.HTTP_204_NO_CONTENT)

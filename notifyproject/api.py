@@ -1,0 +1,156 @@
+"""Cross-cutting API policy: the contract's error shape, pagination and session auth."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import DatabaseError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, pagination, serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A backing service is unavailable; try again shortly."
+    default_code = "service_unavailable"
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    error = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def _field_errors(detail) -> dict:
+    """Flatten DRF's nested ValidationError detail into {"field": ["message", ...]}."""
+    if isinstance(detail, list):
+        return {"non_field_errors": [str(item) for item in _flatten(detail)]}
+    fields = {}
+    for name, value in detail.items():
+        if isinstance(value, dict):
+            for sub_name, messages in _field_errors(value).items():
+                key = name if sub_name == "non_field_errors" else f"{name}.{sub_name}"
+                fields.setdefault(key, []).extend(messages)
+        else:
+            fields[name] = [str(item) for item in _flatten(value)]
+    return fields
+
+
+def _flatten(value):
+    if isinstance(value, list):
+        for item in value:
+            yield from _flatten(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _flatten(item)
+    else:
+        yield value
+
+
+def exception_handler(exc, context):
+    """DRF exception handler answering every error in the contract's shape."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, DatabaseError):
+        logger.exception("database error while serving %s", context["request"].path)
+        exc = ServiceUnavailable()
+
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a real bug: Django's handler500 answers it (in the same shape)
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(int(exc.wait) + 1)
+
+    if isinstance(exc, exceptions.ValidationError):
+        body = error_body("validation_error", "The request has invalid fields.", _field_errors(exc.detail))
+    else:
+        detail = exc.detail
+        if isinstance(detail, (list, dict)):
+            message = " ".join(str(item) for item in _flatten(detail))
+            code = next(iter(_flatten(exc.get_codes())), exc.default_code)
+        else:
+            message = str(detail)
+            code = getattr(detail, "code", None) or exc.default_code
+        body = error_body(str(code), message)
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+# Codes for errors raised outside DRF (URL resolution, CSRF, Django's own 400/413/500).
+HTTP_ERROR_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    403: ("permission_denied", "You do not have permission to perform this action."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("payload_too_large", "The request body is too large."),
+    500: ("server_error", "An unexpected error occurred; it has been logged."),
+}
+
+
+class ApiErrorShapeMiddleware:
+    """Answers every /api/ error that did not come from DRF in the contract's error shape."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            code, message = HTTP_ERROR_CODES.get(
+                response.status_code, ("error", response.reason_phrase or "Error.")
+            )
+            shaped = JsonResponse(error_body(code, message), status=response.status_code)
+            for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+                if header in response:
+                    shaped[header] = response[header]
+            return shaped
+        return response
+
+
+class CsrfSessionAuthentication(SessionAuthentication):
+    """Session auth for this site's own pages (CSRF enforced, as DRF does)."""
+
+
+class CursorPagination(pagination.CursorPagination):
+    """Stable, count-free pages: cheap on large tables and safe while rows are added."""
+
+    ordering = "-id"
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of coercing them to text."""
+
+    default_error_messages = {"invalid": "Not a valid string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -1,0 +1,261 @@
+"""Clarion settings, read from the environment (the table in shared/API.md).
+
+Nothing set is the embedded default: SQLite, the in-memory channel layer and a Celery
+worker with beat inside the web process (see notifyproject/embedded.py and
+docs/architecture.md). `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis.
+"""
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}.") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name, "").strip()
+    return [part.strip() for part in value.split(",") if part.strip()] if value else default
+
+
+DEBUG = env_flag("DEBUG")
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY to a long random string in production, "
+            "or DEBUG=1 for local development (`make run` does that for you)."
+        )
+    SECRET_KEY = "clarion-insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "knox",
+    "drf_spectacular",
+    "django_celery_beat",
+    "channels",
+    "devices",
+    "delivery",
+    "realtime",
+]
+
+MIDDLEWARE = [
+    "notifyproject.api.ApiErrorShapeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "notifyproject.urls"
+ASGI_APPLICATION = "notifyproject.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# Persistent connections are bounded: under ASGI every sync_to_async thread holds its own,
+# so an unbounded age would pin one connection per thread for ever.
+DB_CONN_MAX_AGE_SECS = env_int("DB_CONN_MAX_AGE", 60)
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=DB_CONN_MAX_AGE_SECS,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default serves requests and runs tasks from several threads of one
+    # process; WAL and a busy timeout keep a writer from failing a concurrent reader.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer and Celery broker ---------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+EMBEDDED = not REDIS_URL
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                # redis-py's default pool (100 connections, 5 s read timeout) breaks under a
+                # few thousand sockets; see docs/architecture.md.
+                "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": None}],
+            },
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    # Throttle counters live in Redis so limits hold across web instances.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "memory://"
+    # The in-memory transport polls; 50 ms keeps task latency low at ~20 idle wake-ups/s.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.05}
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Whether the ASGI process starts its own worker and beat (the embedded default only).
+CLARION_EMBEDDED_WORKER = env_flag("CLARION_EMBEDDED_WORKER", EMBEDDED)
+
+# --- Authentication -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+REST_KNOX = {
+    # Tokens from /api/v1/auth/token/ last 30 days; client tokens carry their own ttl.
+    "TOKEN_TTL": timedelta(days=30),
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_PREFIX": "ct_",
+}
+# Upper bound for the `ttl` of a minted client token: one year, in seconds.
+CLIENT_TOKEN_MAX_TTL_SECS = 365 * 24 * 3600
+CLIENT_TOKEN_DEFAULT_TTL_SECS = 24 * 3600
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # The first class's header names the 401 challenge (WWW-Authenticate: Token).
+        "devices.authentication.EndUserTokenAuthentication",
+        "delivery.authentication.ApiKeyAuthentication",
+        "notifyproject.api.CsrfSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "notifyproject.api.CursorPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "notifyproject.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_RATES": {
+        # Password guessing: a person signs in a few times a day, not 20 times a minute.
+        "login": os.environ.get("CLARION_LOGIN_RATE", "20/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Clarion API",
+    "DESCRIPTION": "Self-hosted push notifications: realtime, FCM, APNs and Web Push.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+}
+
+# Request bodies: a device or a send is a few KB; 256 KB leaves room without inviting abuse.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+
+# --- Push providers (configured in later modules; read here so one place lists them) ----
+FCM_CREDENTIALS = os.environ.get("FCM_CREDENTIALS", "")
+FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com").rstrip("/")
+APNS_KEY = os.environ.get("APNS_KEY", "")
+APNS_KEY_ID = os.environ.get("APNS_KEY_ID", "")
+APNS_TEAM_ID = os.environ.get("APNS_TEAM_ID", "")
+APNS_TOPIC = os.environ.get("APNS_TOPIC", "")
+APNS_ENDPOINT = os.environ.get("APNS_ENDPOINT", "https://api.push.apple.com").rstrip("/")
+APNS_SANDBOX_ENDPOINT = os.environ.get("APNS_SANDBOX_ENDPOINT", "https://api.sandbox.push.apple.com").rstrip(
+    "/"
+)
+APNS_CA_BUNDLE = os.environ.get("APNS_CA_BUNDLE", "")
+VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY", "")
+VAPID_PUBLIC_KEY = os.environ.get("VAPID_PUBLIC_KEY", "")
+VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "")
+WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = env_flag("WEBPUSH_ALLOW_PRIVATE_ENDPOINTS")
+
+CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
+
+# --- Internationalisation, static files -----------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Set STATIC_ROOT (and run collectstatic) in production; unset, files come from the finders.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+# Served by WhiteNoise from the finders in development and tests, no collectstatic needed.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "/admin/login/"
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", True)
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django logs every 4xx with the request line at WARNING; bodies and headers never.
+        "django.request": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,113 @@
+"""Shared fixtures: users, tokens, API keys and API clients."""
+
+import base64
+import itertools
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from delivery.services import api_key_create
+from devices.services import end_user_token_create
+
+_usernames = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Throttle counters live in the cache (Redis in CI); each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def webpush_keys() -> dict:
+    """A browser-like subscription key pair: a P-256 public point and a 16-byte secret."""
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    point = private_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return {"p256dh": b64url(point), "auth": b64url(b"0123456789abcdef")}
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str | None = None, **extra):
+        username = username or f"user{next(_usernames)}"
+        return get_user_model().objects.create_user(username=username, **extra)
+
+    return make
+
+
+@pytest.fixture
+def client_for():
+    """An APIClient authenticated as an end user with a fresh token."""
+
+    def make(user) -> APIClient:
+        token, _expires = end_user_token_create(user=user, ttl=None)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        client.token = token
+        return client
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def alice_client(client_for, alice):
+    return client_for(alice)
+
+
+@pytest.fixture
+def bob_client(client_for, bob):
+    return client_for(bob)
+
+
+@pytest.fixture
+def api_key_client(db):
+    """An APIClient with an API key of the given scopes."""
+
+    def make(*scopes: str) -> APIClient:
+        _api_key, key = api_key_create(name="backend", scopes=list(scopes))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        client.key = key
+        return client
+
+    return make
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The response is `status` in the contract's error shape; returns the error object."""
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error["code"], str) and error["code"]
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error
