@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
@@ -19,3 +20,226 @@ class ApiKey(AbstractAPIKey):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class Route(models.TextChoices):
+    AUTO = "auto", "Auto (realtime, else push)"
+    ALL = "all", "All channels"
+    REALTIME = "realtime", "Realtime only"
+    PUSH = "push", "Push only"
+
+
+class Priority(models.TextChoices):
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+
+
+class NotificationStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    QUEUED = "queued", "Queued"
+    DISPATCHING = "dispatching", "Dispatching"
+    DISPATCHED = "dispatched", "Dispatched"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+
+
+class Channel(models.TextChoices):
+    REALTIME = "realtime", "Realtime"
+    FCM = "fcm", "FCM"
+    APNS = "apns", "APNs"
+    WEBPUSH = "webpush", "Web Push"
+
+
+class DeliveryStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped"
+
+
+FINAL_DELIVERY_STATUSES = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.EXPIRED,
+    DeliveryStatus.CANCELLED,
+    DeliveryStatus.SKIPPED,
+)
+
+
+class Notification(models.Model):
+    """What a sender asked for; written before anything is sent (intent first)."""
+
+    sender_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    sender_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # "key:<id>" or "user:<id>": who the idempotency key belongs to, kept if the key is deleted.
+    sender_label = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+
+    title = models.CharField(max_length=1024, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    url = models.URLField(max_length=2048, blank=True, default="")
+    icon = models.URLField(max_length=2048, blank=True, default="")
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    ttl = models.PositiveIntegerField(help_text="Seconds the message stays deliverable.")
+    expires_at = models.DateTimeField()
+    collapse_key = models.CharField(max_length=64, blank=True, default="")
+    send_at = models.DateTimeField(null=True, blank=True)
+    route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
+
+    # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}
+    target = models.JSONField(default=dict)
+    unknown = models.JSONField(default=dict, blank=True)
+    recipients = models.PositiveIntegerField(default=0)
+
+    status = models.CharField(
+        max_length=12, choices=NotificationStatus.choices, default=NotificationStatus.QUEUED
+    )
+    # Fan-out progress: the highest user id already written; a restarted fan-out resumes here.
+    fanout_cursor = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sender_label", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="notification_idempotency",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "send_at"], name="notification_due"),
+            models.Index(fields=["-created_at"], name="notification_recent"),
+            models.Index(fields=["collapse_key", "sender_label"], name="notification_collapse"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title or self.body[:40]}"
+
+
+class UserStream(models.Model):
+    """A user's message counter: the cursor that orders inbox, replay, poll and SSE."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE)
+    last_seq = models.BigIntegerField(default=0)
+
+
+class InboxMessage(models.Model):
+    """One notification as one user's message, at that user's next cursor position."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox")
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="messages")
+    seq = models.BigIntegerField()
+    # Whether realtime clients (WebSocket, poll, SSE) get it: not for route=push or device-only sends.
+    live = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "seq"], name="inbox_user_seq"),
+            models.UniqueConstraint(fields=["user", "notification"], name="inbox_user_notification"),
+        ]
+
+
+class Delivery(models.Model):
+    """One attempt to reach one user on one channel (and device); the delivery log."""
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries")
+    device = models.ForeignKey(
+        "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # Not before this moment (retry back-off, quiet hours); null means now.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a send task was last enqueued for it; the sweeper re-enqueues stale ones.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Set by the send task that claimed it, so a duplicated task finds nothing to send.
+    claim = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notification", "user"],
+                condition=models.Q(channel="realtime"),
+                name="delivery_one_realtime_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["notification", "device"],
+                condition=models.Q(device__isnull=False),
+                name="delivery_one_per_device",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["notification", "status"], name="delivery_notification_status"),
+            models.Index(fields=["user", "notification"], name="delivery_user_notification"),
+            models.Index(fields=["claim"], name="delivery_claim"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status="queued"),
+                name="delivery_queued_due",
+            ),
+            models.Index(fields=["status", "channel", "-updated_at"], name="delivery_log"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.channel}, {self.status})"
+
+
+class RecurringNotification(models.Model):
+    """A notification sent on a schedule by beat; product teams define these in the admin."""
+
+    name = models.CharField(max_length=200, unique=True)
+    enabled = models.BooleanField(default=True)
+    interval_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Every N seconds (leave empty to use a cron schedule)."
+    )
+    crontab = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Cron schedule in UTC: minute hour day-of-month month day-of-week, e.g. '0 9 * * 1'.",
+    )
+    title = models.CharField(max_length=1024, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    url = models.URLField(max_length=2048, blank=True, default="")
+    target_users = models.TextField(
+        blank=True, default="", help_text="Usernames, one per line or comma-separated."
+    )
+    target_topic = models.CharField(max_length=64, blank=True, default="")
+    broadcast = models.BooleanField(default=False)
+    route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    ttl = models.PositiveIntegerField(default=24 * 3600)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name

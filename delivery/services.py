@@ -1,6 +1,219 @@
-"""Writes for sending: API keys, notifications and deliveries."""
+"""Writes for sending: the one place notifications are created, cancelled and acknowledged.
 
-from delivery.models import ApiKey
+`notification_send` is also the in-process Python API: call it inside your own transaction
+and nothing is sent unless that transaction commits (see docs/python-api.md).
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import orjson
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from delivery.models import (
+    ApiKey,
+    Delivery,
+    DeliveryStatus,
+    InboxMessage,
+    Notification,
+    NotificationStatus,
+    Priority,
+    RecurringNotification,
+    Route,
+)
+from delivery.selectors import recipients_queryset, unknown_targets
+
+logger = logging.getLogger(__name__)
+
+# FCM and APNs refuse payloads over 4 KB; title, body and data together must fit.
+MAX_PAYLOAD_BYTES = 4096
+MAX_TTL_SECS = 28 * 24 * 3600  # FCM's and Web Push services' longest retention
+DEFAULT_TTL_SECS = MAX_TTL_SECS
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class PayloadTooLargeError(ValueError):
+    pass
+
+
+class NotCancellableError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends: an API key, a staff user, or Clarion itself (recurring sends)."""
+
+    label: str
+    api_key: ApiKey | None = None
+    user: object | None = None
+
+    @classmethod
+    def for_api_key(cls, api_key: ApiKey) -> "Sender":
+        return cls(label=f"key:{api_key.prefix}", api_key=api_key)
+
+    @classmethod
+    def for_user(cls, user) -> "Sender":
+        return cls(label=f"user:{user.pk}", user=user)
+
+
+@dataclass
+class NotificationRequest:
+    """What to send and to whom; the API serializer and the admin both build one."""
+
+    target: dict
+    title: str = ""
+    body: str = ""
+    data: dict = field(default_factory=dict)
+    url: str = ""
+    icon: str = ""
+    priority: str = Priority.NORMAL
+    ttl: int = DEFAULT_TTL_SECS
+    collapse_key: str = ""
+    send_at: datetime | None = None
+    route: str = Route.AUTO
+
+
+def payload_size(title: str, body: str, data: dict) -> int:
+    return len(orjson.dumps({"title": title, "body": body, "data": data}))
+
+
+def notification_send(
+    *, sender: Sender, request: NotificationRequest, idempotency_key: str | None = None
+) -> tuple[Notification, bool]:
+    """Record a notification and enqueue its fan-out when the transaction commits.
+
+    Returns (notification, created); created is False when `idempotency_key` was already
+    used by this sender within 24 hours, in which case nothing is sent again.
+    """
+    if payload_size(request.title, request.body, request.data) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(f"title, body and data exceed {MAX_PAYLOAD_BYTES} bytes")
+    now = timezone.now()
+    if idempotency_key:
+        existing = _idempotent_match(sender.label, idempotency_key, now)
+        if existing is not None:
+            return existing, False
+
+    starts_at = request.send_at if request.send_at and request.send_at > now else now
+    notification = Notification(
+        sender_key=sender.api_key,
+        sender_user=sender.user,
+        sender_label=sender.label,
+        idempotency_key=idempotency_key or None,
+        title=request.title,
+        body=request.body,
+        data=request.data,
+        url=request.url,
+        icon=request.icon,
+        priority=request.priority,
+        ttl=request.ttl,
+        expires_at=starts_at + timedelta(seconds=request.ttl),
+        collapse_key=request.collapse_key,
+        send_at=request.send_at,
+        route=request.route,
+        target=request.target,
+        unknown=unknown_targets(request.target),
+        recipients=recipients_queryset(request.target).count(),
+        status=NotificationStatus.SCHEDULED if starts_at > now else NotificationStatus.QUEUED,
+    )
+    try:
+        with transaction.atomic():
+            notification.save()
+            if notification.status == NotificationStatus.QUEUED:
+                transaction.on_commit(lambda: _enqueue_dispatch(notification.pk), robust=True)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # A concurrent request with the same key won the insert.
+        return Notification.objects.get(sender_label=sender.label, idempotency_key=idempotency_key), False
+    return notification, True
+
+
+def _idempotent_match(sender_label: str, key: str, now: datetime) -> Notification | None:
+    existing = Notification.objects.filter(sender_label=sender_label, idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.created_at >= now - IDEMPOTENCY_WINDOW:
+        return existing
+    # Outside the window the key is free again; release it from the old notification.
+    Notification.objects.filter(pk=existing.pk).update(idempotency_key=None)
+    return None
+
+
+def _enqueue_dispatch(notification_id: int) -> None:
+    from delivery.tasks import notification_dispatch
+
+    notification_dispatch.delay(notification_id)
+
+
+def notification_cancel(notification_id: int) -> Notification:
+    """Cancel a notification that has not started sending; NotCancellableError otherwise."""
+    with transaction.atomic():
+        notification = Notification.objects.select_for_update().get(pk=notification_id)
+        if notification.status == NotificationStatus.CANCELLED:
+            return notification
+        if notification.status not in (NotificationStatus.SCHEDULED, NotificationStatus.QUEUED):
+            raise NotCancellableError(f"notification is already {notification.status}")
+        notification.status = NotificationStatus.CANCELLED
+        notification.save(update_fields=["status", "updated_at"])
+        Delivery.objects.filter(notification=notification, status=DeliveryStatus.QUEUED).update(
+            status=DeliveryStatus.CANCELLED, error="cancelled by the sender", updated_at=timezone.now()
+        )
+    return notification
+
+
+def inbox_ack(*, user, notification_id: int) -> bool:
+    """The user has seen this message: mark their deliveries delivered, hold back pending push.
+
+    False when the user has no such message. The user's other clients are told (`read`).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        updated = InboxMessage.objects.filter(user=user, notification_id=notification_id).update(read_at=now)
+        if not updated:
+            return False
+        mine = Delivery.objects.filter(user=user, notification_id=notification_id)
+        mine.filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]).update(
+            status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now
+        )
+        mine.filter(status=DeliveryStatus.QUEUED, channel="realtime").update(
+            status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+        )
+        # auto routing's held-back push (and quiet-hours push) is no longer needed.
+        mine.filter(status=DeliveryStatus.QUEUED).exclude(channel="realtime").update(
+            status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
+        )
+        transaction.on_commit(lambda: _publish_read(user.pk, notification_id), robust=True)
+    return True
+
+
+def _publish_read(user_id: int, notification_id: int) -> None:
+    from realtime.publish import publish_read
+
+    publish_read(user_id, notification_id)
+
+
+def recurring_notification_fire(recurring_id: int) -> Notification | None:
+    """Send one occurrence of a recurring notification (called by beat through a task)."""
+    recurring = RecurringNotification.objects.filter(pk=recurring_id, enabled=True).first()
+    if recurring is None:
+        return None
+    users = [name.strip() for name in recurring.target_users.replace(",", "\n").splitlines() if name.strip()]
+    request = NotificationRequest(
+        target={"users": users, "topic": recurring.target_topic or None, "broadcast": recurring.broadcast},
+        title=recurring.title,
+        body=recurring.body,
+        data=recurring.data,
+        url=recurring.url,
+        priority=recurring.priority,
+        ttl=recurring.ttl,
+        route=recurring.route,
+    )
+    notification, _ = notification_send(sender=Sender(label=f"recurring:{recurring.pk}"), request=request)
+    RecurringNotification.objects.filter(pk=recurring.pk).update(last_sent_at=timezone.now())
+    return notification
 
 
 def api_key_create(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:

@@ -85,3 +85,28 @@ class TopicSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} → {self.topic}"
+
+
+class UserPreferences(models.Model):
+    """Quiet hours: normal-priority push waits until they end (realtime still delivers)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="notification_preferences",
+    )
+    quiet_start = models.TimeField(null=True, blank=True)
+    quiet_end = models.TimeField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, blank=True, default="UTC")
+
+
+class MutedTopic(models.Model):
+    """A topic that reaches this user on no channel."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="muted_topics")
+    topic = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "topic"], name="muted_topic_unique")]
+        indexes = [models.Index(fields=["topic", "user"], name="muted_topic_topic")]

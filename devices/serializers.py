@@ -122,3 +122,25 @@ class ClientTokenRequestSerializer(serializers.Serializer):
         max_value=settings.CLIENT_TOKEN_MAX_TTL_SECS,
         default=settings.CLIENT_TOKEN_DEFAULT_TTL_SECS,
     )
+
+
+class QuietHoursSerializer(serializers.Serializer):
+    start = serializers.TimeField(format="%H:%M", input_formats=["%H:%M"])
+    end = serializers.TimeField(format="%H:%M", input_formats=["%H:%M"])
+    timezone = StrictCharField(max_length=64, required=False, default="UTC")
+
+    def validate_timezone(self, value):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise serializers.ValidationError("Not a known IANA time zone, e.g. Europe/Berlin.") from None
+        return value
+
+
+class PreferencesSerializer(serializers.Serializer):
+    quiet_hours = QuietHoursSerializer(allow_null=True, required=False, default=None)
+    muted_topics = serializers.ListField(
+        child=serializers.RegexField(TOPIC_NAME_PATTERN), required=False, default=list, max_length=500
+    )

@@ -76,8 +76,13 @@ def device_delete(*, user, device_id: int) -> bool:
     return bool(deleted)
 
 
-def device_deactivate(*, device_id: int, reason: str) -> None:
-    Device.objects.filter(pk=device_id).update(active=False, deactivated_reason=reason[:200])
+def devices_deactivate(reasons: dict[int, str]) -> None:
+    """Deactivate devices a provider reported dead (device id → the provider's reason)."""
+    by_reason: dict[str, list[int]] = {}
+    for device_id, reason in reasons.items():
+        by_reason.setdefault(reason[:200], []).append(device_id)
+    for reason, device_ids in by_reason.items():
+        Device.objects.filter(pk__in=device_ids).update(active=False, deactivated_reason=reason)
 
 
 def topic_subscribe(*, user, topic: str) -> None:

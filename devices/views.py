@@ -11,12 +11,13 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from devices import selectors, services
+from devices import preferences, selectors, services
 from devices.serializers import (
     ClientTokenRequestSerializer,
     DeviceRegistrationSerializer,
     DeviceSerializer,
     PasswordLoginSerializer,
+    PreferencesSerializer,
     TokenSerializer,
     TopicListSerializer,
     TopicNameSerializer,
@@ -127,3 +128,25 @@ class TopicSubscriptionView(APIView):
     def delete(self, request, name: str):
         services.topic_unsubscribe(user=request.user, topic=self._topic(name))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class PreferencesView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(responses={200: PreferencesSerializer})
+    def get(self, request):
+        return Response(preferences.preferences_get(request.user))
+
+    @extend_schema(request=PreferencesSerializer, responses={200: PreferencesSerializer})
+    def put(self, request):
+        serializer = PreferencesSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        quiet = serializer.validated_data["quiet_hours"]
+        preferences.preferences_set(
+            request.user,
+            quiet_start=quiet["start"] if quiet else None,
+            quiet_end=quiet["end"] if quiet else None,
+            timezone=quiet["timezone"] if quiet else "UTC",
+            muted_topics=serializer.validated_data["muted_topics"],
+        )
+        return Response(preferences.preferences_get(request.user))

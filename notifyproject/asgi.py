@@ -8,7 +8,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
@@ -17,9 +16,9 @@ from realtime.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            CookieMiddleware(SessionMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
+        # Origins are checked per connection in realtime.auth: token sockets may come from
+        # the embedding app's origin, session sockets only from ALLOWED_HOSTS.
+        "websocket": CookieMiddleware(SessionMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )
 

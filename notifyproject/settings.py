@@ -136,6 +136,9 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # Redis redelivers an unacked task after this long; our sweeper recovers sooner, and no
+    # countdown we schedule is longer (long waits live in the database, not the broker).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
     # Throttle counters live in Redis so limits hold across web instances.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -225,6 +228,34 @@ VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "")
 WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = env_flag("WEBPUSH_ALLOW_PRIVATE_ENDPOINTS")
 
 CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
+
+# One provider per platform, by import path (tests and deployments swap them here).
+CLARION_PROVIDERS = {
+    "fcm": "delivery.providers.unconfigured.FcmProvider",
+    "apns": "delivery.providers.unconfigured.ApnsProvider",
+    "webpush": "delivery.providers.unconfigured.WebPushProvider",
+}
+if os.environ.get("CLARION_PROVIDERS"):
+    import json
+
+    CLARION_PROVIDERS = {**CLARION_PROVIDERS, **json.loads(os.environ["CLARION_PROVIDERS"])}
+
+# Delivery policy. Attempts per push delivery before it is marked failed.
+CLARION_MAX_ATTEMPTS = env_int("CLARION_MAX_ATTEMPTS", 5)
+# Retry back-off: full jitter over min(cap, base * 2**attempt); 2 s base, 5 min cap.
+CLARION_RETRY_BASE_SECS = env_int("CLARION_RETRY_BASE_SECS", 2)
+CLARION_RETRY_CAP_SECS = env_int("CLARION_RETRY_CAP_SECS", 300)
+# Work enqueued this long ago but not done (a worker died) is enqueued again by the sweeper.
+CLARION_STALE_WORK_SECS = env_int("CLARION_STALE_WORK_SECS", 30)
+# Deliveries `sending` this long belong to a dead worker (provider calls time out far sooner).
+CLARION_SENDING_STALE_SECS = env_int("CLARION_SENDING_STALE_SECS", 300)
+# Recipients per fan-out transaction.
+CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 500)
+# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry), in seconds.
+CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
+CELERY_BEAT_SCHEDULE = {
+    "clarion-sweep": {"task": "delivery.tasks.due_work_sweep", "schedule": CLARION_SWEEP_INTERVAL_SECS},
+}
 
 # --- Internationalisation, static files -----------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -7,6 +7,7 @@ from notifyproject.health import healthz
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("devices.urls")),
+    path("api/v1/", include("delivery.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),

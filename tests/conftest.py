@@ -16,12 +16,89 @@ _usernames = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
-def _clean_cache():
-    """Throttle counters live in the cache (Redis in CI); each test starts from zero."""
-    from django.core.cache import cache
+def _clean_redis_state(settings):
+    """Throttle counters and presence live in Redis; each test starts without them.
 
-    cache.clear()
+    Only our keys are deleted: flushing the database would also drop Celery's queue
+    bindings under a running worker.
+    """
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in ("*throttle*", "clarion:presence:*"):
+        keys = list(client.scan_iter(pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
     yield
+
+
+@pytest.fixture
+def recorder(settings):
+    """Push providers replaced (by settings, as a deployment would) with the recording one."""
+    from delivery.providers import reset_providers
+    from tests.support.recording import RECORDING_PROVIDERS, Recorder
+
+    settings.CLARION_PROVIDERS = RECORDING_PROVIDERS
+    reset_providers()
+    yield Recorder()
+    reset_providers()
+
+
+@pytest.fixture
+def eager_tasks():
+    """Run Celery tasks inline, for domain tests that do not need a real worker."""
+    from notifyproject.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def _purge_broker(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.delete("celery", "unacked", "unacked_index")
+    client.close()
+
+
+class _Processes:
+    """Starts real processes of one kind for a test, and stops them all after it."""
+
+    def __init__(self, kind):
+        self.kind, self.started = kind, []
+
+    def __call__(self, **env):
+        process = self.kind(**env).start()
+        self.started.append(process)
+        process.wait_ready()
+        return process
+
+    def stop_all(self):
+        for process in self.started:
+            process.stop()
+
+
+@pytest.fixture
+def start_worker(transactional_db, settings):
+    """Start real `celery worker -B` processes against the test database."""
+    from tests.support.processes import Worker
+
+    _purge_broker(settings.REDIS_URL)
+    processes = _Processes(Worker)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+def start_web(transactional_db):
+    """Start real daphne processes serving Clarion against the test database."""
+    from tests.support.processes import WebServer
+
+    processes = _Processes(WebServer)
+    yield processes
+    processes.stop_all()
 
 
 def b64url(raw: bytes) -> str:

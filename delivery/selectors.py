@@ -1,0 +1,95 @@
+"""Reads for sending: recipients, inbox pages, status counts."""
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from delivery.models import Delivery, DeliveryStatus, InboxMessage, Notification
+from devices.models import Device, MutedTopic, TopicSubscription
+
+User = get_user_model()
+
+
+def recipients_queryset(target: dict) -> QuerySet:
+    """Active users a target reaches, without duplicates, muted-topic users excluded.
+
+    One query over users with EXISTS sub-queries, so it can be walked in id order in
+    batches (keyset) however large the audience.
+    """
+    users = User.objects.filter(is_active=True)
+    if target.get("broadcast"):
+        reach = Q()
+    else:
+        reach = Q(pk__in=[])
+        if target.get("users"):
+            reach |= Q(username__in=target["users"])
+        if target.get("devices"):
+            reach |= Q(Exists(Device.objects.filter(user=OuterRef("pk"), pk__in=target["devices"])))
+        if target.get("topic"):
+            reach |= Q(Exists(TopicSubscription.objects.filter(user=OuterRef("pk"), topic=target["topic"])))
+    users = users.filter(reach)
+    if target.get("topic"):
+        users = users.exclude(Exists(MutedTopic.objects.filter(user=OuterRef("pk"), topic=target["topic"])))
+    return users
+
+
+def recipient_ids_after(target: dict, after_user_id: int, limit: int) -> list[int]:
+    return list(
+        recipients_queryset(target)
+        .filter(pk__gt=after_user_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def users_reached_fully(target: dict, user_ids: list[int]) -> set[int]:
+    """Of these recipients, those targeted as users (not only through `to.devices`)."""
+    if target.get("broadcast") or not target.get("devices"):
+        return set(user_ids)
+    only_named = {**target, "devices": []}
+    return set(recipients_queryset(only_named).filter(pk__in=user_ids).values_list("pk", flat=True))
+
+
+def unknown_targets(target: dict) -> dict:
+    usernames = target.get("users") or []
+    device_ids = target.get("devices") or []
+    known_users = set(
+        User.objects.filter(username__in=usernames, is_active=True).values_list("username", flat=True)
+    )
+    known_devices = set(Device.objects.filter(pk__in=device_ids).values_list("pk", flat=True))
+    return {
+        "users": [name for name in usernames if name not in known_users],
+        "devices": [pk for pk in device_ids if pk not in known_devices],
+    }
+
+
+def delivery_counts(notification: Notification) -> dict[str, int]:
+    counts = {
+        status: 0 for status in ("queued", "sent", "delivered", "failed", "expired", "cancelled", "skipped")
+    }
+    rows = Delivery.objects.filter(notification=notification).values("status").annotate(n=Count("id"))
+    for row in rows:
+        status = DeliveryStatus.QUEUED if row["status"] == DeliveryStatus.SENDING else row["status"]
+        counts[status] = counts.get(status, 0) + row["n"]
+    return counts
+
+
+def inbox_page(user, after: int, limit: int) -> list[InboxMessage]:
+    return list(
+        InboxMessage.objects.filter(user=user, seq__gt=after)
+        .select_related("notification")
+        .order_by("seq")[:limit]
+    )
+
+
+def message_payload(notification: Notification, seq: int) -> dict:
+    """A notification as a client sees it (inbox, WebSocket, poll, SSE)."""
+    return {
+        "id": notification.pk,
+        "cursor": seq,
+        "title": notification.title,
+        "body": notification.body,
+        "data": notification.data,
+        "url": notification.url,
+        "icon": notification.icon,
+        "created_at": notification.created_at.isoformat().replace("+00:00", "Z"),
+    }

@@ -1,0 +1,184 @@
+"""Push sends: claim due deliveries, send through each platform's provider, record outcomes.
+
+A claim is one UPDATE ... WHERE status='queued', so a duplicated or redelivered task finds
+nothing left to send. Provider calls happen outside any transaction. Retries go back to
+`queued` with `next_attempt_at` (capped exponential back-off with full jitter, or the
+provider's Retry-After when longer), so the database, not the broker, holds long waits.
+"""
+
+import logging
+import random
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
+from delivery.providers import Outcome, PushMessage, PushTarget, SendResult, get_provider
+from devices.services import devices_deactivate
+
+logger = logging.getLogger(__name__)
+
+MAX_COUNTDOWN_SECS = 120  # longer waits are left to the sweeper (see fanout.MAX_COUNTDOWN_SECS)
+
+
+def retry_delay_secs(attempts: int, retry_after_secs: float | None = None) -> float:
+    """Full-jitter back-off after `attempts` tries, never sooner than the provider asked."""
+    ceiling = min(
+        settings.CLARION_RETRY_CAP_SECS, settings.CLARION_RETRY_BASE_SECS * 2 ** max(0, attempts - 1)
+    )
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after_secs or 0.0)
+
+
+def deliveries_send(delivery_ids: list[int]) -> None:
+    now = timezone.now()
+    claimed = _claim(delivery_ids, now)
+    if not claimed:
+        return
+    groups: dict[tuple[int, str], list[Delivery]] = defaultdict(list)
+    finished: list[Delivery] = []
+    for delivery in claimed:
+        reason = _why_not_send(delivery, now)
+        if reason:
+            status, error = reason
+            finished.append(_finish(delivery, status, error))
+        else:
+            groups[(delivery.notification_id, delivery.channel)].append(delivery)
+
+    results: list[SendResult] = []
+    by_id = {d.pk: d for d in claimed}
+    for (_notification_id, channel), group in groups.items():
+        provider, unavailable = get_provider(channel)
+        if provider is None:
+            finished.extend(_finish(d, DeliveryStatus.SKIPPED, unavailable) for d in group)
+            continue
+        message = push_message(group[0].notification)
+        targets = [_target(d) for d in group]
+        try:
+            results.extend(provider.send(message, targets))
+        except Exception as exc:
+            logger.exception("%s provider raised; the batch will be retried", channel)
+            error = f"provider error: {type(exc).__name__}"
+            results.extend(SendResult(t.delivery_id, Outcome.RETRY, error=error) for t in targets)
+    _record(results, by_id, finished, timezone.now())
+
+
+def _claim(delivery_ids: list[int], now: datetime) -> list[Delivery]:
+    claim = uuid.uuid4()
+    Delivery.objects.filter(pk__in=delivery_ids, status=DeliveryStatus.QUEUED).exclude(
+        channel=Channel.REALTIME
+    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).update(
+        status=DeliveryStatus.SENDING, claim=claim, attempts=F("attempts") + 1, updated_at=now
+    )
+    return list(
+        Delivery.objects.filter(claim=claim, status=DeliveryStatus.SENDING).select_related(
+            "notification", "device"
+        )
+    )
+
+
+def _why_not_send(delivery: Delivery, now: datetime) -> tuple[str, str] | None:
+    notification = delivery.notification
+    if notification.status == NotificationStatus.CANCELLED:
+        return DeliveryStatus.CANCELLED, "cancelled by the sender"
+    if notification.expires_at <= now:
+        return DeliveryStatus.EXPIRED, "ttl passed before it could be sent"
+    if delivery.device is None:
+        return DeliveryStatus.SKIPPED, "the device was deleted"
+    if not delivery.device.active:
+        return DeliveryStatus.SKIPPED, f"the device is inactive: {delivery.device.deactivated_reason}"
+    return None
+
+
+def push_message(notification: Notification) -> PushMessage:
+    return PushMessage(
+        notification_id=notification.pk,
+        title=notification.title,
+        body=notification.body,
+        data=notification.data,
+        url=notification.url,
+        icon=notification.icon,
+        priority=notification.priority,
+        expires_at=notification.expires_at,
+        collapse_key=notification.collapse_key,
+    )
+
+
+def _target(delivery: Delivery) -> PushTarget:
+    device = delivery.device
+    return PushTarget(
+        delivery_id=delivery.pk,
+        device_id=device.pk,
+        token=device.token,
+        environment=device.environment,
+        p256dh=device.p256dh,
+        auth=device.auth,
+    )
+
+
+def _finish(delivery: Delivery, status: str, error: str = "") -> Delivery:
+    delivery.status = status
+    delivery.error = error
+    delivery.claim = None
+    return delivery
+
+
+def _record(
+    results: list[SendResult], by_id: dict[int, Delivery], finished: list[Delivery], now: datetime
+) -> None:
+    dead_devices: dict[int, str] = {}
+    retries: list[tuple[float, Delivery]] = []
+    for result in results:
+        delivery = by_id[result.delivery_id]
+        if result.outcome == Outcome.SENT:
+            _finish(delivery, DeliveryStatus.SENT)
+            delivery.sent_at = now
+            delivery.provider_message_id = result.provider_message_id[:255]
+        elif result.outcome == Outcome.TOKEN_DEAD:
+            _finish(delivery, DeliveryStatus.FAILED, result.error)
+            dead_devices[delivery.device_id] = result.error
+        elif result.outcome == Outcome.RETRY and delivery.attempts < settings.CLARION_MAX_ATTEMPTS:
+            delay = retry_delay_secs(delivery.attempts, result.retry_after_secs)
+            _finish(delivery, DeliveryStatus.QUEUED, result.error)
+            delivery.next_attempt_at = delivery.enqueued_at = now + timedelta(seconds=delay)
+            retries.append((delay, delivery))
+        elif result.outcome == Outcome.RETRY:
+            _finish(
+                delivery, DeliveryStatus.FAILED, f"gave up after {delivery.attempts} attempts: {result.error}"
+            )
+        else:
+            _finish(delivery, DeliveryStatus.FAILED, result.error)
+        finished.append(delivery)
+
+    Delivery.objects.bulk_update(
+        finished,
+        [
+            "status",
+            "error",
+            "claim",
+            "sent_at",
+            "provider_message_id",
+            "next_attempt_at",
+            "enqueued_at",
+            "updated_at",
+        ],
+        batch_size=500,
+    )
+    if dead_devices:
+        devices_deactivate(dead_devices)
+    _schedule_retries(retries)
+
+
+def _schedule_retries(retries: list[tuple[float, Delivery]]) -> None:
+    from delivery.tasks import deliveries_send as deliveries_send_task
+
+    by_second: dict[int, list[int]] = defaultdict(list)
+    for delay, delivery in retries:
+        if delay <= MAX_COUNTDOWN_SECS:
+            by_second[int(delay) + 1].append(delivery.pk)
+    for countdown, ids in by_second.items():
+        deliveries_send_task.apply_async((ids,), countdown=countdown)

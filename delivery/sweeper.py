@@ -1,0 +1,111 @@
+"""The sweeper (beat, every CLARION_SWEEP_INTERVAL seconds): time-driven and recovery work.
+
+- scheduled notifications whose `send_at` has come are released to fan-out;
+- fan-outs that stopped making progress (a worker died) are dispatched again;
+- push deliveries due (retry back-off, quiet hours, auto's ack timeout) whose task is
+  missing or stale are enqueued again;
+- deliveries stuck in `sending` far longer than any provider timeout are re-queued;
+- undelivered deliveries past their notification's ttl become `expired`.
+Every step claims rows with a conditional UPDATE, so overlapping sweeps do no harm.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
+
+logger = logging.getLogger(__name__)
+
+SWEEP_LIMIT = 5000  # rows per step per sweep, so one sweep stays short under any backlog
+PUSH_TASK_DELIVERIES = 100
+
+
+def sweep() -> dict[str, int]:
+    now = timezone.now()
+    return {
+        "released": release_due_scheduled(now),
+        "redispatched": redispatch_stalled_fanouts(now),
+        "requeued_sending": requeue_stuck_sending(now),
+        "enqueued": enqueue_due_deliveries(now),
+        "expired": expire_overdue(now),
+    }
+
+
+def release_due_scheduled(now) -> int:
+    from delivery.tasks import notification_dispatch
+
+    due = list(
+        Notification.objects.filter(status=NotificationStatus.SCHEDULED, send_at__lte=now).values_list(
+            "pk", flat=True
+        )[:SWEEP_LIMIT]
+    )
+    released = 0
+    for notification_id in due:
+        if Notification.objects.filter(pk=notification_id, status=NotificationStatus.SCHEDULED).update(
+            status=NotificationStatus.QUEUED, updated_at=now
+        ):
+            notification_dispatch.delay(notification_id)
+            released += 1
+    return released
+
+
+def redispatch_stalled_fanouts(now) -> int:
+    from delivery.tasks import notification_dispatch
+
+    stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
+    stalled = list(
+        Notification.objects.filter(
+            status__in=[NotificationStatus.QUEUED, NotificationStatus.DISPATCHING], updated_at__lt=stale
+        ).values_list("pk", flat=True)[:SWEEP_LIMIT]
+    )
+    for notification_id in stalled:
+        # Touch first, so the next sweep waits another interval for this attempt.
+        if Notification.objects.filter(pk=notification_id, updated_at__lt=stale).update(updated_at=now):
+            notification_dispatch.delay(notification_id)
+    return len(stalled)
+
+
+def requeue_stuck_sending(now) -> int:
+    """A provider call is bounded by its timeouts; a delivery `sending` for much longer belongs to a
+    worker that died. Re-sending it is at-least-once, the documented guarantee."""
+    stale = now - timedelta(seconds=settings.CLARION_SENDING_STALE_SECS)
+    return Delivery.objects.filter(status=DeliveryStatus.SENDING, updated_at__lt=stale).update(
+        status=DeliveryStatus.QUEUED, claim=None, next_attempt_at=now, enqueued_at=None, updated_at=now
+    )
+
+
+def enqueue_due_deliveries(now) -> int:
+    from delivery.tasks import deliveries_send
+
+    stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
+    due = list(
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
+        .exclude(channel=Channel.REALTIME)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_LIMIT]
+    )
+    if not due:
+        return 0
+    Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
+    for start in range(0, len(due), PUSH_TASK_DELIVERIES):
+        deliveries_send.delay(due[start : start + PUSH_TASK_DELIVERIES])
+    return len(due)
+
+
+def expire_overdue(now) -> int:
+    overdue = list(
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED, notification__expires_at__lte=now).values_list(
+            "pk", flat=True
+        )[:SWEEP_LIMIT]
+    )
+    if not overdue:
+        return 0
+    return Delivery.objects.filter(pk__in=overdue, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.EXPIRED, error="ttl passed before it was delivered", updated_at=now
+    )

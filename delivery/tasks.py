@@ -1,0 +1,29 @@
+"""Celery tasks: thin wrappers that take ids and call the domain (fanout, sending, sweeper).
+
+All are acks_late (settings), so a worker killed mid-task leaves the message to be
+redelivered; each is idempotent, so the redelivery does not send anything twice.
+"""
+
+from celery import shared_task
+
+from delivery import fanout, sending, services, sweeper
+
+
+@shared_task(name="delivery.tasks.notification_dispatch")
+def notification_dispatch(notification_id: int) -> None:
+    fanout.notification_fan_out(notification_id)
+
+
+@shared_task(name="delivery.tasks.deliveries_send")
+def deliveries_send(delivery_ids: list[int]) -> None:
+    sending.deliveries_send(delivery_ids)
+
+
+@shared_task(name="delivery.tasks.due_work_sweep", acks_late=False, expires=10)
+def due_work_sweep() -> dict:
+    return sweeper.sweep()
+
+
+@shared_task(name="delivery.tasks.recurring_notification_send")
+def recurring_notification_send(recurring_id: int) -> None:
+    services.recurring_notification_fire(recurring_id)

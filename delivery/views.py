@@ -1,0 +1,121 @@
+"""Sending API (API keys / staff) and the end user's inbox. Thin: parse, call, format."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from delivery import selectors, services
+from delivery.models import ApiKey, Delivery, Notification
+from delivery.serializers import (
+    DeliverySerializer,
+    InboxPageSerializer,
+    InboxQuerySerializer,
+    NotificationAcceptedSerializer,
+    NotificationCreateSerializer,
+    NotificationDetailSerializer,
+)
+from notifyproject.api import Conflict, CursorPagination
+from notifyproject.permissions import CanRead, CanSend, IsEndUser
+
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+
+
+def sender_of(request) -> services.Sender:
+    if isinstance(request.auth, ApiKey):
+        return services.Sender.for_api_key(request.auth)
+    return services.Sender.for_user(request.user)
+
+
+class NotificationCreateView(APIView):
+    permission_classes = [CanSend]
+
+    @extend_schema(
+        request=NotificationCreateSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        responses={
+            202: NotificationAcceptedSerializer,
+            200: OpenApiResponse(NotificationAcceptedSerializer, description="Idempotent replay."),
+        },
+    )
+    def post(self, request):
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip() or None
+        if idempotency_key and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_CHARS:
+            raise exceptions.ValidationError(
+                {"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX_CHARS} characters."]}
+            )
+        serializer = NotificationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        notification, created = services.notification_send(
+            sender=sender_of(request), request=serializer.to_request(), idempotency_key=idempotency_key
+        )
+        return Response(
+            NotificationAcceptedSerializer(notification).data,
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+        )
+
+
+class NotificationDetailView(APIView):
+    permission_classes = [CanRead]
+
+    @extend_schema(responses={200: NotificationDetailSerializer})
+    def get(self, request, notification_id: int):
+        notification = get_object_or_404(Notification, pk=notification_id)
+        notification.counts = selectors.delivery_counts(notification)
+        return Response(NotificationDetailSerializer(notification).data)
+
+
+class DeliveryPagination(CursorPagination):
+    ordering = "id"
+
+
+class NotificationDeliveriesView(generics.ListAPIView):
+    permission_classes = [CanRead]
+    serializer_class = DeliverySerializer
+    pagination_class = DeliveryPagination
+
+    def get_queryset(self):
+        notification = get_object_or_404(Notification, pk=self.kwargs["notification_id"])
+        return Delivery.objects.filter(notification=notification).select_related("user")
+
+
+class NotificationCancelView(APIView):
+    permission_classes = [CanSend]
+
+    @extend_schema(request=None, responses={200: NotificationDetailSerializer})
+    def post(self, request, notification_id: int):
+        get_object_or_404(Notification, pk=notification_id)
+        try:
+            notification = services.notification_cancel(notification_id)
+        except services.NotCancellableError as exc:
+            raise Conflict(f"Too late to cancel: the {exc}.") from None
+        notification.counts = selectors.delivery_counts(notification)
+        return Response(NotificationDetailSerializer(notification).data)
+
+
+class InboxView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(parameters=[InboxQuerySerializer], responses={200: InboxPageSerializer})
+    def get(self, request):
+        query = InboxQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data["after"]
+        messages = selectors.inbox_page(request.user, after, query.validated_data["limit"])
+        return Response(
+            {
+                "results": [selectors.message_payload(m.notification, m.seq) for m in messages],
+                "cursor": messages[-1].seq if messages else after,
+            }
+        )
+
+
+class InboxAckView(APIView):
+    permission_classes = [IsEndUser]
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request, notification_id: int):
+        if not services.inbox_ack(user=request.user, notification_id=notification_id):
+            raise exceptions.NotFound("No such message in your inbox.")
+        return Response(status=status.HTTP_204_NO_CONTENT)

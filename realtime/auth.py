@@ -1,0 +1,51 @@
+"""Who a realtime connection (WebSocket, poll, SSE) belongs to."""
+
+from urllib.parse import parse_qs, urlsplit
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http.request import validate_host
+
+from devices.authentication import user_for_token
+
+
+def query_param(scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin1")).get(name)
+    return values[0] if values else None
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin1")
+    return None
+
+
+def origin_allowed_for_session(scope) -> bool:
+    """A cookie rides along on cross-site sockets, so session sockets must come from our hosts."""
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True  # not a browser: no ambient cookie risk
+    host = urlsplit(origin).hostname or ""
+    return validate_host(host, settings.ALLOWED_HOSTS)
+
+
+async def authenticate_scope(scope):
+    """The user of a token (`?token=`, or `Authorization: Token`) or of the session; else None.
+
+    Token connections may come from any origin (the embedding web app's); session ones only
+    from this site's hosts.
+    """
+    token = query_param(scope, "token")
+    if token is None:
+        authorization = _header(scope, b"authorization") or ""
+        if authorization.lower().startswith("token "):
+            token = authorization[6:].strip()
+    if token:
+        return await database_sync_to_async(user_for_token)(token)
+    if "session" in scope and origin_allowed_for_session(scope):
+        user = await get_user(scope)
+        if user.is_authenticated and user.is_active:
+            return user
+    return None

@@ -1,0 +1,180 @@
+"""End to end through real processes: daphne, a Celery worker with beat, Redis and PostgreSQL."""
+
+import json
+import os
+import signal
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from websockets.sync.client import connect
+
+from delivery.models import Delivery, InboxMessage, Notification, UserStream
+from tests.delivery.factories import device, send, users
+from tests.support.processes import database_url, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+RECV_TIMEOUT_SECS = 20
+
+
+def open_socket(web, client, after=None):
+    query = f"token={client.token}" + (f"&after={after}" if after is not None else "")
+    return connect(f"{web.ws_url}/ws/v1/notifications/?{query}", open_timeout=10)
+
+
+def recv_json(ws):
+    return json.loads(ws.recv(timeout=RECV_TIMEOUT_SECS))
+
+
+def statuses(notification):
+    return sorted(Delivery.objects.filter(notification=notification).values_list("channel", "status"))
+
+
+def test_a_send_reaches_a_live_socket_and_its_ack_holds_back_push(
+    start_web, start_worker, alice, alice_client, recorder
+):
+    device(alice)
+    web = start_web()
+    start_worker()
+    with open_socket(web, alice_client) as ws:
+        wait_until(
+            lambda: __import__("realtime.presence", fromlist=["users_online"]).users_online([alice.pk]),
+            message="presence",
+        )
+        notification = send({"users": ["alice"]}, title="Lunch?", body="Bob: lunch?", data={"thread": "42"})
+        message = recv_json(ws)
+        assert message["type"] == "notification" and message["id"] == notification.pk
+        assert (message["title"], message["body"], message["data"]) == (
+            "Lunch?",
+            "Bob: lunch?",
+            {"thread": "42"},
+        )
+        ws.send(json.dumps({"type": "ack", "id": notification.pk}))
+        wait_until(
+            lambda: statuses(notification) == [("fcm", "cancelled"), ("realtime", "delivered")],
+            message="ack recorded",
+        )
+    assert recorder.sent() == []
+
+
+def test_without_a_socket_it_falls_back_to_push(start_worker, alice, recorder):
+    phone = device(alice)
+    start_worker()
+    notification = send({"users": ["alice"]}, title="Away")
+    wait_until(lambda: statuses(notification) == [("fcm", "sent")], message="push sent")
+    assert [(s["device_id"], s["title"]) for s in recorder.sent()] == [(phone.pk, "Away")]
+
+
+def test_a_socket_that_never_acks_falls_back_to_push_after_the_timeout(
+    start_web, start_worker, alice, alice_client, recorder
+):
+    device(alice)
+    web = start_web()
+    start_worker(CLARION_ACK_TIMEOUT=2)
+    with open_socket(web, alice_client) as ws:
+        notification = send({"users": ["alice"]}, title="Hello?")
+        received = recv_json(ws)
+        assert received["id"] == notification.pk
+        sent_on_socket_at = timezone.now()
+        wait_until(lambda: recorder.sent(), timeout=15, message="fallback push")
+        pushed_at = timezone.datetime.fromtimestamp(
+            recorder.sent()[0]["at"], tz=timezone.get_current_timezone()
+        )
+    assert (pushed_at - sent_on_socket_at).total_seconds() >= 1.5
+    assert statuses(notification) == [("fcm", "sent"), ("realtime", "sent")]
+
+
+def test_a_scheduled_send_arrives_on_time_even_across_a_worker_restart(start_worker, alice, recorder):
+    device(alice)
+    worker = start_worker()
+    send_at = timezone.now() + timedelta(seconds=6)
+    notification = send({"users": ["alice"]}, title="Reminder", send_at=send_at)
+    assert notification.status == "scheduled"
+    worker.stop()  # the schedule lives in the database, not in this worker's memory
+    start_worker()
+    wait_until(lambda: recorder.sent(), timeout=20, message="scheduled push")
+    arrived = timezone.datetime.fromtimestamp(recorder.sent()[0]["at"], tz=timezone.get_current_timezone())
+    assert abs((arrived - send_at).total_seconds()) <= 2, (arrived, send_at)
+
+
+def test_rolled_back_python_api_send_sends_nothing(start_worker, alice, recorder):
+    device(alice)
+    start_worker()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        send({"users": ["alice"]}, title="rolled back")
+        raise RuntimeError("the caller's transaction fails")
+    with transaction.atomic():
+        send({"users": ["alice"]}, title="committed")
+    wait_until(lambda: recorder.sent(), message="the committed send")
+    assert [s["title"] for s in recorder.sent()] == ["committed"]
+    assert list(Notification.objects.values_list("title", flat=True)) == ["committed"]
+
+
+def test_worker_killed_mid_fan_out_resumes_and_sends_nothing_twice(start_worker, recorder, settings):
+    """SIGKILL while the fan-out is provably between batches, then restart."""
+    recipients = users(1000, "k")
+    for user in recipients:
+        device(user)
+    UserStream.objects.bulk_create([UserStream(user=user) for user in recipients])
+    env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 2, "CLARION_SENDING_STALE_SECS": 5}
+    worker = start_worker(**env)
+    blocker = recipients[450]  # in the fifth batch of 100
+
+    # Hold a lock the fifth batch needs, so the worker is frozen mid-fan-out when killed.
+    with psycopg.connect(database_url(), autocommit=False) as lock_conn:
+        lock_conn.execute("SELECT 1 FROM delivery_userstream WHERE user_id = %s FOR UPDATE", [blocker.pk])
+        notification = send({"broadcast": True}, title="big")
+
+        def worker_blocked_on_the_lock():
+            with psycopg.connect(database_url(), autocommit=True) as probe:
+                return probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE '%userstream%'"
+                ).fetchone()[0]
+
+        wait_until(worker_blocked_on_the_lock, timeout=30, message="the fan-out to block on the held lock")
+        wait_until(
+            lambda: Delivery.objects.filter(notification=notification, status="sent").count() == 400,
+            timeout=30,
+            message="the first four batches sent",
+        )
+        assert InboxMessage.objects.filter(notification=notification).count() == 400
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(10)
+        lock_conn.rollback()
+
+    start_worker(**env)
+    wait_until(
+        lambda: Delivery.objects.filter(notification=notification, status="sent").count() == 1000,
+        timeout=60,
+        message="every delivery sent after the restart",
+    )
+    assert InboxMessage.objects.filter(notification=notification).count() == 1000
+    sent_ids = [s["delivery_id"] for s in recorder.sent()]
+    assert len(sent_ids) == len(set(sent_ids)) == 1000
+    assert Notification.objects.get(pk=notification.pk).status == "dispatched"
+
+
+def test_broadcast_to_ten_thousand_users_completes(start_worker, recorder):
+    recipients = users(10_000, "b")
+    for start in range(0, 10_000, 2_000):  # every fifth user has a phone
+        for user in recipients[start : start + 400]:
+            device(user)
+    start_worker()
+    notification = send({"broadcast": True}, title="everyone")
+    wait_until(
+        lambda: Notification.objects.get(pk=notification.pk).status == "dispatched",
+        timeout=120,
+        interval=0.5,
+        message="fan-out done",
+    )
+    assert InboxMessage.objects.filter(notification=notification).count() == 10_000
+    wait_until(
+        lambda: Delivery.objects.filter(notification=notification, status="sent").count() == 2_000,
+        timeout=120,
+        interval=0.5,
+        message="all pushes sent",
+    )
+    assert len(recorder.sent()) == 2_000

@@ -1,0 +1,374 @@
+"""Fake Web Push service (RFC 8030): checks VAPID (RFC 8292), decrypts aes128gcm payloads (RFC 8291)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import http_ece
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ._failures import FailurePlan
+from ._http import BackgroundHTTPServer, JSONHandler
+from .tls import LocalCA
+
+AUTH_SECRET_BYTES = 16  # RFC 8291 section 3.2
+MAX_PAYLOAD_BYTES = 4096  # RFC 8030 section 7.2: services must accept at least this much
+VAPID_MAX_LIFETIME_S = 24 * 3600  # RFC 8292 section 2: exp no more than 24 hours ahead
+DEFAULT_RETRY_AFTER_S = 1  # Retry-After sent with 429 unless overridden
+URGENCIES = frozenset({"very-low", "low", "normal", "high"})  # RFC 8030 section 5.3
+TOPIC_FORMAT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # RFC 8030 section 5.4: <= 32 base64url chars
+FAILURE_STATUSES = frozenset({404, 410, 413, 429, 500, 503})
+REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    410: "Gone",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def b64url_encode(data: bytes) -> str:
+    """Unpadded base64url, the encoding Web Push uses for keys."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def generate_vapid_keypair() -> tuple[str, str]:
+    """A VAPID key pair as (raw private scalar, uncompressed public point), both b64url.
+
+    The private form is what pywebpush's vapid_private_key= accepts as a string
+    (py_vapid.Vapid.from_string); the public form is a browser's applicationServerKey.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_numbers().private_value.to_bytes(32, "big")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return b64url_encode(private), b64url_encode(public)
+
+
+@dataclasses.dataclass
+class _Subscription:
+    """Browser-side state the fake needs to decrypt and to restrict senders."""
+
+    id: str
+    private_key: ec.EllipticCurvePrivateKey
+    auth_secret: bytes
+    application_server_key: str | None
+    gone: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PushMessage:
+    """One push message the service accepted, decrypted."""
+
+    subscription_id: str
+    plaintext: bytes
+    ttl: int
+    urgency: str | None
+    topic: str | None
+    vapid_claims: dict | None
+    vapid_key: str | None
+    auth_scheme: str | None  # "vapid" (RFC 8292) or "webpush" (draft, with Crypto-Key)
+    headers: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """Any push request with the status it got."""
+
+    subscription_id: str | None
+    status: int
+    detail: str | None
+
+
+class _RejectedError(Exception):
+    """Abort handling with an HTTP error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Handler(JSONHandler):
+    """Routes POST /push/<id> to the owning FakePushService."""
+
+    def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+        body = self.read_body()
+        status, payload, headers = self.fake._push(self.path, self.headers, body)
+        if payload is None:
+            self.send_body(status, b"", headers)
+        else:
+            self.send_json(status, payload, headers)
+
+
+class FakePushService:
+    """Web Push service on 127.0.0.1 (plain HTTP, or HTTPS with tls=True).
+
+    Use as a context manager (or start()/stop()). subscribe() returns a PushSubscription-like dict
+    for pywebpush; the fake keeps the private key and auth secret and decrypts what it receives.
+    """
+
+    def __init__(
+        self,
+        tls: bool = False,
+        latency_ms: float = 0.0,
+        error_rate: float = 0.0,
+        rate_error: int = 503,
+        seed: int = 0,
+        require_vapid: bool = True,
+        retry_after_s: int = DEFAULT_RETRY_AFTER_S,
+    ) -> None:
+        self.tls = tls
+        self.latency_ms = latency_ms  # added before answering each push, for benchmarks
+        self.require_vapid = require_vapid
+        self.retry_after_s = retry_after_s
+        self.failures = FailurePlan(error_rate, rate_error, seed)
+        self.ca: LocalCA | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._http: BackgroundHTTPServer | None = None
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._messages: list[PushMessage] = []
+        self._attempts: list[Attempt] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FakePushService:
+        """Serve on an ephemeral loopback port (writing a CA first when tls=True)."""
+        ssl_context = None
+        if self.tls:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fake-webpush-")
+            self.ca = LocalCA(self._tmp.name)
+            ssl_context = self.ca.server_context()
+        self._http = BackgroundHTTPServer(_Handler, self, ssl_context)
+        self._http.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and remove temp files."""
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> FakePushService:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def origin(self) -> str:
+        """scheme://host:port — what the VAPID "aud" claim must be."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._http.port}"
+
+    url = origin
+
+    @property
+    def ca_path(self) -> Path:
+        """CA PEM to trust when tls=True (e.g. requests.Session().verify = str(ca_path))."""
+        if self.ca is None:
+            raise RuntimeError("ca_path exists only with tls=True")
+        return self.ca.ca_path
+
+    # -- subscriptions -------------------------------------------------------------------------
+    def subscribe(self, application_server_key: str | None = None) -> dict:
+        """Create a browser-side subscription; with application_server_key, only that VAPID key may push."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        auth = os.urandom(AUTH_SECRET_BYTES)
+        sub_id = secrets.token_urlsafe(16)
+        with self._lock:
+            self._subscriptions[sub_id] = _Subscription(sub_id, key, auth, application_server_key)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return {
+            "endpoint": f"{self.origin}/push/{sub_id}",
+            "keys": {"p256dh": b64url_encode(public), "auth": b64url_encode(auth)},
+        }
+
+    def subscription_id(self, subscription: dict | str) -> str:
+        """Id for a subscription dict, endpoint URL or id."""
+        if isinstance(subscription, dict):
+            subscription = subscription["endpoint"]
+        return subscription.rsplit("/", 1)[-1]
+
+    def unsubscribe(self, subscription: dict | str) -> None:
+        """Mark the subscription gone: pushes to it get 410 from now on."""
+        with self._lock:
+            self._subscriptions[self.subscription_id(subscription)].gone = True
+
+    # -- programming failures ------------------------------------------------------------------
+    def fail_subscription(self, subscription: dict | str, status: int, times: int | None = None) -> None:
+        """Answer pushes to this subscription with `status` (404, 410, 413, 429, 500, 503)."""
+        self._check_status(status)
+        self.failures.fail_key(self.subscription_id(subscription), status, times)
+
+    def fail_next(self, status: int, count: int = 1) -> None:
+        """Answer the next `count` otherwise-valid pushes with `status`."""
+        self._check_status(status)
+        self.failures.fail_next(status, count)
+
+    @staticmethod
+    def _check_status(status: int) -> None:
+        if status not in FAILURE_STATUSES:
+            raise ValueError(f"status must be one of {sorted(FAILURE_STATUSES)}")
+
+    # -- records -------------------------------------------------------------------------------
+    @property
+    def messages(self) -> list[PushMessage]:
+        """Accepted, decrypted messages in arrival order."""
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every push request with its status."""
+        with self._lock:
+            return list(self._attempts)
+
+    def reset(self) -> None:
+        """Clear records and programmed failures (subscriptions stay)."""
+        self.failures.clear()
+        with self._lock:
+            self._messages.clear()
+            self._attempts.clear()
+
+    # -- request handling (server threads) -------------------------------------------------------
+    def _push(self, path: str, headers, body: bytes) -> tuple[int, dict | None, dict]:
+        """Handle one push request; returns (status, JSON body or None, extra headers)."""
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        sub_id = path[len("/push/") :] if path.startswith("/push/") else None
+        try:
+            message = self._accept(sub_id, headers, body)
+        except _RejectedError as rejection:
+            with self._lock:
+                self._attempts.append(Attempt(sub_id, rejection.status, rejection.message))
+            extra = {"Retry-After": self.retry_after_s} if rejection.status == 429 else {}
+            return (
+                rejection.status,
+                {
+                    "code": rejection.status,
+                    "error": REASONS.get(rejection.status, ""),
+                    "message": rejection.message,
+                },
+                extra,
+            )
+        with self._lock:
+            self._messages.append(message)
+            self._attempts.append(Attempt(sub_id, 201, None))
+        return 201, None, {"Location": f"{self.origin}/message/{uuid.uuid4().hex}", "TTL": message.ttl}
+
+    def _accept(self, sub_id: str | None, headers, body: bytes) -> PushMessage:
+        """Validate, authenticate and decrypt; raise _RejectedError with the status to answer otherwise."""
+        with self._lock:
+            sub = self._subscriptions.get(sub_id or "")
+        if sub is None:
+            raise _RejectedError(404, "No such subscription")
+        if sub.gone:
+            raise _RejectedError(410, "Subscription has expired or been unsubscribed")
+        scheme, claims, vapid_key = self._check_vapid(headers)
+        if sub.application_server_key and vapid_key != sub.application_server_key:
+            raise _RejectedError(403, "VAPID key does not match the subscription's applicationServerKey")
+        ttl = headers.get("TTL")
+        if ttl is None or not ttl.isdigit():
+            raise _RejectedError(400, "Missing or invalid TTL header")
+        urgency, topic = headers.get("Urgency"), headers.get("Topic")
+        if urgency is not None and urgency not in URGENCIES:
+            raise _RejectedError(400, f"Invalid Urgency {urgency!r}")
+        if topic is not None and not TOPIC_FORMAT.match(topic):
+            raise _RejectedError(400, "Topic must be at most 32 base64url characters")
+        if len(body) > MAX_PAYLOAD_BYTES:
+            raise _RejectedError(413, f"Payload larger than {MAX_PAYLOAD_BYTES} bytes")
+        plaintext = self._decrypt(sub, headers, body)
+        status = self.failures.choose(sub.id)
+        if status is not None:
+            raise _RejectedError(status, f"Programmed failure {status}")
+        return PushMessage(
+            sub.id,
+            plaintext,
+            int(ttl),
+            urgency,
+            topic,
+            claims,
+            vapid_key,
+            scheme,
+            {k.lower(): v for k, v in headers.items()},
+        )
+
+    def _check_vapid(self, headers) -> tuple[str | None, dict | None, str | None]:
+        """Verify the VAPID Authorization header; returns (scheme, claims, public key b64url)."""
+        authorization = headers.get("Authorization")
+        if not authorization:
+            if self.require_vapid:
+                raise _RejectedError(401, "Missing VAPID Authorization header")
+            return None, None, None
+        scheme, _, rest = authorization.partition(" ")
+        if scheme.lower() == "vapid":  # RFC 8292: vapid t=<jwt>, k=<key>
+            params = dict(p.strip().split("=", 1) for p in rest.split(",") if "=" in p)
+            token, key = params.get("t"), params.get("k")
+        elif scheme.lower() == "webpush":  # draft-01: WebPush <jwt> + Crypto-Key: p256ecdsa=<key>
+            token = rest.strip()
+            crypto_key = dict(
+                p.strip().split("=", 1) for p in re.split("[;,]", headers.get("Crypto-Key", "")) if "=" in p
+            )
+            key = crypto_key.get("p256ecdsa")
+        else:
+            raise _RejectedError(401, f"Unsupported Authorization scheme {scheme!r}")
+        if not token or not key:
+            raise _RejectedError(401, "VAPID header needs both a token and a public key")
+        try:
+            public_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(key))
+            claims = jwt.decode(
+                token,
+                public_key,
+                algorithms=["ES256"],
+                audience=self.origin,
+                options={"require": ["aud", "exp", "sub"]},
+            )
+        except (ValueError, jwt.PyJWTError) as exc:
+            raise _RejectedError(401, f"Invalid VAPID token: {exc}") from exc
+        if claims["exp"] > time.time() + VAPID_MAX_LIFETIME_S:
+            raise _RejectedError(401, "VAPID exp is more than 24 hours ahead")
+        if not str(claims["sub"]).startswith(("mailto:", "https:")):
+            raise _RejectedError(401, "VAPID sub must be a mailto: or https: URI")
+        return scheme.lower(), claims, key.rstrip("=")
+
+    @staticmethod
+    def _decrypt(sub: _Subscription, headers, body: bytes) -> bytes:
+        """Decrypt an aes128gcm body with the subscription's private key and auth secret."""
+        if not body:
+            return b""
+        encoding = (headers.get("Content-Encoding") or "").lower()
+        if encoding != "aes128gcm":
+            raise _RejectedError(400, f"Content-Encoding must be aes128gcm, got {encoding!r}")
+        try:
+            return http_ece.decrypt(
+                body, private_key=sub.private_key, auth_secret=sub.auth_secret, version="aes128gcm"
+            )
+        except Exception as exc:  # http_ece raises several types for bad ciphertext
+            raise _RejectedError(400, f"Could not decrypt payload: {exc}") from exc
