@@ -31,6 +31,7 @@ from delivery.models import (
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
+from notifyproject import metrics
 from realtime.presence import users_online
 
 logger = logging.getLogger(__name__)
@@ -213,9 +214,11 @@ def _after_commit(plan: BatchPlan) -> None:
 
     if plan.realtime:
         publish_messages(plan.realtime)
-        Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED).update(
-            status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1
-        )
+        sent = Delivery.objects.filter(
+            pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED
+        ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
+        metrics.count("clarion_realtime_published_total", len(plan.realtime))
+        metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
     for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):
         deliveries_send.delay(plan.push_now[start : start + PUSH_TASK_DELIVERIES])
     soon = sorted((delay, pk) for pk, delay in plan.push_later.items() if delay <= MAX_COUNTDOWN_SECS)

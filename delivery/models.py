@@ -201,6 +201,7 @@ class Delivery(models.Model):
                 name="delivery_queued_due",
             ),
             models.Index(fields=["status", "channel", "-updated_at"], name="delivery_log"),
+            models.Index(fields=["created_at"], name="delivery_created"),  # retention, dashboard
         ]
 
     def __str__(self) -> str:

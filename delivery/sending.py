@@ -8,6 +8,7 @@ provider's Retry-After when longer), so the database, not the broker, holds long
 
 import logging
 import random
+import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from django.utils import timezone
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.providers import Outcome, PushMessage, PushTarget, SendResult, get_provider
 from devices.services import devices_deactivate
+from notifyproject import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +60,15 @@ def deliveries_send(delivery_ids: list[int]) -> None:
             continue
         message = push_message(group[0].notification)
         targets = [_target(d) for d in group]
+        started = time.monotonic()
         try:
             results.extend(provider.send(message, targets))
         except Exception as exc:
+            # A provider bug must not lose the batch: log it and let the retry policy decide.
             logger.exception("%s provider raised; the batch will be retried", channel)
             error = f"provider error: {type(exc).__name__}"
             results.extend(SendResult(t.delivery_id, Outcome.RETRY, error=error) for t in targets)
+        metrics.observe("clarion_provider_latency_seconds", time.monotonic() - started, channel=channel)
     _record(results, by_id, finished, timezone.now())
 
 
@@ -154,6 +159,15 @@ def _record(
             _finish(delivery, DeliveryStatus.FAILED, result.error)
         finished.append(delivery)
 
+    outcomes: dict[tuple, int] = defaultdict(int)
+    for delivery in finished:
+        if delivery.status != DeliveryStatus.QUEUED:  # a retry is counted below, not as an outcome
+            outcomes[(delivery.channel, delivery.status)] += 1
+    metrics.count_many("clarion_deliveries_total", outcomes, ("channel", "status"))
+    retried: dict[tuple, int] = defaultdict(int)
+    for _, delivery in retries:
+        retried[(delivery.channel,)] += 1
+    metrics.count_many("clarion_retries_total", retried, ("channel",))
     Delivery.objects.bulk_update(
         finished,
         [

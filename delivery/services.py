@@ -24,6 +24,7 @@ from delivery.models import (
     Route,
 )
 from delivery.selectors import recipients_queryset, unknown_targets
+from notifyproject import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ def notification_send(
             notification.save()
             if notification.status == NotificationStatus.QUEUED:
                 transaction.on_commit(lambda: _enqueue_dispatch(notification.pk), robust=True)
+            transaction.on_commit(
+                lambda: metrics.count("clarion_notifications_total", route=request.route), robust=True
+            )
     except IntegrityError:
         if not idempotency_key:
             raise

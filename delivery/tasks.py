@@ -6,7 +6,7 @@ redelivered; each is idempotent, so the redelivery does not send anything twice.
 
 from celery import shared_task
 
-from delivery import fanout, sending, services, sweeper
+from delivery import fanout, lifecycle, sending, services, sweeper
 
 
 @shared_task(name="delivery.tasks.notification_dispatch")
@@ -27,3 +27,8 @@ def due_work_sweep() -> dict:
 @shared_task(name="delivery.tasks.recurring_notification_send")
 def recurring_notification_send(recurring_id: int) -> None:
     services.recurring_notification_fire(recurring_id)
+
+
+@shared_task(name="delivery.tasks.data_retention_sweep", acks_late=False, expires=3000)
+def data_retention_sweep() -> dict:
+    return lifecycle.data_retention_sweep()

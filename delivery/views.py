@@ -18,6 +18,7 @@ from delivery.serializers import (
 )
 from notifyproject.api import Conflict, CursorPagination
 from notifyproject.permissions import CanRead, CanSend, IsEndUser
+from notifyproject.throttling import SendRateThrottle
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255
 
@@ -30,6 +31,7 @@ def sender_of(request) -> services.Sender:
 
 class NotificationCreateView(APIView):
     permission_classes = [CanSend]
+    throttle_classes = [SendRateThrottle]
 
     @extend_schema(
         request=NotificationCreateSerializer,

@@ -8,7 +8,6 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from devices import preferences, selectors, services
@@ -23,6 +22,7 @@ from devices.serializers import (
     TopicNameSerializer,
 )
 from notifyproject.permissions import CanSend, IsEndUser
+from notifyproject.throttling import LoginRateThrottle, RegistrationRateThrottle
 
 
 class PasswordTokenView(APIView):
@@ -30,8 +30,7 @@ class PasswordTokenView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes = [LoginRateThrottle]
 
     @extend_schema(request=PasswordLoginSerializer, responses={200: TokenSerializer})
     def post(self, request):
@@ -67,6 +66,7 @@ class ClientTokenView(APIView):
 
 class DeviceListCreateView(generics.ListAPIView):
     permission_classes = [IsEndUser]
+    throttle_classes = [RegistrationRateThrottle]
     serializer_class = DeviceSerializer
 
     def get_queryset(self):

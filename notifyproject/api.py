@@ -132,6 +132,16 @@ class ApiErrorShapeMiddleware:
             return shaped
         return response
 
+    def process_exception(self, request, exception):
+        """A database outage under /api/ is a 503 the client can retry, not a 500 page."""
+        if request.path.startswith("/api/") and isinstance(exception, DatabaseError):
+            logger.error("database unavailable while serving %s: %s", request.path, type(exception).__name__)
+            return JsonResponse(
+                error_body("service_unavailable", "The database is unavailable; try again shortly."),
+                status=503,
+            )
+        return None
+
 
 class CsrfSessionAuthentication(SessionAuthentication):
     """Session auth for this site's own pages (CSRF enforced, as DRF does)."""

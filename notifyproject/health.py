@@ -1,4 +1,6 @@
-"""GET /healthz: whether the database, the channel layer and the broker answer."""
+"""Operations: GET /healthz (do the database, channel layer and broker answer?) and GET /metrics."""
+
+import hmac
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -53,3 +55,63 @@ def healthz(request):
     }
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(checks, status=200 if healthy else 503)
+
+
+def _connected_users() -> float | None:
+    from realtime import presence
+
+    counter = getattr(presence, "connected_users_count", None)
+    try:
+        return float(counter()) if counter else None
+    except Exception:  # noqa: BLE001 - a gauge must not break the scrape
+        return None
+
+
+def _broker_queue_length() -> float | None:
+    if settings.EMBEDDED:
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+        return float(client.llen("celery"))
+    except redis.RedisError:
+        return None
+
+
+def _oldest_due_delivery_secs() -> float | None:
+    from django.db.models import Min, Q
+    from django.db.models.functions import Coalesce
+    from django.utils import timezone
+
+    from delivery.models import Channel, Delivery, DeliveryStatus
+
+    now = timezone.now()
+    oldest = (
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
+        .exclude(channel=Channel.REALTIME)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .aggregate(due=Min(Coalesce("next_attempt_at", "created_at")))["due"]
+    )
+    return (now - oldest).total_seconds() if oldest else 0.0
+
+
+def metrics(request):
+    """Prometheus text format; if CLARION_METRICS_TOKEN is set, it must come as a Bearer token."""
+    from django.http import HttpResponse
+
+    from notifyproject.metrics import render
+
+    expected = settings.CLARION_METRICS_TOKEN
+    if expected:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    body = render(
+        {
+            "clarion_connected_users": _connected_users(),
+            "clarion_broker_queue_length": _broker_queue_length(),
+            "clarion_oldest_due_delivery_seconds": _oldest_due_delivery_secs(),
+        }
+    )
+    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")

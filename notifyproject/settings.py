@@ -154,8 +154,17 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "notifyproject.beat:ResilientDatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Enqueueing runs on commit inside a request; if Redis is down it must fail fast (the row is
+# committed and the sweeper enqueues it later), not hold the request for Celery's defaults.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 # Whether the ASGI process starts its own worker and beat (the embedded default only).
 CLARION_EMBEDDED_WORKER = env_flag("CLARION_EMBEDDED_WORKER", EMBEDDED)
 
@@ -192,11 +201,15 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "notifyproject.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_THROTTLE_RATES": {
-        # Password guessing: a person signs in a few times a day, not 20 times a minute.
-        "login": os.environ.get("CLARION_LOGIN_RATE", "20/min"),
-    },
 }
+
+# Rate limits (DRF syntax "N/s|min|hour|day"); see notifyproject/throttling.py.
+# Password guessing: a person signs in a few times a day, not 20 times a minute.
+CLARION_LOGIN_RATE = os.environ.get("CLARION_LOGIN_RATE", "20/min")
+# Sends per API key: 50/s sustained covers chatty backends; a broadcast is one send.
+CLARION_SEND_RATE = os.environ.get("CLARION_SEND_RATE", "3000/min")
+# Device registrations per end user: apps register on start and on token refresh.
+CLARION_REGISTRATION_RATE = os.environ.get("CLARION_REGISTRATION_RATE", "60/hour")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Clarion API",
@@ -253,9 +266,16 @@ CLARION_SENDING_STALE_SECS = env_int("CLARION_SENDING_STALE_SECS", 300)
 CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 500)
 # How often beat runs the sweeper (scheduled sends, retries, recovery, expiry), in seconds.
 CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
+# Data lifecycle: delivery rows older than this are deleted; devices unseen this long are deactivated.
+CLARION_RETENTION_DAYS = env_int("CLARION_RETENTION_DAYS", 30)
+CLARION_STALE_DEVICE_DAYS = env_int("CLARION_STALE_DEVICE_DAYS", 60)
 CELERY_BEAT_SCHEDULE = {
     "clarion-sweep": {"task": "delivery.tasks.due_work_sweep", "schedule": CLARION_SWEEP_INTERVAL_SECS},
+    "clarion-retention": {"task": "delivery.tasks.data_retention_sweep", "schedule": 3600.0},
 }
+
+# /metrics is open unless this is set; then Prometheus must send it as a Bearer token.
+CLARION_METRICS_TOKEN = os.environ.get("CLARION_METRICS_TOKEN", "")
 
 # --- Internationalisation, static files -----------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -188,3 +188,15 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+@pytest.fixture
+def fan_out(django_capture_on_commit_callbacks):
+    """Fan a notification out in-process, running what would run after each batch commits."""
+    from delivery import fanout
+
+    def run(notification_id: int) -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            fanout.notification_fan_out(notification_id)
+
+    return run

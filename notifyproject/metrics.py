@@ -1,0 +1,123 @@
+"""Prometheus metrics shared by every process: counters and histograms live in one Redis hash.
+
+Workers have no HTTP port and there may be many machines, so instead of per-process
+registries every process adds to the same Redis hash (one pipelined HINCRBYFLOAT round per
+batch of events) and any web process renders it at GET /metrics. Embedded, it is a dict.
+Gauges (connected users, queue lag) are computed when scraped.
+"""
+
+import logging
+import threading
+from collections import defaultdict
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+HASH_KEY = "clarion:metrics"
+# Provider call latency buckets in seconds: APNs/FCM answer in tens of ms; 10 s is a timeout.
+LATENCY_BUCKETS_SECS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HELP = {
+    "clarion_notifications_total": ("counter", "Notifications accepted, by route."),
+    "clarion_deliveries_total": ("counter", "Delivery outcomes recorded, by channel and status."),
+    "clarion_retries_total": ("counter", "Push deliveries scheduled for another attempt, by channel."),
+    "clarion_realtime_published_total": ("counter", "Messages published to realtime connections."),
+    "clarion_provider_latency_seconds": ("histogram", "Duration of one provider send call, by channel."),
+    "clarion_connected_users": ("gauge", "Users with at least one live realtime connection."),
+    "clarion_broker_queue_length": ("gauge", "Tasks waiting in the Celery queue."),
+    "clarion_oldest_due_delivery_seconds": ("gauge", "Age of the oldest push delivery due but not sent."),
+}
+
+
+def _field(name: str, labels: dict) -> str:
+    inner = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if inner else name
+
+
+class _MemoryStore:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._values: dict[str, float] = defaultdict(float)
+
+    def add(self, increments: dict[str, float]) -> None:
+        with self._lock:
+            for field, value in increments.items():
+                self._values[field] += value
+
+    def read(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._values)
+
+
+class _RedisStore:
+    def __init__(self, url: str):
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def add(self, increments: dict[str, float]) -> None:
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for field, value in increments.items():
+                    pipe.hincrbyfloat(HASH_KEY, field, value)
+                pipe.execute()
+        except redis.RedisError:
+            logger.warning("metrics not recorded: Redis unavailable")  # never fail a send for a metric
+
+    def read(self) -> dict[str, float]:
+        return {key.decode(): float(value) for key, value in self._client.hgetall(HASH_KEY).items()}
+
+
+_store = None
+_store_lock = threading.Lock()
+
+
+def store():
+    global _store
+    with _store_lock:
+        if _store is None:
+            _store = _RedisStore(settings.REDIS_URL) if settings.REDIS_URL else _MemoryStore()
+        return _store
+
+
+def count(name: str, value: float = 1, **labels) -> None:
+    store().add({_field(name, labels): value})
+
+
+def count_many(name: str, counts: dict[tuple, float], label_names: tuple[str, ...]) -> None:
+    """Several label combinations of one counter in one round trip."""
+    if counts:
+        store().add({_field(name, dict(zip(label_names, key, strict=True))): n for key, n in counts.items()})
+
+
+def observe(name: str, seconds: float, **labels) -> None:
+    increments = {_field(f"{name}_count", labels): 1, _field(f"{name}_sum", labels): seconds}
+    for bound in LATENCY_BUCKETS_SECS:
+        if seconds <= bound:
+            increments[_field(f"{name}_bucket", {**labels, "le": str(bound)})] = 1
+    increments[_field(f"{name}_bucket", {**labels, "le": "+Inf"})] = 1
+    store().add(increments)
+
+
+def _family(field: str) -> str:
+    name = field.split("{")[0]
+    for suffix in ("_bucket", "_count", "_sum"):
+        if name.endswith(suffix) and name.removesuffix(suffix) in HELP:
+            return name.removesuffix(suffix)
+    return name
+
+
+def render(gauges: dict[str, float | None]) -> str:
+    """The Prometheus text exposition of every stored series plus the given gauges."""
+    values = store().read()
+    for name, value in gauges.items():
+        if value is not None:
+            values[name] = value
+    lines = []
+    for metric, (kind, text) in HELP.items():
+        series = sorted((field, value) for field, value in values.items() if _family(field) == metric)
+        if not series:
+            continue
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+        lines += [f"{field} {value:g}" for field, value in series]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,49 @@
+"""Rate limits answer 429 with Retry-After, per API key and per user, counted in Redis."""
+
+import pytest
+
+from tests.conftest import assert_error, webpush_keys
+
+pytestmark = pytest.mark.django_db
+
+
+def test_send_rate_is_per_api_key(api_key_client, alice, settings):
+    settings.CLARION_SEND_RATE = "2/min"
+    body = {"to": {"users": ["alice"]}, "title": "x"}
+    busy, other = api_key_client("send"), api_key_client("send")
+    assert [busy.post("/api/v1/notifications/", body, format="json").status_code for _ in range(2)] == [
+        202,
+        202,
+    ]
+    limited = busy.post("/api/v1/notifications/", body, format="json")
+    error = assert_error(limited, 429, "throttled")
+    assert 1 <= int(limited["Retry-After"]) <= 61
+    assert "seconds" in error["message"]
+    assert other.post("/api/v1/notifications/", body, format="json").status_code == 202
+
+
+def test_registration_rate_is_per_user(alice_client, bob_client, settings):
+    settings.CLARION_REGISTRATION_RATE = "3/hour"
+    codes = [
+        alice_client.post(
+            "/api/v1/devices/", {"platform": "fcm", "token": f"t{i}"}, format="json"
+        ).status_code
+        for i in range(4)
+    ]
+    assert codes == [201, 201, 201, 429]
+    assert alice_client.get("/api/v1/devices/").status_code == 200  # reading is not limited
+    sub = {"endpoint": "https://push.example.net/x", "keys": webpush_keys()}
+    assert (
+        bob_client.post(
+            "/api/v1/devices/", {"platform": "webpush", "subscription": sub}, format="json"
+        ).status_code
+        == 201
+    )
+
+
+def test_password_sign_in_is_limited(make_user, anon, settings):
+    settings.CLARION_LOGIN_RATE = "2/min"
+    make_user("carol", password="right-password-123")
+    body = {"username": "carol", "password": "wrong"}
+    codes = [anon.post("/api/v1/auth/token/", body, format="json").status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
