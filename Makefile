@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format check-migrations bench worker beat clean
+.PHONY: install run test lint format check-migrations check-schema bench worker beat clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,9 +42,13 @@ format: install
 check-migrations: install
 	SECRET_KEY=$${SECRET_KEY:-makemigrations-check} $(PY) manage.py makemigrations --check --dry-run
 
+# The OpenAPI schema must validate with no generator warnings (undocumented views, types).
+check-schema: install
+	SECRET_KEY=$${SECRET_KEY:-schema-check} $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
 # Tests run on PostgreSQL and Redis on this machine unless DATABASE_URL / REDIS_URL say otherwise
 # (defaults in pytest.ini).
-test: install lint check-migrations
+test: install lint check-migrations check-schema
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from notifyproject import openapi  # noqa: F401 - registers the auth schemes with drf-spectacular
 from notifyproject.health import healthz, metrics
 
 urlpatterns = [
