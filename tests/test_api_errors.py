@@ -19,3 +19,18 @@ def test_pages_outside_the_api_are_not_rewritten(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")
+
+
+def test_database_errors_outside_drf_views_are_503_in_shape(rf):
+    """Non-DRF views under /api/ (async poll/SSE) get the same 503 as DRF ones on a database outage."""
+    import json
+
+    from django.db import OperationalError
+
+    from notifyproject.api import ApiErrorShapeMiddleware
+
+    middleware = ApiErrorShapeMiddleware(lambda request: None)
+    response = middleware.process_exception(rf.get("/api/v1/poll/"), OperationalError("connection refused"))
+    assert response.status_code == 503
+    assert json.loads(response.content)["error"]["code"] == "service_unavailable"
+    assert middleware.process_exception(rf.get("/admin/"), OperationalError("x")) is None

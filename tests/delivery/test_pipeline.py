@@ -115,6 +115,25 @@ def test_rolled_back_python_api_send_sends_nothing(start_worker, alice, recorder
     assert list(Notification.objects.values_list("title", flat=True)) == ["committed"]
 
 
+def test_a_send_inside_a_long_transaction_is_dispatched_when_it_commits(
+    start_worker, alice, recorder, settings
+):
+    """Enqueued on commit: a worker never picks the task up before the row is visible."""
+    import redis
+
+    device(alice)
+    start_worker()
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    with transaction.atomic():
+        send({"users": ["alice"]}, title="after commit")
+        # Whatever was enqueued so far has run to completion (acks_late: acked when done).
+        wait_until(
+            lambda: broker.llen("celery") == 0 and broker.hlen("unacked") == 0,
+            message="every enqueued task to finish",
+        )
+    wait_until(lambda: recorder.sent(), timeout=10, message="the push, promptly after commit")
+
+
 def test_worker_killed_mid_fan_out_resumes_and_sends_nothing_twice(start_worker, recorder, settings):
     """SIGKILL while the fan-out is provably between batches, then restart."""
     recipients = users(1000, "k")

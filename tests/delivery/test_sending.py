@@ -185,3 +185,13 @@ class TestSweeper:
         Notification.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
         assert sweeper.sweep()["expired"] == 1
         assert Delivery.objects.get().status == "expired"
+
+
+def test_a_redelivered_send_task_after_success_sends_nothing(alice, recorder, eager_tasks, fan_out):
+    """acks_late redelivers a task whose worker died after sending; the claim makes it a no-op."""
+    delivery = push_delivery(alice, fan_out)
+    sending.deliveries_send([delivery.pk])
+    sending.deliveries_send([delivery.pk])
+    assert len(recorder.sent()) == 1
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1
