@@ -244,9 +244,9 @@ CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
 
 # One provider per platform, by import path (tests and deployments swap them here).
 CLARION_PROVIDERS = {
-    "fcm": "delivery.providers.unconfigured.FcmProvider",
-    "apns": "delivery.providers.unconfigured.ApnsProvider",
-    "webpush": "delivery.providers.unconfigured.WebPushProvider",
+    "fcm": "delivery.providers.fcm.FcmProvider",
+    "apns": "delivery.providers.apns.ApnsProvider",
+    "webpush": "delivery.providers.webpush.WebPushProvider",
 }
 if os.environ.get("CLARION_PROVIDERS"):
     import json

@@ -1,0 +1,338 @@
+"""Web Push (RFC 8030) with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291).
+
+Encryption (http-ece) runs in the caller's thread; the POSTs run on this provider's background
+event loop over one pooled aiohttp session (HTTP/1.1 keep-alive, which every push service
+speaks). The VAPID JWT is signed once per push-service origin and reused for hours. Unless
+WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, connections go only to public addresses: the resolver refuses
+private answers and aiohttp connects to exactly the addresses it returned (no DNS rebinding window).
+Why aiohttp and not pywebpush.webpush() or httpx: docs/providers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import aiohttp.abc
+import http_ece
+import jwt
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from django.conf import settings
+from django.utils import timezone
+
+from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult
+from delivery.providers.transport import (
+    BackgroundLoop,
+    b64url_decode,
+    b64url_encode,
+    ca_bundle_from_env,
+    client_ssl_context,
+    parse_retry_after,
+)
+from devices.validation import host_is_private
+
+logger = logging.getLogger(__name__)
+
+# RFC 8292 §2: exp at most 24 h ahead, judged by the push service's clock; 12 h leaves room for
+# skew, and re-signing an hour early means no request carries an almost-expired token.
+VAPID_TOKEN_LIFETIME_SECS = 12 * 3600
+VAPID_TOKEN_RENEW_SECS = 11 * 3600
+TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # RFC 8030 §5.4: at most 32 base64url characters
+CONNECT_TIMEOUT_SECS = 10  # TCP + TLS
+READ_TIMEOUT_SECS = 15  # waiting for the push service's answer
+BATCH_TIMEOUT_SECS = 60  # safety net around a whole send(); unanswered deliveries are retried
+# Concurrent requests (= HTTP/1.1 connections) per process, and per push service so that one
+# slow service (most browsers use FCM's) cannot hold every connection.
+MAX_CONNECTIONS = 100
+MAX_CONNECTIONS_PER_ORIGIN = 50
+KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
+ERROR_DETAIL_CHARS = 200
+DEAD_STATUSES = frozenset({404, 410})  # RFC 8030 §7.3: the subscription is gone
+
+
+class PrivateEndpointError(Exception):
+    """The push endpoint resolves to an address we refuse to connect to."""
+
+
+def load_vapid_private_key(value: str) -> ec.EllipticCurvePrivateKey:
+    """VAPID_PRIVATE_KEY as base64url of the raw 32-byte P-256 scalar, or as PEM (PKCS#8 or SEC 1)."""
+    value = value.strip()
+    if value.startswith("-----BEGIN"):
+        key = load_pem_private_key(value.replace("\\n", "\n").encode(), password=None)
+    else:
+        raw = b64url_decode(value)
+        if len(raw) != 32:
+            raise ValueError("expected base64url of a 32-byte P-256 private key, or a PEM")
+        key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("VAPID keys are P-256 (prime256v1) EC keys")
+    return key
+
+
+def vapid_public_key(key: ec.EllipticCurvePrivateKey) -> str:
+    """The public key as browsers take it for applicationServerKey: base64url uncompressed point."""
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return b64url_encode(point)
+
+
+def web_push_topic(collapse_key: str) -> str:
+    """The collapse key if it is a valid Topic, else a stable 32-character digest of it."""
+    if TOPIC_PATTERN.match(collapse_key):
+        return collapse_key
+    return b64url_encode(hashlib.sha256(collapse_key.encode()).digest())[:32]
+
+
+def web_push_payload(message: PushMessage) -> bytes:
+    """What the service worker gets (before encryption)."""
+    return orjson.dumps(
+        {
+            "id": message.notification_id,
+            "title": message.title,
+            "body": message.body,
+            "data": message.data,
+            "url": message.url,
+            "icon": message.icon,
+        }
+    )
+
+
+class VapidHeaders:
+    """`vapid t=<JWT>, k=<key>` per push-service origin, cached: ES256 signing is the costly part."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str) -> None:
+        self._key, self._subject = key, subject
+        self._public = vapid_public_key(key)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, float]] = {}  # origin -> (header, renew at)
+
+    def for_origin(self, origin: str) -> str:
+        now = time.time()
+        with self._lock:
+            cached = self._cache.get(origin)
+            if cached is not None and now < cached[1]:
+                return cached[0]
+            claims = {"aud": origin, "exp": int(now) + VAPID_TOKEN_LIFETIME_SECS, "sub": self._subject}
+            token = jwt.encode(claims, self._key, algorithm="ES256")
+            header = f"vapid t={token}, k={self._public}"
+            self._cache[origin] = (header, now + VAPID_TOKEN_RENEW_SECS)
+            return header
+
+
+class _PublicAddressesOnly(aiohttp.abc.AbstractResolver):
+    """aiohttp's threaded resolver, refusing any answer that is not a public address.
+
+    aiohttp connects to exactly the addresses returned here (and caches them), so a name cannot be
+    re-resolved to a private address between the check and the connect. Literal IP hosts never
+    reach a resolver; send() refuses private ones before that.
+    """
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+        answers = await self._inner.resolve(host, port, family)
+        refused = [answer["host"] for answer in answers if host_is_private(answer["host"])]
+        if refused or not answers:
+            address = refused[0] if refused else "nothing"
+            raise PrivateEndpointError(f"{host} resolves to {address}, not a public address")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True)
+class _Request:
+    delivery_id: int
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def _not_configured_reason() -> str:
+    missing = [name for name in ("VAPID_PRIVATE_KEY", "VAPID_SUBJECT") if not getattr(settings, name)]
+    if missing:
+        return f"webpush provider is not configured: set {', '.join(missing)}"
+    if not settings.VAPID_SUBJECT.startswith(("mailto:", "https:")):
+        return "webpush provider is not configured: VAPID_SUBJECT must be a mailto: or https: URI"
+    return ""
+
+
+class WebPushProvider:
+    """Web Push to any RFC 8030 push service; safe to call from many threads at once."""
+
+    platform = "webpush"
+
+    def __init__(self) -> None:
+        self._reason = _not_configured_reason()
+        self._loop = BackgroundLoop("clarion-webpush")
+        if self._reason:
+            return
+        try:
+            key = load_vapid_private_key(settings.VAPID_PRIVATE_KEY)
+        except ValueError as exc:
+            self._reason = f"webpush provider is not configured: VAPID_PRIVATE_KEY: {exc}"
+            return
+        public = vapid_public_key(key)
+        if settings.VAPID_PUBLIC_KEY and settings.VAPID_PUBLIC_KEY.rstrip("=") != public:
+            self._reason = (
+                "webpush provider is not configured: VAPID_PUBLIC_KEY is not VAPID_PRIVATE_KEY's public key"
+            )
+            return
+        self._vapid = VapidHeaders(key, settings.VAPID_SUBJECT)
+
+    def not_configured_reason(self) -> str:
+        return self._reason
+
+    def send(self, message: PushMessage, targets: list[PushTarget]) -> list[SendResult]:
+        if not targets:
+            return []
+        ttl = message.ttl_secs(timezone.now())
+        shared = {
+            "TTL": str(ttl),
+            "Urgency": "high" if message.priority == "high" else "normal",
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+        }
+        if message.collapse_key:
+            shared["Topic"] = web_push_topic(message.collapse_key)
+        payload = web_push_payload(message)
+        # Read per send: a policy, not a client option (the registry does not rebuild providers for it).
+        allow_private = settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS
+        results: dict[int, SendResult] = {}
+        requests: list[_Request] = []
+        for target in targets:
+            request = self._request(target, payload, shared, allow_private)
+            if isinstance(request, SendResult):
+                results[target.delivery_id] = request
+            else:
+                requests.append(request)
+        if requests:
+            try:
+                sent = self._loop.run(self._post_all(requests, allow_private), BATCH_TIMEOUT_SECS)
+            except TimeoutError as exc:
+                logger.warning("Web Push batch of %d unanswered: %s; retrying it", len(requests), exc)
+                sent = [SendResult(r.delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for r in requests]
+            results.update((result.delivery_id, result) for result in sent)
+        return [results[target.delivery_id] for target in targets]
+
+    def close(self) -> None:
+        self._loop.close(_close_sessions)
+
+    def _request(
+        self, target: PushTarget, payload: bytes, shared: dict[str, str], allow_private: bool
+    ) -> _Request | SendResult:
+        """Encrypt for one subscription, or the reason it cannot be sent to."""
+        parts = urlsplit(target.token)
+        if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
+            error = "INSECURE_ENDPOINT: push endpoints must be https:// (see WEBPUSH_ALLOW_PRIVATE_ENDPOINTS)"
+            return SendResult(target.delivery_id, Outcome.FAILED, error=error)
+        if not allow_private and host_is_private(parts.hostname or ""):
+            error = f"PRIVATE_ENDPOINT: {parts.hostname} is not a public host"
+            return SendResult(target.delivery_id, Outcome.FAILED, error=error)
+        try:
+            body = http_ece.encrypt(
+                payload,
+                private_key=ec.generate_private_key(ec.SECP256R1()),  # a fresh sender key per message
+                dh=b64url_decode(target.p256dh),
+                auth_secret=b64url_decode(target.auth),
+                version="aes128gcm",
+            )
+        except (ValueError, TypeError, http_ece.ECEException) as exc:
+            error = f"INVALID_SUBSCRIPTION: cannot encrypt for its keys ({exc})"
+            return SendResult(target.delivery_id, Outcome.TOKEN_DEAD, error=error)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        headers = {**shared, "Authorization": self._vapid.for_origin(origin)}
+        return _Request(target.delivery_id, target.token, headers, body)
+
+    # -- on the loop ----------------------------------------------------------------------------
+    async def _post_all(self, requests: list[_Request], allow_private: bool) -> list[SendResult]:
+        session = self._session(allow_private)
+        return list(await asyncio.gather(*(_post(session, request) for request in requests)))
+
+    def _session(self, allow_private: bool) -> aiohttp.ClientSession:
+        """The pooled session of this process, built on first use on the loop.
+
+        Connections made while private addresses were allowed are never reused once they are not.
+        """
+        key = "session:any-address" if allow_private else "session:public-only"
+        session = self._loop.resources.get(key)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=client_ssl_context(ca_file=ca_bundle_from_env()),
+                limit=MAX_CONNECTIONS,
+                limit_per_host=MAX_CONNECTIONS_PER_ORIGIN,
+                keepalive_timeout=KEEPALIVE_SECS,
+                resolver=None if allow_private else _PublicAddressesOnly(),
+            )
+            timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_SECS, sock_read=READ_TIMEOUT_SECS)
+            session = self._loop.resources[key] = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return session
+
+
+async def _post(session: aiohttp.ClientSession, request: _Request) -> SendResult:
+    try:
+        async with session.post(request.url, data=request.body, headers=request.headers) as response:
+            content = await response.read()
+    except PrivateEndpointError as exc:
+        return SendResult(request.delivery_id, Outcome.FAILED, error=f"PRIVATE_ENDPOINT: {exc}")
+    except aiohttp.InvalidURL as exc:
+        return SendResult(request.delivery_id, Outcome.FAILED, error=f"INVALID_ENDPOINT: {exc}")
+    except TimeoutError as exc:
+        error = f"TIMEOUT: no answer from the push service ({exc!r})"
+        return SendResult(request.delivery_id, Outcome.RETRY, error=error)
+    except aiohttp.ClientError as exc:  # refused, reset, DNS failure, TLS failure, malformed answer
+        return SendResult(request.delivery_id, Outcome.RETRY, error=f"CONNECTION_ERROR: {exc!r}")
+    return _result(request.delivery_id, response.status, response.headers, content)
+
+
+async def _close_sessions(resources: dict) -> None:
+    for name, session in resources.items():
+        if name.startswith("session:"):
+            await session.close()
+
+
+def _result(delivery_id: int, status: int, headers, content: bytes) -> SendResult:
+    """Map the push service's answer; the error starts with the HTTP status (the codes RFC 8030 has)."""
+    if 200 <= status < 300:
+        return SendResult(delivery_id, Outcome.SENT, provider_message_id=headers.get("Location", ""))
+    error = f"{status} {_phrase(status)}: {_detail(content)}"
+    if status in DEAD_STATUSES:
+        return SendResult(delivery_id, Outcome.TOKEN_DEAD, error=error)
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return SendResult(delivery_id, Outcome.RETRY, error=error, retry_after_secs=retry_after)
+    # 400 bad request, 401/403 VAPID refused (a key problem of ours, not the device's), 413 too large.
+    return SendResult(delivery_id, Outcome.FAILED, error=error)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _detail(content: bytes) -> str:
+    """The service's own explanation: `message` of a JSON error body (autopush, FCM), else the text."""
+    try:
+        body = json.loads(content)
+        text = body.get("message") or body.get("error") or content.decode()
+    except (ValueError, AttributeError):
+        text = content.decode("utf-8", "replace")
+    return str(text).strip()[:ERROR_DETAIL_CHARS] or "(no body)"

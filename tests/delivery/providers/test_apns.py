@@ -1,0 +1,194 @@
+"""APNs provider: our HTTP/2 client and ES256 provider tokens against the fake APNs (raw h2, TLS)."""
+
+import threading
+import uuid
+
+import jwt
+import pytest
+
+from delivery.providers import Outcome, get_provider
+from delivery.providers.apns import APNS_ID_NAMESPACE, ApnsProvider
+from tests.delivery.providers.conftest import APNS_DEVICE, provider, push_message, targets
+
+HTTPCORE_MAX_STREAMS = 100  # httpcore's cap on concurrent streams per HTTP/2 connection
+WAIT_SECS = 10
+
+
+def devices(count: int) -> list[str]:
+    return [f"{i:064x}" for i in range(1, count + 1)]
+
+
+def test_the_device_gets_title_body_data_priority_ttl_and_collapse_key(fake_apns):
+    message = push_message()
+    (result,) = provider("apns").send(message, targets([APNS_DEVICE], first_delivery_id=7))
+
+    (note,) = fake_apns.notifications  # the fake verified the ES256 provider token to accept it
+    assert note.token == APNS_DEVICE
+    assert note.payload == {
+        "aps": {"alert": {"title": "New message", "body": "Bob: lunch?"}},
+        "id": 42,
+        "data": {"thread": "42", "unread": 3, "tags": ["a", "b"]},
+        "url": "https://app.example/t/42",
+        "icon": "https://app.example/i.png",
+    }
+    headers = note.headers
+    assert headers["apns-topic"] == fake_apns.topic
+    assert (headers["apns-push-type"], headers["apns-priority"]) == ("alert", "10")
+    assert headers["apns-expiration"] == str(int(message.expires_at.timestamp()))
+    assert headers["apns-collapse-id"] == "thread-42"
+    # apns-id is derived from the delivery id, so our logs, Apple's answer and retries correlate.
+    assert headers["apns-id"] == str(uuid.uuid5(APNS_ID_NAMESPACE, "delivery:7"))
+    assert result.outcome == Outcome.SENT and result.provider_message_id == headers["apns-id"]
+    claims = jwt.decode(note.provider_token, options={"verify_signature": False})
+    assert claims["iss"] == fake_apns.team_id
+    assert jwt.get_unverified_header(note.provider_token)["kid"] == fake_apns.key_id
+
+
+def test_normal_priority_is_5(fake_apns):
+    provider("apns").send(push_message(priority="normal"), targets([APNS_DEVICE]))
+    assert fake_apns.notifications[0].headers["apns-priority"] == "5"
+
+
+def test_no_title_or_body_is_a_background_push_at_priority_5(fake_apns):
+    provider("apns").send(push_message(title="", body="", collapse_key=""), targets([APNS_DEVICE]))
+    note = fake_apns.notifications[0]
+    assert note.payload["aps"] == {"content-available": 1}
+    assert (note.headers["apns-push-type"], note.headers["apns-priority"]) == ("background", "5")
+    assert "apns-collapse-id" not in note.headers
+
+
+def test_a_collapse_key_longer_than_apple_allows_is_shortened(fake_apns):
+    (result,) = provider("apns").send(push_message(collapse_key="k" * 100), targets([APNS_DEVICE]))
+    assert result.outcome == Outcome.SENT
+    assert len(fake_apns.notifications[0].headers["apns-collapse-id"]) <= 64
+
+
+@pytest.mark.parametrize("reason", ["Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"])
+def test_a_dead_token_is_reported_with_apples_reason(fake_apns, reason):
+    dead_token, alive_token = devices(2)
+    fake_apns.fail_token(dead_token, reason)
+    dead, alive = provider("apns").send(push_message(), targets([dead_token, alive_token]))
+    assert dead.outcome == Outcome.TOKEN_DEAD and dead.error.startswith(f"{reason}: ")
+    assert alive.outcome == Outcome.SENT
+
+
+@pytest.mark.parametrize(
+    "reason, status", [("TooManyRequests", 429), ("InternalServerError", 500), ("ServiceUnavailable", 503)]
+)
+def test_throttling_and_server_errors_are_retried(fake_apns, reason, status):
+    fake_apns.fail_token(APNS_DEVICE, reason, times=1)
+    (result,) = provider("apns").send(push_message(), targets([APNS_DEVICE]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith(f"{reason}: HTTP {status}")
+    assert result.retry_after_secs is None  # Apple sends no Retry-After: our back-off decides
+    assert [a.status for a in fake_apns.attempts] == [status]
+
+
+def test_a_bad_request_fails_without_killing_the_token(fake_apns):
+    fake_apns.fail_token(APNS_DEVICE, "PayloadTooLarge")
+    (result,) = provider("apns").send(push_message(), targets([APNS_DEVICE]))
+    assert result.outcome == Outcome.FAILED and result.error.startswith("PayloadTooLarge: ")
+
+
+def test_the_provider_token_is_signed_once_and_reused_across_sends(fake_apns):
+    apns = provider("apns")
+    for first in range(0, 150, 50):
+        results = apns.send(push_message(), targets(devices(50), first_delivery_id=first + 1))
+        assert {r.outcome for r in results} == {Outcome.SENT}
+    assert len(fake_apns.notifications) == 150
+    assert len(fake_apns.provider_tokens) == 1
+    assert fake_apns.connections_opened == 1
+
+
+def test_an_expired_provider_token_is_renewed_once_and_the_sends_retried(fake_apns):
+    fake_apns.fail_next("ExpiredProviderToken", count=5)  # five streams in flight see it at once
+    results = provider("apns").send(push_message(), targets(devices(5)))
+    assert {r.outcome for r in results} == {Outcome.SENT}
+    assert [a.status for a in fake_apns.attempts] == [403] * 5 + [200] * 5
+    assert len(fake_apns.provider_tokens) == 2  # renewed once, not per stream
+
+
+def test_an_invalid_provider_token_fails(fake_apns):
+    fake_apns.fail_next("InvalidProviderToken")
+    (result,) = provider("apns").send(push_message(), targets([APNS_DEVICE]))
+    assert result.outcome == Outcome.FAILED and result.error.startswith("InvalidProviderToken: ")
+
+
+def test_many_concurrent_streams_share_one_connection(fake_apns):
+    apns, count, results = provider("apns"), 300, []
+    fake_apns.hold()  # answers wait until the client has opened every stream it may
+    sender = threading.Thread(
+        target=lambda: results.extend(apns.send(push_message(), targets(devices(count))))
+    )
+    sender.start()
+    try:
+        assert fake_apns.wait_for_in_flight(HTTPCORE_MAX_STREAMS, WAIT_SECS)
+    finally:
+        fake_apns.release()
+        sender.join(WAIT_SECS)
+    assert [r.outcome for r in results] == [Outcome.SENT] * count
+    assert fake_apns.connections_opened == 1
+    assert fake_apns.peak_concurrent_streams == HTTPCORE_MAX_STREAMS
+
+
+def test_worker_threads_sending_at_once_share_the_connection_and_token(fake_apns):
+    apns, threads, per_thread = provider("apns"), 4, 40
+    start, results = threading.Barrier(threads), []
+
+    def worker(n):
+        start.wait(WAIT_SECS)
+        tokens = devices(threads * per_thread)[n * per_thread : (n + 1) * per_thread]
+        results.extend(apns.send(push_message(), targets(tokens, first_delivery_id=n * per_thread + 1)))
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(WAIT_SECS)
+    assert sorted(r.delivery_id for r in results if r.outcome == Outcome.SENT) == list(
+        range(1, threads * per_thread + 1)
+    )
+    assert fake_apns.connections_opened == 1 and len(fake_apns.provider_tokens) == 1
+
+
+def test_the_environment_of_each_device_chooses_the_endpoint(fake_apns_pair):
+    production, sandbox = fake_apns_pair
+    prod_token, sandbox_token, default_token = devices(3)
+    batch = [
+        *targets([prod_token], first_delivery_id=1, environment="production"),
+        *targets([sandbox_token], first_delivery_id=2, environment="sandbox"),
+        *targets([default_token], first_delivery_id=3),  # no environment: production
+    ]
+    results = provider("apns").send(push_message(), batch)
+    assert {r.outcome for r in results} == {Outcome.SENT}
+    assert sorted(n.token for n in production.notifications) == sorted([prod_token, default_token])
+    assert [n.token for n in sandbox.notifications] == [sandbox_token]
+    assert production.provider_tokens == sandbox.provider_tokens  # one token for both hosts
+    assert (production.connections_opened, sandbox.connections_opened) == (1, 1)
+
+
+def test_a_network_failure_is_retried(fake_apns, settings):
+    settings.APNS_ENDPOINT = "https://127.0.0.1:1"  # nothing listens there
+    (result,) = provider("apns").send(push_message(), targets([APNS_DEVICE]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith("CONNECTION_ERROR: ")
+
+
+def test_not_configured_until_key_ids_and_topic_are_set(settings):
+    settings.APNS_KEY = settings.APNS_KEY_ID = settings.APNS_TEAM_ID = settings.APNS_TOPIC = ""
+    built, reason = get_provider("apns")
+    assert built is None and reason.startswith("apns provider is not configured")
+    assert "APNS_KEY" in reason and "APNS_TOPIC" in reason
+
+
+def test_not_configured_with_an_unreadable_key(fake_apns, settings, tmp_path):
+    settings.APNS_KEY = str(tmp_path / "AuthKey_missing.p8")
+    built, reason = get_provider("apns")
+    assert built is None and "AuthKey_missing.p8" in reason
+
+
+def test_close_stops_the_event_loop_thread(fake_apns):
+    apns = ApnsProvider()
+    apns.send(push_message(), targets([APNS_DEVICE]))
+    loop_thread = apns._loop._thread
+    assert loop_thread in threading.enumerate() and loop_thread.name == "clarion-apns"
+    apns.close()
+    assert not loop_thread.is_alive()

@@ -1,0 +1,186 @@
+"""FCM provider: the real firebase-admin SDK against the fake FCM v1 API and OAuth endpoint."""
+
+import json
+import os
+import uuid
+
+import firebase_admin
+import pytest
+from firebase_admin import credentials, messaging
+
+from delivery.providers import Outcome, get_provider
+from delivery.providers.fcm import FcmProvider, point_messaging_at
+from tests.delivery.providers.conftest import TTL_SECS, provider, push_message, targets
+
+
+def test_the_device_gets_title_body_data_priority_ttl_and_collapse_key(fake_fcm):
+    (result,) = provider("fcm").send(push_message(), targets(["token-1"]))
+
+    (sent,) = fake_fcm.messages
+    assert result.outcome == Outcome.SENT and result.provider_message_id == sent.name
+    message = sent.message
+    assert message["token"] == "token-1"
+    assert message["notification"] == {"title": "New message", "body": "Bob: lunch?"}
+    # FCM data values are strings: non-strings arrive JSON-encoded; Clarion's id and url ride along.
+    assert message["data"] == {
+        "thread": "42",
+        "unread": "3",
+        "tags": '["a", "b"]',
+        "clarion_id": "42",
+        "clarion_url": "https://app.example/t/42",
+    }
+    android = message["android"]
+    assert (android["priority"], android["collapse_key"]) == ("high", "thread-42")
+    assert TTL_SECS - 5 <= int(android["ttl"].rstrip("s")) <= TTL_SECS
+    apns_headers = message["apns"]["headers"]
+    assert apns_headers["apns-priority"] == "10" and apns_headers["apns-push-type"] == "alert"
+    assert apns_headers["apns-collapse-id"] == "thread-42"
+    webpush = message["webpush"]
+    assert (webpush["headers"]["Urgency"], webpush["headers"]["Topic"]) == ("high", "thread-42")
+    assert TTL_SECS - 5 <= int(webpush["headers"]["TTL"]) <= TTL_SECS
+    assert webpush["notification"]["icon"] == "https://app.example/i.png"
+    assert webpush["fcm_options"]["link"] == "https://app.example/t/42"
+    assert not sent.validate_only
+
+
+def test_normal_priority(fake_fcm):
+    provider("fcm").send(push_message(priority="normal"), targets(["token-1"]))
+    message = fake_fcm.messages[0].message
+    assert message["android"]["priority"] == "normal"
+    assert message["apns"]["headers"]["apns-priority"] == "5"
+    assert message["webpush"]["headers"]["Urgency"] == "normal"
+
+
+def test_no_title_or_body_is_a_data_only_message(fake_fcm):
+    provider("fcm").send(push_message(title="", body="", collapse_key=""), targets(["token-1"]))
+    message = fake_fcm.messages[0].message
+    assert "notification" not in message and "notification" not in message["webpush"]
+    assert message["apns"]["payload"] == {"aps": {"content-available": 1}}
+    assert message["apns"]["headers"]["apns-push-type"] == "background"
+    assert message["apns"]["headers"]["apns-priority"] == "5"  # Apple requires 5 for background pushes
+    assert "collapse_key" not in message["android"] and "Topic" not in message["webpush"]["headers"]
+    assert message["data"]["thread"] == "42"
+
+
+def test_a_collapse_key_web_push_cannot_take_is_turned_into_a_topic(fake_fcm):
+    key = "thread 42 / a very long collapse key that is not base64url"
+    provider("fcm").send(push_message(collapse_key=key), targets(["token-1"]))
+    message = fake_fcm.messages[0].message
+    topic = message["webpush"]["headers"]["Topic"]
+    assert len(topic) <= 32 and topic.replace("-", "").replace("_", "").isalnum()
+    assert message["android"]["collapse_key"] == key
+
+
+def test_a_batch_is_sent_concurrently_with_one_oauth_token_and_results_in_order(fake_fcm):
+    tokens = [f"token-{i}" for i in range(60)]  # more than the provider's 50 threads
+    fake_fcm.fail_token("token-7", "UNREGISTERED")
+    results = provider("fcm").send(push_message(), targets(tokens))
+
+    assert [r.delivery_id for r in results] == list(range(1, 61))
+    assert [r.outcome for r in results].count(Outcome.SENT) == 59
+    assert results[7].outcome == Outcome.TOKEN_DEAD
+    assert sorted(m.message["token"] for m in fake_fcm.messages) == sorted(set(tokens) - {"token-7"})
+    assert fake_fcm.token_requests == 1  # the OAuth token is cached across threads and sends
+
+
+@pytest.mark.parametrize("error", ["UNREGISTERED", "INVALID_ARGUMENT", "SENDER_ID_MISMATCH"])
+def test_a_dead_token_is_reported_with_fcms_reason(fake_fcm, error):
+    fake_fcm.fail_token("gone", error)
+    dead, alive = provider("fcm").send(push_message(), targets(["gone", "alive"]))
+    assert dead.outcome == Outcome.TOKEN_DEAD and dead.error.startswith(f"{error}: ")
+    assert alive.outcome == Outcome.SENT
+
+
+def test_quota_exceeded_is_retried_after_fcms_retry_after_and_not_by_the_sdk(fake_fcm):
+    fake_fcm.fail_token("busy", "QUOTA_EXCEEDED", times=1)
+    (result,) = provider("fcm").send(push_message(), targets(["busy"]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith("QUOTA_EXCEEDED: ")
+    assert result.retry_after_secs == fake_fcm.retry_after_s
+    assert [a.status for a in fake_fcm.attempts] == [429]  # the SDK did not sleep and retry by itself
+
+
+@pytest.mark.parametrize("error, status", [("UNAVAILABLE", 503), ("INTERNAL", 500)])
+def test_server_errors_are_retried_by_us_once_not_by_the_sdk(fake_fcm, error, status):
+    fake_fcm.fail_token("flaky", error, times=1)
+    (result,) = provider("fcm").send(push_message(), targets(["flaky"]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith(f"{error}: ")
+    assert [a.status for a in fake_fcm.attempts] == [status]
+
+
+def test_a_rejected_payload_or_auth_error_fails_without_killing_the_token(fake_fcm):
+    fake_fcm.fail_token("ios-device", "THIRD_PARTY_AUTH_ERROR")
+    (result,) = provider("fcm").send(push_message(), targets(["ios-device"]))
+    assert result.outcome == Outcome.FAILED and result.error.startswith("THIRD_PARTY_AUTH_ERROR: ")
+
+
+def test_a_revoked_access_token_is_refreshed_transparently(fake_fcm):
+    fcm = provider("fcm")
+    fcm.send(push_message(), targets(["token-1"]))
+    fake_fcm.revoke_access_tokens()
+    (result,) = fcm.send(push_message(), targets(["token-1"]))
+    assert result.outcome == Outcome.SENT and fake_fcm.token_requests == 2
+
+
+def test_not_configured_without_credentials(settings):
+    settings.FCM_CREDENTIALS = ""
+    built, reason = get_provider("fcm")
+    assert built is None
+    assert reason.startswith("fcm provider is not configured") and "FCM_CREDENTIALS" in reason
+
+
+def test_not_configured_with_an_unreadable_credentials_file(settings, tmp_path):
+    settings.FCM_CREDENTIALS = str(tmp_path / "missing.json")
+    built, reason = get_provider("fcm")
+    assert built is None and "missing.json" in reason
+
+
+def test_close_releases_the_firebase_app_and_threads(fake_fcm):
+    fcm = FcmProvider()
+    fcm.send(push_message(), targets(["token-1"]))
+    apps_before = set(firebase_admin._apps)
+    fcm.close()
+    assert len(apps_before - set(firebase_admin._apps)) == 1
+    assert fcm._pool is None
+
+
+class TestEndpointOverride:
+    """The one place that reaches into firebase-admin's private per-app messaging URL."""
+
+    def test_points_the_pinned_sdk_at_another_endpoint(self, fake_fcm):
+        assert firebase_admin.__version__ == "7.7.0", "re-check point_messaging_at for this version"
+        info = json.loads(fake_fcm.write_service_account().read_text())
+        app = firebase_admin.initialize_app(credentials.Certificate(info), name=f"t-{uuid.uuid4().hex}")
+        try:
+            service = messaging._get_messaging_service(app)
+            point_messaging_at(service, fake_fcm.url + "/")
+            assert service._fcm_url == fake_fcm.send_url
+            app.credential.get_credential()._is_regional_access_boundary_lookup_required = lambda: False
+            name = messaging.send(messaging.Message(topic="news"), app=app)
+            assert fake_fcm.messages[0].name == name
+        finally:
+            firebase_admin.delete_app(app)
+
+    def test_fails_loudly_when_the_sdk_no_longer_has_the_attribute(self):
+        class RenamedService:
+            fcm_url = "https://fcm.googleapis.com/v1/projects/p/messages:send"
+
+        with pytest.raises(RuntimeError, match="_fcm_url"):
+            point_messaging_at(RenamedService(), "http://127.0.0.1:1")
+
+
+def test_a_forked_child_builds_its_own_app_and_threads(fake_fcm, monkeypatch):
+    fcm = provider("fcm")
+    fcm.send(push_message(), targets(["token-1"]))
+    parent_app, parent_pool, parent_session = fcm._app, fcm._pool, fcm._session
+    child_pid = os.getpid() + 1
+    monkeypatch.setattr(os, "getpid", lambda: child_pid)  # what a child sees after fork()
+    try:
+        (result,) = fcm.send(push_message(), targets(["token-2"]))
+        assert result.outcome == Outcome.SENT
+        assert fcm._app is not parent_app and fcm._pool is not parent_pool
+    finally:
+        fcm.close()  # the child's own app and threads
+        monkeypatch.undo()
+        parent_pool.shutdown()  # in a real fork the parent's stay in the parent
+        firebase_admin.delete_app(parent_app)
+        parent_session.close()
