@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
+from devices.models import Platform
+
 
 class ApiScope(models.TextChoices):
     SEND = "send", "Send (send, cancel, mint client tokens)"
@@ -122,6 +124,9 @@ class Notification(models.Model):
             models.Index(fields=["status", "send_at"], name="notification_due"),
             models.Index(fields=["-created_at"], name="notification_recent"),
             models.Index(fields=["collapse_key", "sender_label"], name="notification_collapse"),
+        ]
+        permissions = [
+            ("send_notification", "Can send notifications (compose, test sends, resend, cancel)"),
         ]
 
     def __str__(self) -> str:
@@ -244,3 +249,66 @@ class RecurringNotification(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AudienceStaff(models.TextChoices):
+    ANY = "", "Staff or not"
+    STAFF = "staff", "Staff only"
+    NON_STAFF = "non_staff", "Non-staff only"
+
+
+class Audience(models.Model):
+    """A saved filter over users that product teams send to from the admin (see delivery/audiences.py).
+
+    Conditions combine with AND; at least one is required (everyone is `broadcast`).
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, default="")
+    usernames = models.TextField(
+        blank=True, default="", help_text="Only these users: usernames, one per line or comma-separated."
+    )
+    topic = models.CharField(
+        max_length=64, blank=True, default="", help_text="Subscribed to this topic (and not muting it)."
+    )
+    platform = models.CharField(
+        max_length=16,
+        choices=Platform.choices,
+        blank=True,
+        default="",
+        help_text="Has an active device on this platform.",
+    )
+    seen_within_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Has an active device (of that platform, if one is chosen) seen in the last N days.",
+    )
+    staff = models.CharField(max_length=16, choices=AudienceStaff.choices, blank=True, default="")
+    group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Member of this group.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeliveryDashboard(Delivery):
+    """The admin dashboard: a proxy so the page has a place and a view permission in the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"

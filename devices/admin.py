@@ -1,5 +1,17 @@
-from django.contrib import admin
+from datetime import timedelta
 
+from django.contrib import admin, messages
+from django.contrib.admin import ShowFacets
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from delivery.admin_compose import MAX_TEST_DEVICES, devices_test_send
+from delivery.admin_lists import EstimatedCountPaginator
+from delivery.admin_views import SEND_PERMISSION, require_send_permission
 from devices.models import Device, DeviceOwnershipChange, TopicSubscription
 
 
@@ -15,17 +27,68 @@ class OwnershipChangeInline(admin.TabularInline):
         return False
 
 
+class LastSeenFilter(admin.SimpleListFilter):
+    """Recent devices, or stale ones worth cleaning up; one indexed range on last_seen_at."""
+
+    title = "last seen"
+    parameter_name = "last_seen"
+    ranges = {
+        "1d": ("In the last 24 hours", timedelta(days=1), True),
+        "7d": ("In the last 7 days", timedelta(days=7), True),
+        "30d": ("In the last 30 days", timedelta(days=30), True),
+        "stale30": ("More than 30 days ago", timedelta(days=30), False),
+        "stale90": ("More than 90 days ago", timedelta(days=90), False),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _span, _recent) in self.ranges.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() not in self.ranges:
+            return queryset
+        _label, span, recent = self.ranges[self.value()]
+        since = timezone.now() - span
+        return queryset.filter(last_seen_at__gte=since) if recent else queryset.filter(last_seen_at__lt=since)
+
+
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": ["clarion-admin/admin.css"]}
+
     list_display = ("id", "user", "platform", "name", "environment", "active", "last_seen_at", "created_at")
-    list_filter = ("platform", "active", "environment", "last_seen_at")
+    list_filter = ("platform", "active", "environment", LastSeenFilter)
     search_fields = ("user__username", "name", "=token")
     list_select_related = ("user",)
     raw_id_fields = ("user",)
-    readonly_fields = ("token_digest", "created_at", "deactivated_reason")
+    readonly_fields = ("token_digest", "created_at", "deactivated_reason", "deliveries_link")
     inlines = [OwnershipChangeInline]
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
-    actions = ["deactivate", "reactivate"]
+    show_facets = ShowFacets.NEVER
+    actions = ["deactivate", "reactivate", "send_test"]
+    change_form_template = "admin/devices/device/change_form.html"
+
+    def has_send_permission(self, request) -> bool:
+        return request.user.has_perm(SEND_PERMISSION)
+
+    def get_urls(self):
+        send_test = self.admin_site.admin_view(self.send_test_view)
+        return [
+            path("<int:object_id>/send-test/", send_test, name="devices_device_send_test"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_send": self.has_send_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="Deliveries")
+    def deliveries_link(self, obj: Device) -> str:
+        if obj.pk is None:
+            return "–"
+        url = reverse("admin:delivery_delivery_changelist")
+        return format_html('<a href="{}?device={}">This device’s delivery log</a>', url, obj.pk)
 
     @admin.action(description="Deactivate the selected devices")
     def deactivate(self, request, queryset):
@@ -36,6 +99,45 @@ class DeviceAdmin(admin.ModelAdmin):
     def reactivate(self, request, queryset):
         updated = queryset.update(active=True, deactivated_reason="")
         self.message_user(request, f"Reactivated {updated} device(s).")
+
+    @admin.action(description="Send a test notification to the selected devices", permissions=["send"])
+    def send_test(self, request, queryset):
+        device_ids = list(queryset.values_list("pk", flat=True)[: MAX_TEST_DEVICES + 1])
+        if len(device_ids) > MAX_TEST_DEVICES:
+            self.message_user(
+                request, f"Select at most {MAX_TEST_DEVICES} devices for a test send.", messages.ERROR
+            )
+            return
+        notification = devices_test_send(user=request.user, device_ids=device_ids)
+        self._message_test_queued(request, notification, len(device_ids))
+
+    @staticmethod
+    def _message_test_queued(request, notification, device_count: int) -> None:
+        url = reverse("admin:delivery_notification_change", args=[notification.pk])
+        messages.success(
+            request,
+            format_html(
+                'Test <a href="{}">notification #{}</a> queued for {} device(s).',
+                url,
+                notification.pk,
+                device_count,
+            ),
+        )
+
+    def send_test_view(self, request, object_id: int):
+        """POST from the device page's "Send a test" button; the send itself happens in the worker."""
+        return _send_test(request, self, object_id)
+
+
+@require_POST
+def _send_test(request, model_admin: DeviceAdmin, object_id: int):
+    require_send_permission(request)
+    device = get_object_or_404(Device, pk=object_id)
+    notification = devices_test_send(user=request.user, device_ids=[device.pk])
+    model_admin._message_test_queued(request, notification, 1)
+    if not device.active:
+        messages.warning(request, "This device is inactive, so the test will be skipped.")
+    return HttpResponseRedirect(reverse("admin:devices_device_change", args=[device.pk]))
 
 
 @admin.register(TopicSubscription)

@@ -37,7 +37,7 @@ def test_a_send_reaches_a_live_socket_and_its_ack_holds_back_push(
 ):
     device(alice)
     web = start_web()
-    start_worker()
+    start_worker(CLARION_ACK_TIMEOUT=120)  # about the ack, not its deadline (CI machines can be loaded)
     with open_socket(web, alice_client) as ws:
         wait_until(
             lambda: __import__("realtime.presence", fromlist=["users_online"]).users_online([alice.pk]),
