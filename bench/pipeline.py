@@ -176,7 +176,7 @@ def report(recipients: int, results: dict) -> None:
         f"\nW9 pipeline: broadcast to {recipients:,} recipients with one device each "
         f"(Celery prefork ×2, null provider; median of {len(results['clarion'])} runs, min–max)"
     )
-    columns = [("rows/s", 22), ("elapsed s", 16), ("Celery tasks", 14)]
+    columns = [("rows/s", 22), ("elapsed s", 12), ("Celery tasks", 24)]
     columns += [("deliveries/task", 17), ("worker CPU s", 14)]
     print(f"{'':<10}" + "".join(f"{title:>{width}}" for title, width in columns))
     for name, runs in results.items():
@@ -186,7 +186,7 @@ def report(recipients: int, results: dict) -> None:
 
         elapsed = statistics.median(r["elapsed"] for r in runs)
         print(
-            f"{name:<10}{col('rows_per_sec'):>22}{elapsed:>16.1f}{col('tasks'):>14}"
+            f"{name:<10}{col('rows_per_sec'):>22}{elapsed:>12.1f}{col('tasks'):>24}"
             f"{col('deliveries_per_task'):>17}{col('worker_cpu'):>14}"
         )
     ratio = statistics.median(r["rows_per_sec"] for r in results["clarion"]) / statistics.median(
