@@ -1,0 +1,37 @@
+"""`make bench`: every benchmark in turn, each printing Clarion and its baselines side by side.
+
+python -m bench            # full sizes (long: tens of minutes)
+python -m bench --quick    # reduced sizes
+python -m bench pipeline   # just one
+"""
+
+import subprocess
+import sys
+
+# name → (arguments for a full run, arguments for --quick)
+BENCHMARKS = {
+    "pipeline": ([], ["--quick"]),
+    "providers": ([], ["--quick"]),
+    "admin_bench": ([], ["--runs", "3"]),
+    "realtime_memory": ([], ["--clients", "500"]),
+    "realtime_latency": ([], ["--users", "200", "--rounds", "3"]),
+}
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv[1:]
+    chosen = [name for name in sys.argv[1:] if not name.startswith("-")] or list(BENCHMARKS)
+    failed = []
+    for name in chosen:
+        full, reduced = BENCHMARKS[name]
+        args = [sys.executable, "-m", f"bench.{name}", *(reduced if quick else full)]
+        print(f"\n== {' '.join(args[2:])}", flush=True)
+        if subprocess.run(args).returncode:
+            failed.append(name)
+    if failed:
+        print("\nfailed:", ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
