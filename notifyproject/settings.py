@@ -104,13 +104,18 @@ TEMPLATES = [
 # Persistent connections are bounded: under ASGI every sync_to_async thread holds its own,
 # so an unbounded age would pin one connection per thread for ever.
 DB_CONN_MAX_AGE_SECS = env_int("DB_CONN_MAX_AGE", 60)
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=DB_CONN_MAX_AGE_SECS,
-        conn_health_checks=True,
-    )
-}
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+            conn_max_age=DB_CONN_MAX_AGE_SECS,
+            conn_health_checks=True,
+        )
+    }
+except ValueError as exc:  # dj-database-url's UnknownSchemeError is a ValueError
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is not a database URL ({exc}); e.g. postgres://user:password@host:5432/clarion"
+    ) from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves requests and runs tasks from several threads of one
     # process; WAL and a busy timeout keep a writer from failing a concurrent reader.

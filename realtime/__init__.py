@@ -1,4 +1,4 @@
-"""Realtime delivery to connected browsers: WebSocket, long-polling, SSE and presence.
+"""Realtime delivery to connected clients: WebSocket, long-polling, SSE, presence, node channels.
 
-See docs/architecture.md.
+See docs/realtime.md.
 """

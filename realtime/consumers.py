@@ -1,111 +1,147 @@
-"""The WebSocket consumer: transport only. It authenticates, joins the user's group, replays
-from the client's cursor, forwards live messages in cursor order without duplicates, and
-passes acks to the domain. See docs/architecture.md (Realtime).
+"""The WebSocket consumer: transport only. It authenticates, registers the connection with
+this process's node, replays from the client's cursor, writes live frames in cursor order
+without duplicates (realtime/subscriber.py), and passes acks to the domain.
+See docs/realtime.md (WebSocket).
 """
 
 import logging
-import uuid
+import time
 
 import orjson
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
 
 from delivery.services import inbox_ack
 from realtime.auth import authenticate_scope, query_param
-from realtime.presence import get_presence
-from realtime.publish import user_group
-from realtime.streams import REPLAY_PAGE, live_messages_after, stream_position
+from realtime.node import get_node
+from realtime.streams import db, stream_position
+from realtime.subscriber import Subscriber, spawn
+from realtime.transport import attach_flow_control, daphne_protocol, limit_client_messages
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BAD_REQUEST = 4400
-MAX_CLIENT_FRAME_BYTES = 4096  # acks and pings are tiny; anything larger is abuse
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FLOODING = 4429
+# Acks and pings are tiny: past 4 KiB a frame gets an error; past 64 KiB the server closes
+# the socket (1009) before reading it into memory.
+MAX_CLIENT_FRAME_BYTES = 4096
+MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
+# Client frames per connection: a burst of 400 (acking a full replay page twice over),
+# then 40 per second sustained; a client past that is closed.
+FRAME_BURST = 400
+FRAMES_PER_SEC = 40
+
+
+def parse_cursor(raw: str | None) -> int | None:
+    """A non-negative cursor, None when absent; ValueError when malformed."""
+    if raw is None or raw == "":
+        return None
+    value = int(raw)
+    if value < 0:
+        raise ValueError("negative cursor")
+    return value
+
+
+class WebSocketSubscriber(Subscriber):
+    kind = "websocket"
+
+    def __init__(self, consumer, user, cursor):
+        super().__init__(user, cursor)
+        self.consumer = consumer
+
+    async def write(self, frame: str, cursor: int | None) -> None:
+        await self.consumer.send(text_data=frame)
+
+    def _close(self, code: int) -> None:
+        self.consumer.close_later(code)
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
-    user = None
+    # No per-socket channel-layer subscription: the node fans frames out (realtime/node.py).
+    channel_layer_alias = "clarion-realtime-node-only"
+    subscriber: WebSocketSubscriber | None = None
 
     async def connect(self):
-        self.user = await authenticate_scope(self.scope)
+        self.protocol = daphne_protocol(self.base_send)
+        if self.protocol is not None:
+            limit_client_messages(self.protocol, MAX_CLIENT_MESSAGE_BYTES)
+        user = await authenticate_scope(self.scope)
         await self.accept()
-        if self.user is None:
+        if user is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        after = query_param(self.scope, "after")
         try:
-            start = int(after) if after not in (None, "") else None
+            after = parse_cursor(query_param(self.scope, "after"))
         except ValueError:
-            await self._send({"type": "error", "code": "bad_cursor", "message": "after must be a cursor"})
+            await self._error("bad_cursor", "after must be a cursor (a non-negative integer).")
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        if start is None:
-            start = await database_sync_to_async(stream_position)(self.user.pk)
-        self.cursor = start
-        self.connection_id = uuid.uuid4().hex
-        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
-        await get_presence().touch(self.user.pk, self.connection_id)
-        # Anything committed between reading the position and joining the group is replayed
-        # here; anything published meanwhile arrives after and is dropped as already seen.
-        await self._catch_up()
+        position = await db(stream_position)(user.pk)
+        # A cursor past the stream's end (another server's, a reset database) starts from the end.
+        cursor = position if after is None else min(after, position)
+        self.subscriber = WebSocketSubscriber(self, user, cursor)
+        attach_flow_control(self.protocol, self.subscriber)
+        self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
+        await get_node().register(self.subscriber)
+        self.subscriber.start()
 
     async def disconnect(self, code):
-        if self.user is None or not hasattr(self, "connection_id"):
-            return
-        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-        await get_presence().leave(self.user.pk, self.connection_id)
+        if self.subscriber is not None:
+            self.subscriber.detach()
+
+    def close_later(self, code: int) -> None:
+        """Close from outside the consumer's own task (the node, the writer)."""
+        spawn(self.close(code=code))
 
     async def receive(self, text_data=None, bytes_data=None):
+        subscriber = self.subscriber
+        if subscriber is None or subscriber.closed:
+            return
+        subscriber.last_seen = time.monotonic()
+        if not self._take_token():
+            subscriber.close(CLOSE_FLOODING)
+            return
         raw = text_data if text_data is not None else bytes_data
-        if raw is None or len(raw) > MAX_CLIENT_FRAME_BYTES:
-            await self._send(
-                {"type": "error", "code": "frame_too_large", "message": "frames are at most 4 KB"}
-            )
+        if len(raw) > MAX_CLIENT_FRAME_BYTES:
+            await self._error("frame_too_large", f"Frames are at most {MAX_CLIENT_FRAME_BYTES} bytes.")
             return
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await self._send({"type": "error", "code": "invalid_json", "message": "frames are JSON objects"})
+            await self._error("invalid_json", "Frames are JSON objects.")
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
-            await get_presence().touch(self.user.pk, self.connection_id)
-            await self._send({"type": "pong"})
-        elif kind == "ack" and isinstance(frame.get("id"), int) and not isinstance(frame.get("id"), bool):
-            await database_sync_to_async(inbox_ack)(user=self.user, notification_id=frame["id"])
+            subscriber.heartbeat = True
+            await self.send(text_data='{"type":"pong"}')
+        elif kind == "ack":
+            await self._ack(frame.get("id"))
         else:
-            await self._send({"type": "error", "code": "unknown_type", "message": "expected ping or ack"})
+            await self._error("unknown_type", 'Expected {"type": "ping"} or {"type": "ack", "id": <id>}.')
 
-    async def notification_message(self, event):
-        """A live message from the user's group, forwarded in cursor order, once."""
-        message = event["message"]
-        cursor = message["cursor"]
-        if cursor <= self.cursor:
+    async def _ack(self, notification_id) -> None:
+        if not isinstance(notification_id, int) or isinstance(notification_id, bool) or notification_id < 1:
+            await self._error("invalid_ack", "An ack needs the message's integer id.")
             return
-        if cursor > self.cursor + 1:
-            # Earlier messages may have been published out of order, or not to us
-            # (push-only ones are in the stream too): the database says which to send.
-            await self._catch_up(until=cursor)
-            if cursor <= self.cursor:
-                return
-        await self._send({"type": "notification", **message})
-        self.cursor = cursor
+        try:
+            found = await db(inbox_ack)(user=self.subscriber.user, notification_id=notification_id)
+        except DatabaseError:
+            logger.warning("ack of %s failed", notification_id, exc_info=True)
+            await self._error("unavailable", "The ack was not recorded; send it again.", id=notification_id)
+            return
+        if not found:
+            await self._error("not_found", "No such message in your inbox.", id=notification_id)
 
-    async def notification_read(self, event):
-        await self._send({"type": "read", "id": event["id"]})
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refilled_at) * FRAMES_PER_SEC)
+        self._refilled_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
-    async def _catch_up(self, until: int | None = None):
-        while True:
-            messages = await database_sync_to_async(live_messages_after)(
-                self.user.pk, self.cursor, REPLAY_PAGE, until
-            )
-            for message in messages:
-                await self._send({"type": "notification", **message})
-                self.cursor = message["cursor"]
-            if len(messages) < REPLAY_PAGE:
-                break
-        if until is not None:
-            self.cursor = max(self.cursor, until - 1)
-
-    async def _send(self, payload: dict):
-        await self.send(text_data=orjson.dumps(payload).decode())
+    async def _error(self, code: str, message: str, **extra) -> None:
+        frame = {"type": "error", "code": code, "message": message, **extra}
+        await self.send(text_data=orjson.dumps(frame).decode())

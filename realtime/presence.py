@@ -1,9 +1,11 @@
-"""Which users have a live realtime connection, readable by every web process and worker.
+"""Which users have a live realtime connection, and on which web process (node) it lives.
 
-Scaled: one Redis sorted set per user, member = connection id, score = when it expires.
-A connection refreshes its entry on every heartbeat, so the sockets of a crashed instance
-drop out after PRESENCE_TTL_SECS without anyone cleaning up. Embedded: a dict in the
-process, which is where every producer lives then.
+Readable by every web process and worker. Scaled: one Redis sorted set per user,
+member = node id, score = when that entry expires. A node refreshes the entries of all
+its connected users every PRESENCE_REFRESH_SECS in one pipeline, so the users of a
+crashed node drop out after PRESENCE_TTL_SECS without anyone cleaning up. Embedded: the
+same shape in a dict, since every producer lives in the one process then.
+See docs/realtime.md (Presence).
 """
 
 import asyncio
@@ -15,9 +17,15 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-# Two heartbeat intervals (30 s each) plus slack: one missed heartbeat does not go offline.
-PRESENCE_TTL_SECS = 75
+# A node rewrites its users' entries this often; one Redis round trip per node, not per socket.
+PRESENCE_REFRESH_SECS = 20
+# Three refresh periods: a node that misses one refresh (a GC pause, a slow Redis) keeps its
+# users online, a crashed node's users are offline within a minute.
+PRESENCE_TTL_SECS = 3 * PRESENCE_REFRESH_SECS
+# Long-polling clients are between two requests for a round trip; they stay online that long.
+POLL_LINGER_SECS = 10
 KEY_PREFIX = "clarion:presence:"
+REDIS_TIMEOUT_SECS = 5
 
 
 def _key(user_id: int) -> str:
@@ -26,29 +34,46 @@ def _key(user_id: int) -> str:
 
 class RedisPresence:
     def __init__(self, url: str):
-        self._sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        # An asyncio client belongs to the loop it first ran on; sync callers (async_to_sync)
-        # bring their own loops, so keep one client per loop.
-        self._async_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._url = url
+        self._sync = redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS
+        )
+        # An asyncio client belongs to the loop it first ran on.
+        self._async_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def _aclient(self):
+    @property
+    def sync_client(self) -> redis.Redis:
+        return self._sync
+
+    def async_client(self) -> aioredis.Redis:
         loop = asyncio.get_running_loop()
         client = self._async_by_loop.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(self._url, socket_timeout=5, socket_connect_timeout=5)
+            client = aioredis.Redis.from_url(
+                self._url, socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS
+            )
             self._async_by_loop[loop] = client
         return client
 
-    async def touch(self, user_id: int, connection_id: str) -> None:
-        key = _key(user_id)
-        async with self._aclient().pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {connection_id: time.time() + PRESENCE_TTL_SECS})
-            pipe.expire(key, PRESENCE_TTL_SECS)
+    async def refresh(self, node_id: str, user_ids, ttl: float = PRESENCE_TTL_SECS) -> None:
+        """Mark these users online on this node for `ttl` seconds (one pipeline)."""
+        expires = time.time() + ttl
+        async with self.async_client().pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.zadd(_key(user_id), {node_id: expires})
+                pipe.expire(_key(user_id), int(ttl) + 1, gt=True)
+                pipe.expire(_key(user_id), int(ttl) + 1, nx=True)
             await pipe.execute()
 
-    async def leave(self, user_id: int, connection_id: str) -> None:
-        await self._aclient().zrem(_key(user_id), connection_id)
+    async def remove(self, node_id: str, user_id: int) -> None:
+        await self.async_client().zrem(_key(user_id), node_id)
+
+    async def touch(self, user_id: int, entry_id: str) -> None:
+        """One entry for a user, refreshed by its owner (a node, or a caller tracking its own)."""
+        await self.refresh(entry_id, [user_id])
+
+    async def leave(self, user_id: int, entry_id: str) -> None:
+        await self.remove(entry_id, user_id)
 
     def online(self, user_ids: list[int]) -> set[int]:
         now = time.time()
@@ -58,38 +83,81 @@ class RedisPresence:
             counts = pipe.execute()
         return {user_id for user_id, count in zip(user_ids, counts, strict=True) if count}
 
+    def nodes_for_users(self, user_ids: list[int]) -> dict[str, list[int]]:
+        """{node id: [user ids connected there]} for the users online now."""
+        now = time.time()
+        with self._sync.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.zrangebyscore(_key(user_id), now, "+inf")
+            rows = pipe.execute()
+        nodes: dict[str, list[int]] = {}
+        for user_id, members in zip(user_ids, rows, strict=True):
+            for node_id in members:
+                nodes.setdefault(node_id.decode(), []).append(user_id)
+        return nodes
+
+    def connected_count(self) -> int:
+        """Users online now, for dashboards and /metrics: a SCAN, so call it per scrape, not per send."""
+        now, total = time.time(), 0
+        keys = self._sync.scan_iter(match=f"{KEY_PREFIX}*", count=1000)
+        while batch := [key for _, key in zip(range(1000), keys, strict=False)]:
+            with self._sync.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.zcount(key, now, "+inf")
+                total += sum(1 for count in pipe.execute() if count)
+        return total
+
 
 class MemoryPresence:
+    """The embedded process's presence: {user id: {node id: expiry}}."""
+
     def __init__(self):
         self._lock = threading.Lock()
-        self._connections: dict[int, dict[str, float]] = {}
+        self._entries: dict[int, dict[str, float]] = {}
 
-    async def touch(self, user_id: int, connection_id: str) -> None:
+    async def refresh(self, node_id: str, user_ids, ttl: float = PRESENCE_TTL_SECS) -> None:
+        expires = time.time() + ttl
         with self._lock:
-            self._connections.setdefault(user_id, {})[connection_id] = time.time() + PRESENCE_TTL_SECS
+            for user_id in user_ids:
+                self._entries.setdefault(user_id, {})[node_id] = expires
 
-    async def leave(self, user_id: int, connection_id: str) -> None:
+    async def remove(self, node_id: str, user_id: int) -> None:
         with self._lock:
-            connections = self._connections.get(user_id, {})
-            connections.pop(connection_id, None)
-            if not connections:
-                self._connections.pop(user_id, None)
+            nodes = self._entries.get(user_id, {})
+            nodes.pop(node_id, None)
+            if not nodes:
+                self._entries.pop(user_id, None)
+
+    async def touch(self, user_id: int, entry_id: str) -> None:
+        await self.refresh(entry_id, [user_id])
+
+    async def leave(self, user_id: int, entry_id: str) -> None:
+        await self.remove(entry_id, user_id)
 
     def online(self, user_ids: list[int]) -> set[int]:
+        return {user_id for users in self.nodes_for_users(user_ids).values() for user_id in users}
+
+    def nodes_for_users(self, user_ids: list[int]) -> dict[str, list[int]]:
+        now = time.time()
+        nodes: dict[str, list[int]] = {}
+        with self._lock:
+            for user_id in user_ids:
+                for node_id, expiry in self._entries.get(user_id, {}).items():
+                    if expiry > now:
+                        nodes.setdefault(node_id, []).append(user_id)
+        return nodes
+
+    def connected_count(self) -> int:
         now = time.time()
         with self._lock:
-            return {
-                user_id
-                for user_id in user_ids
-                if any(expiry > now for expiry in self._connections.get(user_id, {}).values())
-            }
+            return sum(1 for nodes in self._entries.values() if max(nodes.values(), default=0) > now)
 
 
 _presence = None
 _presence_lock = threading.Lock()
 
 
-def get_presence():
+def get_presence() -> RedisPresence | MemoryPresence:
     global _presence
     with _presence_lock:
         if _presence is None:
@@ -98,4 +166,9 @@ def get_presence():
 
 
 def users_online(user_ids: list[int]) -> set[int]:
+    """Of these users, those with a live realtime connection on any node."""
     return get_presence().online(user_ids) if user_ids else set()
+
+
+def connected_users_count() -> int:
+    return get_presence().connected_count()

@@ -1,11 +1,28 @@
 """The per-user message stream that WebSocket replay, long-polling and SSE read."""
 
+import orjson
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, UserStream
 from delivery.selectors import message_payload
 
 REPLAY_PAGE = 200  # messages per query while catching a client up
+
+
+def db(fn):
+    """`fn` run in the shared thread pool: thread_sensitive=True would serialise every socket's
+    queries on one thread (or park one thread per long-lived request)."""
+    return database_sync_to_async(fn, thread_sensitive=False)
+
+
+def notification_frame(message: dict) -> str:
+    """A message as the WebSocket frame (and SSE data) clients receive; serialised once."""
+    return orjson.dumps({"type": "notification", **message}).decode()
+
+
+def read_frame(notification_id: int) -> str:
+    return orjson.dumps({"type": "read", "id": notification_id}).decode()
 
 
 def stream_position(user_id: int) -> int:

@@ -44,7 +44,9 @@ def database_url() -> str:
 
 
 def process_env(**overrides) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    # Not DJANGO_ALLOW_ASYNC_UNSAFE: browser tests set it for Playwright's loop, never for servers.
+    skipped = ("PYTEST", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
     env.update(
         DJANGO_SETTINGS_MODULE="notifyproject.settings",
         DATABASE_URL=database_url(),

@@ -1,0 +1,54 @@
+"""The baseline for the realtime benchmarks: a stock Channels consumer, as in the Channels docs.
+
+Same authentication as Clarion's consumer; then `group_add("user.<id>")` on the configured
+channel layer, and one `group_send` per user to reach it (what realtime/publish.py did before
+the node channels). Run by bench/realtime_memory.py and bench/realtime_latency.py.
+"""
+
+import os
+
+import orjson
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from realtime.auth import authenticate_scope  # noqa: E402
+
+
+class StockConsumer(AsyncWebsocketConsumer):
+    group = None
+
+    async def connect(self):
+        user = await authenticate_scope(self.scope)
+        await self.accept()
+        if user is None:
+            await self.close(code=4401)
+            return
+        self.group = f"user.{user.pk}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.send(text_data='{"type":"pong"}')
+
+    async def notification_message(self, event):
+        await self.send(text_data=orjson.dumps({"type": "notification", **event["message"]}).decode())
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": CookieMiddleware(
+            SessionMiddleware(URLRouter([path("ws/v1/notifications/", StockConsumer.as_asgi())]))
+        ),
+    }
+)

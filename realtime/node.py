@@ -1,0 +1,214 @@
+"""This web process's realtime node: its local connections, its Redis channel, its presence.
+
+Every web process is a node with an id. It subscribes to one Redis pub/sub channel,
+`clarion:node:<id>`, and writes `<id>` into the presence of each user connected to it.
+A publisher (a worker's fan-out batch) groups its messages by node and publishes ONE
+payload per node; the node hands each frame to the user's local connections. So a batch
+of 500 users costs one PUBLISH per node instead of one channel-layer message per socket.
+Embedded (no Redis), publishers run in this process and dispatch to the node directly.
+See docs/realtime.md.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import weakref
+
+import orjson
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "clarion:node:"
+# Connections one user may hold on one node (tabs, devices); the oldest is closed past it.
+MAX_CONNECTIONS_PER_USER = 20
+CLOSE_TOO_MANY_CONNECTIONS = 4409
+CLOSE_HEARTBEAT_TIMEOUT = 4408
+# Clients ping every HEARTBEAT_INTERVAL_SECS (the JS client does, with jitter); one that has
+# pinged and then stays silent for two intervals is gone (a frozen tab, a dead network).
+HEARTBEAT_INTERVAL_SECS = 25
+HEARTBEAT_TIMEOUT_SECS = 2 * HEARTBEAT_INTERVAL_SECS
+NODE_TICK_SECS = 5  # how often silent sockets are looked for
+# The node's subscription is re-established with capped back-off when Redis goes away.
+RESUBSCRIBE_BASE_SECS = 0.5
+RESUBSCRIBE_CAP_SECS = 10
+SUBSCRIBE_WAIT_SECS = 5  # a connection waits this long for the node's channel at start-up
+PRESENCE_CHUNK = 1000  # users per presence pipeline
+
+
+def channel_for(node_id: str) -> str:
+    return f"{CHANNEL_PREFIX}{node_id}"
+
+
+class Node:
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.loop = loop
+        self.presence = get_presence()
+        # user id → {subscriber: None}, insertion-ordered so the oldest is first.
+        self.subscribers: dict[int, dict] = {}
+        self._lingering: set[int] = set()
+        self._presence_lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._started = False
+        self._tasks: set[asyncio.Task] = set()
+        self._last_refresh = 0.0
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def register(self, subscriber) -> None:
+        """Route this user's frames to `subscriber`; closes their oldest connection past the cap."""
+        self._start()
+        if not self._ready.is_set():
+            try:
+                await asyncio.wait_for(self._ready.wait(), SUBSCRIBE_WAIT_SECS)
+            except TimeoutError:
+                logger.warning("node %s not subscribed yet; live frames may arrive late", self.id)
+        subscriber.node = self
+        subscribers = self.subscribers.setdefault(subscriber.user_id, {})
+        first = not subscribers
+        subscribers[subscriber] = None
+        self._lingering.discard(subscriber.user_id)
+        if len(subscribers) > MAX_CONNECTIONS_PER_USER:
+            next(iter(subscribers)).close(CLOSE_TOO_MANY_CONNECTIONS)
+        if first:
+            await self._sync_presence(subscriber.user_id)
+
+    def unregister(self, subscriber) -> None:
+        subscribers = self.subscribers.get(subscriber.user_id)
+        if not subscribers or subscriber not in subscribers:
+            return
+        del subscribers[subscriber]
+        if not subscribers:
+            del self.subscribers[subscriber.user_id]
+            if subscriber.linger_secs:
+                self._lingering.add(subscriber.user_id)
+            self._spawn(self._sync_presence(subscriber.user_id))
+
+    def connection_count(self) -> int:
+        return sum(len(subscribers) for subscribers in self.subscribers.values())
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def dispatch(self, messages, reads=()) -> None:
+        """Hand frames to local connections: messages [(user id, cursor, frame)], reads [(user id, frame)]."""
+        for user_id, cursor, frame in messages:
+            for subscriber in tuple(self.subscribers.get(user_id, ())):
+                subscriber.offer(cursor, frame)
+        for user_id, frame in reads:
+            for subscriber in tuple(self.subscribers.get(user_id, ())):
+                subscriber.offer_read(frame)
+
+    def dispatch_payload(self, payload: bytes) -> None:
+        body = orjson.loads(payload)
+        self.dispatch(body.get("m", ()), body.get("r", ()))
+
+    def resync_all(self) -> None:
+        for subscribers in list(self.subscribers.values()):
+            for subscriber in tuple(subscribers):
+                subscriber.resync()
+
+    # -- background work -----------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if settings.REDIS_URL:
+            self._spawn(self._subscribe_forever())
+        else:
+            self._ready.set()
+        self._spawn(self._tick_forever())
+
+    def _spawn(self, coroutine) -> None:
+        task = self.loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _subscribe_forever(self) -> None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+        failures = 0
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel_for(self.id))
+                if self._ready.is_set():
+                    self.resync_all()  # frames published while we were away are in the database
+                self._ready.set()
+                failures = 0
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self.dispatch_payload(message["data"])
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                failures += 1
+                delay = min(RESUBSCRIBE_CAP_SECS, RESUBSCRIBE_BASE_SECS * 2**failures)
+                logger.warning("node %s lost its Redis subscription; retrying in %.1fs", self.id, delay)
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(NODE_TICK_SECS)
+            try:
+                self._close_silent()
+                if time.monotonic() - self._last_refresh >= PRESENCE_REFRESH_SECS:
+                    await self._refresh_presence()
+            except Exception:
+                logger.exception("node %s housekeeping failed", self.id)
+
+    def _close_silent(self) -> None:
+        silent_since = time.monotonic() - HEARTBEAT_TIMEOUT_SECS
+        for subscribers in list(self.subscribers.values()):
+            for subscriber in tuple(subscribers):
+                if subscriber.heartbeat and subscriber.last_seen < silent_since:
+                    subscriber.close(CLOSE_HEARTBEAT_TIMEOUT)
+
+    async def _refresh_presence(self) -> None:
+        self._last_refresh = time.monotonic()
+        async with self._presence_lock:
+            user_ids = list(self.subscribers)
+            for start in range(0, len(user_ids), PRESENCE_CHUNK):
+                await self.presence.refresh(self.id, user_ids[start : start + PRESENCE_CHUNK])
+
+    async def _sync_presence(self, user_id: int) -> None:
+        """Write this user's presence here as it is now; serialised, so the last state wins."""
+        async with self._presence_lock:
+            try:
+                if user_id in self.subscribers:
+                    await self.presence.refresh(self.id, [user_id], PRESENCE_TTL_SECS)
+                elif user_id in self._lingering:
+                    self._lingering.discard(user_id)
+                    await self.presence.refresh(self.id, [user_id], POLL_LINGER_SECS)
+                else:
+                    await self.presence.remove(self.id, user_id)
+            except (aioredis.RedisError, OSError):
+                logger.warning("presence update for user %s failed", user_id, exc_info=True)
+
+
+_nodes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node]" = weakref.WeakKeyDictionary()
+_nodes_lock = threading.Lock()
+
+
+def get_node() -> Node:
+    """The node of the running event loop (one per web process; tests may run several loops)."""
+    loop = asyncio.get_running_loop()
+    with _nodes_lock:
+        node = _nodes.get(loop)
+        if node is None:
+            node = _nodes[loop] = Node(loop)
+        return node
+
+
+def local_nodes() -> list[Node]:
+    with _nodes_lock:
+        return [node for loop, node in _nodes.items() if not loop.is_closed()]

@@ -1,0 +1,183 @@
+"""One live realtime connection's stream state: a cursor, a bounded queue, one writer at a time.
+
+The node hands every live frame to `offer` (no await, no copy: frames are shared strings).
+A single drain task writes them in cursor order; a frame whose cursor skips ahead is
+preceded by the missing messages read from the database (gap-fill), a frame at or below
+the cursor is dropped (already sent). So pub/sub may lose, reorder or duplicate and the
+client still sees every message once, in order. See docs/realtime.md (Cursor, replay, gap-fill).
+"""
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from django.db import DatabaseError
+
+from realtime.streams import REPLAY_PAGE, db, live_messages_after, notification_frame
+
+logger = logging.getLogger(__name__)
+
+# Live frames waiting for the writer, per connection. 256 covers a burst to one user many
+# times over; past it (or 1 MiB) the queue is dropped and refilled from the database, or,
+# if the socket is not draining (the client stopped reading), the connection is closed.
+MAX_PENDING_FRAMES = 256
+MAX_PENDING_BYTES = 1024 * 1024
+
+CLOSE_NOT_READING = 4413  # the client let its backlog grow past the bound
+CLOSE_SERVER_ERROR = 1011
+
+
+_background: set[asyncio.Task] = set()
+
+
+def spawn(coroutine) -> asyncio.Task:
+    """A task kept alive until done (the loop itself only holds weak references)."""
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+class Subscriber:
+    """Base for WebSocket and SSE connections; subclasses implement `write` and `_close`."""
+
+    kind = "stream"
+    linger_secs = 0.0  # presence kept this long after the user's last connection here ends
+    heartbeat = False  # set once the client sends its own pings (see consumers.py)
+
+    def __init__(self, user, cursor: int):
+        self.user = user
+        self.user_id = user.pk
+        self.cursor = cursor
+        self.last_seen = self.connected_at = time.monotonic()
+        self.closed = False
+        self.close_code: int | None = None
+        self._pending: deque = deque()
+        self._pending_bytes = 0
+        self._resync = True  # the first drain replays from the database
+        self._draining = True  # nothing is written until start()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._task: asyncio.Task | None = None
+        self.node = None
+
+    # -- called by the node, on the event loop, never awaiting --------------------------
+
+    def offer(self, cursor: int, frame: str) -> None:
+        if self.closed or cursor <= self.cursor:
+            return
+        self._enqueue(cursor, frame)
+
+    def offer_read(self, frame: str) -> None:
+        if not self.closed:
+            self._enqueue(None, frame)
+
+    def resync(self) -> None:
+        """Messages may have been missed (the node's subscription dropped): re-read the database."""
+        self._resync = True
+        self._kick()
+
+    def pause(self) -> None:
+        """The socket's send buffer is full: the client is not reading fast enough."""
+        self._writable.clear()
+
+    def resume(self) -> None:
+        self._writable.set()
+
+    def close(self, code: int) -> None:
+        """End the connection from the server side with this close code."""
+        if self.closed:
+            return
+        self.close_code = code
+        self.detach()
+        self._close(code)
+
+    def detach(self) -> None:
+        """The connection is gone: stop writing and leave the node."""
+        self.closed = True
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._writable.set()
+        if self.node is not None:
+            self.node.unregister(self)
+
+    # -- the writer ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Replay from the cursor, then write live frames as they come."""
+        self._draining = False
+        self._kick()
+
+    def _enqueue(self, cursor: int | None, frame: str) -> None:
+        self._pending.append((cursor, frame))
+        self._pending_bytes += len(frame)
+        if len(self._pending) > MAX_PENDING_FRAMES or self._pending_bytes > MAX_PENDING_BYTES:
+            if not self._writable.is_set():
+                self.close(CLOSE_NOT_READING)
+                return
+            # Reading, just behind: the database holds every message, so forget the copies.
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._resync = True
+        self._kick()
+
+    def _kick(self) -> None:
+        if not self._draining and not self.closed:
+            self._draining = True
+            self._task = spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while not self.closed:
+                if self._resync:
+                    self._resync = False
+                    await self._catch_up()
+                    continue
+                if not self._pending:
+                    break
+                cursor, frame = self._pending.popleft()
+                self._pending_bytes -= len(frame)
+                if cursor is None:
+                    await self._send(frame, None)
+                    continue
+                if cursor <= self.cursor:
+                    continue
+                if cursor > self.cursor + 1:
+                    # Earlier messages were published out of order, lost, or were push-only.
+                    await self._catch_up(until=cursor - 1)
+                await self._send(frame, cursor)
+        except DatabaseError:
+            logger.warning("database unavailable while streaming to user %s", self.user_id, exc_info=True)
+            self.close(CLOSE_SERVER_ERROR)
+        except Exception:
+            logger.exception("realtime stream to user %s failed", self.user_id)
+            self.close(CLOSE_SERVER_ERROR)
+        finally:
+            self._draining = False
+
+    async def _catch_up(self, until: int | None = None) -> None:
+        while not self.closed:
+            messages = await db(live_messages_after)(self.user_id, self.cursor, REPLAY_PAGE, until)
+            for message in messages:
+                if message["cursor"] > self.cursor:
+                    await self._send(notification_frame(message), message["cursor"])
+            if len(messages) < REPLAY_PAGE:
+                break
+        if until is not None and not self.closed:
+            self.cursor = max(self.cursor, until)
+
+    async def _send(self, frame: str, cursor: int | None) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+        if self.closed:
+            return
+        await self.write(frame, cursor)
+        if cursor is not None:
+            self.cursor = cursor
+
+    async def write(self, frame: str, cursor: int | None) -> None:
+        raise NotImplementedError
+
+    def _close(self, code: int) -> None:
+        raise NotImplementedError

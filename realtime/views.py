@@ -1,0 +1,340 @@
+"""HTTP side of realtime: long-polling, server-sent events, the Web Push key, the service
+worker, the demo page and "send myself a test". Thin: parse, call, format.
+See docs/realtime.md.
+"""
+
+import asyncio
+import contextlib
+import random
+import time
+from functools import cache
+
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from delivery.models import Route
+from delivery.serializers import NotificationAcceptedSerializer
+from delivery.services import NotificationRequest, Sender, notification_send
+from devices.authentication import user_for_token
+from notifyproject.api import error_body
+from notifyproject.permissions import IsEndUser
+from realtime.consumers import parse_cursor
+from realtime.node import get_node
+from realtime.presence import POLL_LINGER_SECS
+from realtime.streams import db, live_messages_after, stream_position
+from realtime.subscriber import Subscriber
+
+# Long-polling: wait 30 s by default, at most 60 (proxies commonly cut idle requests at 60-100 s).
+LONGPOLL_DEFAULT_WAIT_SECS = 30
+LONGPOLL_MAX_WAIT_SECS = 60
+POLL_PAGE = 100  # messages per poll answer; the client polls again at once for more
+# SSE: a comment every 15-25 s (random, so thousands of streams do not wake in step) keeps
+# proxies from closing the stream; a stream with no message for 5 minutes ends and the
+# browser's EventSource reconnects with Last-Event-ID (cheap, and rebalances instances).
+SSE_HEARTBEAT_MIN_SECS = 15
+SSE_HEARTBEAT_MAX_SECS = 25
+SSE_IDLE_TIMEOUT_SECS = 300
+SSE_RETRY_MILLIS = 2000  # the browser's reconnect delay after a stream ends
+SSE_QUEUE_CHUNKS = 64  # events between the writer and the HTTP response, per stream
+# Cross-origin pages (the product's own web app) authenticate with ?token=, so they need
+# CORS; session requests never get it.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Authorization, Last-Event-ID",
+    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def _setting(name: str, default: float) -> float:
+    """Timing knobs tests shorten; deployments keep the defaults above."""
+    return getattr(settings, name, default)
+
+
+def _error(status_code: int, code: str, message: str, fields: dict | None = None, **headers) -> JsonResponse:
+    response = JsonResponse(error_body(code, message, fields), status=status_code)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _unauthenticated() -> JsonResponse:
+    return _error(
+        401,
+        "not_authenticated",
+        "Authentication credentials were not provided or are invalid.",
+        WWW_Authenticate="Token",
+    )
+
+
+def _preflight() -> HttpResponse:
+    response = HttpResponse(status=204)
+    for name, value in CORS_HEADERS.items():
+        response[name] = value
+    return response
+
+
+async def realtime_user(request):
+    """(user, by_token) from `Authorization: Token`, `?token=`, or the session; user None if none."""
+    token = request.GET.get("token")
+    if not token:
+        authorization = request.headers.get("Authorization", "")
+        if authorization.lower().startswith("token "):
+            token = authorization[6:].strip()
+    if token:
+        return await db(user_for_token)(token), True
+    user = await request.auser()
+    if user.is_authenticated and user.is_active:
+        return user, False
+    return None, False
+
+
+class PollWaiter:
+    """A waiting long-poll request: woken by the node, reads the database itself."""
+
+    kind = "poll"
+    linger_secs = POLL_LINGER_SECS
+    heartbeat = False
+
+    def __init__(self, user):
+        self.user_id = user.pk
+        self.last_seen = self.connected_at = time.monotonic()
+        self.woken = asyncio.Event()
+        self.closed = False
+        self.node = None
+
+    def offer(self, cursor, frame) -> None:
+        self.woken.set()
+
+    def offer_read(self, frame) -> None:
+        pass
+
+    def resync(self) -> None:
+        self.woken.set()
+
+    def close(self, code: int) -> None:
+        self.closed = True
+        self.woken.set()
+        if self.node is not None:
+            self.node.unregister(self)
+
+
+async def _start_cursor(user_id: int, after: int | None) -> int:
+    position = await db(stream_position)(user_id)
+    return position if after is None else min(after, position)
+
+
+async def poll(request):
+    """GET /api/v1/poll/?after=<cursor>&timeout=30: answers as soon as a message exists after the cursor."""
+    if request.method == "OPTIONS":
+        return _preflight()
+    if request.method != "GET":
+        return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
+    user, by_token = await realtime_user(request)
+    if user is None:
+        return _unauthenticated()
+    fields = {}
+    try:
+        after = parse_cursor(request.GET.get("after"))
+    except ValueError:
+        fields["after"] = ["A cursor is a non-negative integer."]
+    try:
+        wait = float(request.GET.get("timeout") or LONGPOLL_DEFAULT_WAIT_SECS)
+        if not 0 <= wait < float("inf"):
+            raise ValueError
+    except ValueError:
+        fields["timeout"] = [f"Seconds to wait, 0 to {LONGPOLL_MAX_WAIT_SECS}."]
+    if fields:
+        return _error(400, "validation_error", "The request has invalid fields.", fields)
+    wait = min(wait, _setting("CLARION_LONGPOLL_MAX_WAIT_SECS", LONGPOLL_MAX_WAIT_SECS))
+
+    cursor = await _start_cursor(user.pk, after)
+    waiter = PollWaiter(user)
+    node = get_node()
+    # Registered before the first read: a message committed after it wakes us.
+    await node.register(waiter)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            waiter.woken.clear()  # before the read: a frame offered after it wakes the wait below
+            messages = await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
+            remaining = deadline - time.monotonic()
+            if messages or remaining <= 0 or waiter.closed:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.woken.wait(), remaining)
+    finally:
+        node.unregister(waiter)
+    response = JsonResponse({"results": messages, "cursor": messages[-1]["cursor"] if messages else cursor})
+    response["Cache-Control"] = "no-store"
+    if by_token:
+        response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+class SseSubscriber(Subscriber):
+    """An event stream: the writer formats events into a small queue the response reads."""
+
+    kind = "sse"
+    linger_secs = POLL_LINGER_SECS
+
+    def __init__(self, user, cursor):
+        super().__init__(user, cursor)
+        self.chunks: asyncio.Queue = asyncio.Queue(SSE_QUEUE_CHUNKS)
+
+    async def write(self, frame: str, cursor: int | None) -> None:
+        if cursor is None:
+            chunk = f"event: read\ndata: {frame}\n\n"
+        else:
+            chunk = f"id: {cursor}\nevent: notification\ndata: {frame}\n\n"
+        await self.chunks.put(chunk.encode())
+
+    def _close(self, code: int) -> None:
+        # When full, the stream sees `closed` at its next heartbeat instead.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.chunks.put_nowait(None)
+
+
+async def _event_stream(subscriber: SseSubscriber):
+    node = get_node()
+    try:
+        await node.register(subscriber)
+        subscriber.start()
+        yield f"retry: {SSE_RETRY_MILLIS}\n: connected\n\n".encode()
+        idle_timeout = _setting("CLARION_SSE_IDLE_TIMEOUT_SECS", SSE_IDLE_TIMEOUT_SECS)
+        beat_min = _setting("CLARION_SSE_HEARTBEAT_MIN_SECS", SSE_HEARTBEAT_MIN_SECS)
+        beat_max = _setting("CLARION_SSE_HEARTBEAT_MAX_SECS", SSE_HEARTBEAT_MAX_SECS)
+        idle_until = time.monotonic() + idle_timeout
+        while not subscriber.closed:
+            try:
+                chunk = await asyncio.wait_for(subscriber.chunks.get(), random.uniform(beat_min, beat_max))
+            except TimeoutError:
+                if time.monotonic() >= idle_until:
+                    break
+                yield b": heartbeat\n\n"
+                continue
+            if chunk is None:
+                break
+            chunks = [chunk]
+            while not subscriber.chunks.empty():
+                more = subscriber.chunks.get_nowait()
+                if more is None:
+                    break
+                chunks.append(more)
+            yield b"".join(chunks)
+            idle_until = time.monotonic() + idle_timeout
+    finally:
+        subscriber.detach()
+
+
+async def events(request):
+    """GET /api/v1/events/: server-sent events; `id:` is the cursor, Last-Event-ID (or ?after=) resumes."""
+    if request.method == "OPTIONS":
+        return _preflight()
+    if request.method != "GET":
+        return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
+    user, by_token = await realtime_user(request)
+    if user is None:
+        return _unauthenticated()
+    raw_after = request.headers.get("Last-Event-ID") or request.GET.get("after")
+    try:
+        after = parse_cursor(raw_after)
+    except ValueError:
+        return _error(
+            400,
+            "validation_error",
+            "The request has invalid fields.",
+            {"after": ["Last-Event-ID / after is a cursor, a non-negative integer."]},
+        )
+    subscriber = SseSubscriber(user, await _start_cursor(user.pk, after))
+    response = StreamingHttpResponse(_event_stream(subscriber), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache, no-transform"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    if by_token:
+        response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@require_GET
+def webpush_key(request):
+    """The VAPID public key browsers subscribe with; 404 when this deployment has no Web Push."""
+    if not settings.VAPID_PUBLIC_KEY:
+        return _error(
+            404,
+            "webpush_not_configured",
+            "Web Push is not configured on this server (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY).",
+        )
+    response = JsonResponse({"public_key": settings.VAPID_PUBLIC_KEY})
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@cache
+def _service_worker_source() -> bytes:
+    with open(finders.find("clarion/sw.js"), "rb") as source:
+        return source.read()
+
+
+@require_GET
+def service_worker(request):
+    """/sw.js at the site root, so it may control every page of this origin."""
+    response = HttpResponse(_service_worker_source(), content_type="application/javascript; charset=utf-8")
+    response["Service-Worker-Allowed"] = "/"
+    response["Cache-Control"] = "no-cache"  # browsers re-check it; an update reaches users promptly
+    return response
+
+
+@ensure_csrf_cookie
+@require_GET
+def demo(request):
+    """The page a new user opens after `make run`: sign in, watch notifications, enable Web Push."""
+    session_user = request.user if request.user.is_authenticated else None
+    return render(
+        request,
+        "realtime/demo.html",
+        {"session_user": session_user, "webpush_configured": bool(settings.VAPID_PUBLIC_KEY)},
+    )
+
+
+class SelfTestRateThrottle(SimpleRateThrottle):
+    """A person clicking "send myself a test", not a script sending through the demo."""
+
+    scope = "self_test"
+    rate = "10/min"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+class SelfTestSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200, required=False, default="Hello from Clarion")
+    body = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    route = serializers.ChoiceField(choices=Route.choices, required=False, default=Route.AUTO)
+
+
+class SelfTestNotificationView(APIView):
+    """POST /api/v1/me/test-notification/: a signed-in user sends a notification to themselves."""
+
+    permission_classes = [IsEndUser]
+    throttle_classes = [SelfTestRateThrottle]
+
+    @extend_schema(request=SelfTestSerializer, responses={202: NotificationAcceptedSerializer})
+    def post(self, request):
+        serializer = SelfTestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = request.user
+        notification, _created = notification_send(
+            sender=Sender(label=f"user:{user.pk}", user=user),
+            request=NotificationRequest(target={"users": [user.username]}, **serializer.validated_data),
+        )
+        return Response(NotificationAcceptedSerializer(notification).data, status=status.HTTP_202_ACCEPTED)

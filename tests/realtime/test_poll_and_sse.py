@@ -1,0 +1,173 @@
+"""Long-polling and server-sent events against a live daphne, Redis, PostgreSQL and a worker."""
+
+import concurrent.futures
+import time
+
+import httpx
+import pytest
+
+from delivery.models import InboxMessage, Notification
+from tests.conftest import assert_error
+from tests.delivery.factories import send
+from tests.realtime.conftest import wait_online
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Response:
+    """Enough of a response for assert_error."""
+
+    def __init__(self, response: httpx.Response):
+        self.status_code, self.content, self._response = response.status_code, response.content, response
+
+    def __getitem__(self, name):
+        return self._response.headers[name]
+
+    def json(self):
+        return self._response.json()
+
+
+def poll(web, token, **params):
+    params = {"token": token, **params}
+    return httpx.get(f"{web.url}/api/v1/poll/", params=params, timeout=90)
+
+
+def in_cursor_order(user) -> list[int]:
+    """The user's notification ids in stream order (the worker may fan out several at once)."""
+    rows = InboxMessage.objects.filter(user=user).order_by("seq")
+    return list(rows.values_list("notification_id", flat=True))
+
+
+def dispatched(count: int):
+    wait_until(lambda: Notification.objects.filter(status="dispatched").count() >= count, message="dispatch")
+
+
+def test_a_poll_answers_as_soon_as_a_message_exists(start_web, start_worker, alice, bob, token_for):
+    web = start_web()
+    start_worker()
+    alice_token, bob_token = token_for(alice), token_for(bob)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        alices = pool.submit(poll, web, alice_token, timeout=30)
+        bobs = pool.submit(poll, web, bob_token, timeout=3)
+        wait_online(alice, bob)  # both polls are waiting
+        started = time.monotonic()
+        notification = send({"users": ["alice"]}, title="wake up")
+        page = alices.result(timeout=30).json()
+        assert time.monotonic() - started < 10  # woken by the message, not by the 30 s timeout
+        assert [m["id"] for m in page["results"]] == [notification.pk]
+        assert page["cursor"] == page["results"][0]["cursor"] == 1
+        assert set(page["results"][0]) == {
+            "id",
+            "cursor",
+            "title",
+            "body",
+            "data",
+            "url",
+            "icon",
+            "created_at",
+        }
+        assert bobs.result(timeout=30).json() == {"results": [], "cursor": 0}  # never Alice's
+
+
+def test_a_poll_with_nothing_new_answers_empty_after_its_timeout(start_web, alice, token_for):
+    web = start_web()
+    started = time.monotonic()
+    response = poll(web, token_for(alice), timeout=1, after=0)
+    assert response.status_code == 200
+    assert response.json() == {"results": [], "cursor": 0}
+    assert 0.9 <= time.monotonic() - started < 10
+
+
+def test_a_poll_returns_the_backlog_at_once_and_resumes_from_its_cursor(
+    start_web, start_worker, alice, token_for
+):
+    web = start_web()
+    start_worker()
+    token = token_for(alice)
+    send({"users": ["alice"]}, title="one", route="all")
+    send({"users": ["alice"]}, title="two", route="all")
+    dispatched(2)
+    first, second = in_cursor_order(alice)
+    page = poll(web, token, after=0, timeout=30).json()
+    assert [m["id"] for m in page["results"]] == [first, second]
+    assert poll(web, token, after=page["cursor"], timeout=0).json() == {
+        "results": [],
+        "cursor": page["cursor"],
+    }
+    assert poll(web, token, after=1, timeout=0).json()["results"][0]["id"] == second
+
+
+def test_poll_refuses_bad_input_and_anonymous_callers_in_the_error_shape(start_web, alice, token_for):
+    web = start_web()
+    token = token_for(alice)
+    error = assert_error(Response(poll(web, token, after="abc")), 400, "validation_error")
+    assert "after" in error["fields"]
+    error = assert_error(Response(poll(web, token, timeout="-1")), 400, "validation_error")
+    assert "timeout" in error["fields"]
+    assert_error(Response(poll(web, "ct_wrong")), 401, "not_authenticated")
+    assert_error(Response(httpx.get(f"{web.url}/api/v1/poll/", timeout=10)), 401)
+    header = httpx.get(f"{web.url}/api/v1/poll/?timeout=0", headers={"Authorization": f"Token {token}"})
+    assert header.status_code == 200
+    refused = Response(httpx.post(f"{web.url}/api/v1/poll/?token={token}"))
+    assert refused.status_code in (403, 405)  # CSRF refuses it before the view can say 405
+    assert_error(refused, refused.status_code)
+
+
+def sse_events(response, count: int, deadline: float) -> list[dict]:
+    """Parse `count` events (comments skipped) from a streaming response."""
+    events, current = [], {}
+    for line in response.iter_lines():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {len(events)} events before the deadline")
+        if line == "":
+            if "data" in current:
+                events.append(current)
+                current = {}
+                if len(events) == count:
+                    return events
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        current[name] = value[1:] if value.startswith(" ") else value
+    raise AssertionError("the stream ended early")
+
+
+def test_sse_streams_live_messages_with_the_cursor_as_id(start_web, start_worker, alice, bob, token_for):
+    web = start_web()
+    start_worker()
+    with httpx.stream(
+        "GET", f"{web.url}/api/v1/events/", params={"token": token_for(alice)}, timeout=30
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        wait_online(alice)
+        send({"users": ["bob"]}, title="not for alice")
+        mine = send({"users": ["alice"]}, title="for alice")
+        [event] = sse_events(stream, 1, time.monotonic() + 20)
+    assert event["event"] == "notification"
+    assert event["id"] == "1"
+    assert '"title":"for alice"' in event["data"] and f'"id":{mine.pk}' in event["data"]
+
+
+def test_sse_resumes_from_last_event_id_or_after(start_web, start_worker, alice, token_for):
+    web = start_web()
+    start_worker()
+    token = token_for(alice)
+    for number in range(3):
+        send({"users": ["alice"]}, title=f"n{number}", route="all")
+    dispatched(3)
+    sent = in_cursor_order(alice)
+    url = f"{web.url}/api/v1/events/"
+    with httpx.stream(
+        "GET", url, params={"token": token}, headers={"Last-Event-ID": "1"}, timeout=30
+    ) as stream:
+        events = sse_events(stream, 2, time.monotonic() + 20)
+    assert [e["id"] for e in events] == ["2", "3"]
+    assert [f'"id":{pk}' in e["data"] for e, pk in zip(events, sent[1:], strict=True)] == [True, True]
+    with httpx.stream("GET", url, params={"token": token, "after": 2}, timeout=30) as stream:
+        assert [e["id"] for e in sse_events(stream, 1, time.monotonic() + 20)] == ["3"]
+    bad = httpx.get(url, params={"token": token}, headers={"Last-Event-ID": "x"}, timeout=10)
+    assert_error(Response(bad), 400, "validation_error")
+    assert_error(Response(httpx.get(url, timeout=10)), 401)

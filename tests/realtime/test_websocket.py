@@ -1,0 +1,273 @@
+"""The WebSocket transport against a live daphne, Redis, PostgreSQL and a real worker."""
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+from django.db import connection
+from websockets.exceptions import ConnectionClosed
+
+from delivery.models import InboxMessage, Notification
+from realtime.consumers import MAX_CLIENT_FRAME_BYTES
+from realtime.node import MAX_CONNECTIONS_PER_USER
+from realtime.presence import get_presence
+from realtime.publish import publish_messages
+from tests.delivery.factories import send, sender
+from tests.realtime.conftest import open_socket, recv_json, recv_type, wait_offline, wait_online
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def close_code(ws, timeout: float = 15) -> int:
+    """Read until the server closes the socket; its close code."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else closed.sent.code
+    raise AssertionError("the server did not close the socket")
+
+
+def test_a_bad_or_missing_token_is_closed_with_4401(start_web, alice):
+    web = start_web()
+    with open_socket(web, "ct_not-a-token") as ws:
+        assert close_code(ws) == 4401
+    with open_socket(web, None) as ws:
+        assert close_code(ws) == 4401
+
+
+def test_a_user_never_sees_another_users_messages(start_web, start_worker, alice, bob, token_for):
+    web = start_web()
+    start_worker()
+    with open_socket(web, token_for(alice)) as alice_ws, open_socket(web, token_for(bob)) as bob_ws:
+        wait_online(alice, bob)
+        for_alice = send({"users": ["alice"]}, title="for alice")
+        for_bob = send({"users": ["bob"]}, title="for bob")
+        assert recv_type(bob_ws, "notification")["id"] == for_bob.pk
+        assert recv_type(alice_ws, "notification")["id"] == for_alice.pk
+        # Bob's next frame is the answer to his ping: nothing of Alice's came before it.
+        bob_ws.send('{"type": "ping"}')
+        assert recv_json(bob_ws) == {"type": "pong"}
+
+
+def test_two_hundred_sends_during_reconnects_arrive_once_each_in_order(
+    start_web, start_worker, alice, token_for
+):
+    web = start_web()
+    start_worker()
+    token, by = token_for(alice), sender()
+    sent_ids: list[int] = []
+
+    def send_all():
+        try:
+            for number in range(200):
+                sent_ids.append(send({"users": ["alice"]}, by=by, title=f"n{number}").pk)
+        finally:
+            connection.close()
+
+    with contextlib.ExitStack() as sockets:
+        ws = sockets.enter_context(open_socket(web, token))
+        wait_online(alice)
+        thread = threading.Thread(target=send_all)
+        thread.start()
+        received: list[dict] = []
+        deadline = time.monotonic() + 120
+        while len(received) < 200:
+            assert time.monotonic() < deadline, f"only {len(received)} of 200 arrived"
+            received.append(recv_type(ws, "notification", timeout=60))
+            if len(received) in (10, 50, 100, 150):
+                # Reconnect mid-stream, while the worker is still fanning out.
+                ws.close()
+                ws = sockets.enter_context(open_socket(web, token, after=received[-1]["cursor"]))
+        thread.join(60)
+        # Anything sent twice would arrive before this later message.
+        sentinel = send({"users": ["alice"]}, by=by, title="sentinel")
+        assert recv_type(ws, "notification")["id"] == sentinel.pk
+    ids = [frame["id"] for frame in received]
+    assert len(ids) == len(set(ids)) == 200
+    assert set(ids) == set(sent_ids)
+    cursors = [frame["cursor"] for frame in received]
+    assert cursors == list(range(cursors[0], cursors[0] + 200))  # in cursor (commit) order, no gap
+
+
+def _raw_websocket(web, token: str, receive_buffer: int) -> socket.socket:
+    """A hand-made client whose socket we can stop reading from."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    raw.connect(("127.0.0.1", web.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            f"GET /ws/v1/notifications/?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += raw.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return raw
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_stops_reading_is_disconnected_and_cannot_grow_server_memory(
+    start_web, alice, token_for
+):
+    web = start_web()
+    raw = _raw_websocket(web, token_for(alice), receive_buffer=4096)
+    wait_online(alice)
+    rss_before = _rss_bytes(web.proc.pid)
+    body = "x" * 8000
+    total, batch = 3000, 100  # 24 MB for a client that reads nothing
+    for start in range(1, total + 1, batch):
+        publish_messages(
+            [
+                (
+                    alice.pk,
+                    {
+                        "id": n,
+                        "cursor": n,
+                        "title": "big",
+                        "body": body,
+                        "data": {},
+                        "url": "",
+                        "icon": "",
+                        "created_at": "2026-01-01T00:00:00Z",
+                    },
+                )
+                for n in range(start, start + batch)
+            ]
+        )
+    wait_offline(alice, timeout=30)  # the server closed it and forgot it
+    growth = _rss_bytes(web.proc.pid) - rss_before
+    assert growth < 12 * 1024 * 1024, f"daphne grew by {growth / 1e6:.1f} MB for 24 MB unread"
+    # Reading again, the client finds its stream ended: a close frame or a reset, then EOF.
+    raw.settimeout(15)
+    received = 0
+    try:
+        while chunk := raw.recv(65536):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        raw.close()
+    assert received < total * len(body)
+
+
+def test_connections_per_user_are_capped_and_the_oldest_is_closed_with_4409(start_web, alice, token_for):
+    web = start_web()
+    token = token_for(alice)
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(open_socket(web, token)) for _ in range(MAX_CONNECTIONS_PER_USER)]
+        wait_online(alice)
+        for ws in sockets:  # every one is served
+            ws.send('{"type": "ping"}')
+            assert recv_json(ws) == {"type": "pong"}
+        newest = stack.enter_context(open_socket(web, token))
+        assert close_code(sockets[0]) == 4409
+        newest.send('{"type": "ping"}')
+        assert recv_json(newest) == {"type": "pong"}
+
+
+def test_bad_frames_get_error_frames_and_the_socket_keeps_working(start_web, alice, token_for):
+    web = start_web()
+    with open_socket(web, token_for(alice)) as ws:
+        ws.send("not json")
+        assert recv_json(ws)["code"] == "invalid_json"
+        ws.send('{"type": "subscribe", "group": "user.1"}')
+        assert recv_json(ws)["code"] == "unknown_type"
+        ws.send('["ping"]')
+        assert recv_json(ws)["code"] == "unknown_type"
+        ws.send(json.dumps({"type": "ack", "id": "1; DROP TABLE"}))
+        assert recv_json(ws)["code"] == "invalid_ack"
+        ws.send(json.dumps({"type": "ack", "id": 987654}))
+        assert recv_json(ws)["code"] == "not_found"
+        ws.send(json.dumps({"type": "ping", "pad": "x" * MAX_CLIENT_FRAME_BYTES}))
+        assert recv_json(ws)["code"] == "frame_too_large"
+        ws.send(b"\x00\xff binary")
+        assert recv_json(ws)["code"] == "invalid_json"
+        ws.send('{"type": "ping"}')
+        assert recv_json(ws) == {"type": "pong"}
+
+
+def test_an_oversized_frame_closes_the_socket_with_1009(start_web, alice, token_for):
+    web = start_web()
+    with open_socket(web, token_for(alice), max_size=None) as ws:
+        ws.send("x" * (256 * 1024))
+        assert close_code(ws) == 1009
+
+
+def test_a_flood_of_frames_is_closed_with_4429_and_the_server_lives_on(start_web, alice, token_for):
+    web = start_web()
+    token = token_for(alice)
+    with open_socket(web, token) as ws:
+        for _ in range(1000):
+            try:
+                ws.send("{}")
+            except ConnectionClosed:
+                break
+        assert close_code(ws) == 4429
+    with open_socket(web, token) as ws:
+        ws.send('{"type": "ping"}')
+        assert recv_json(ws) == {"type": "pong"}
+
+
+def test_an_ack_on_one_tab_clears_the_message_on_the_others(start_web, start_worker, alice, token_for):
+    web = start_web()
+    start_worker()
+    token = token_for(alice)
+    with open_socket(web, token) as tab1, open_socket(web, token) as tab2:
+        wait_online(alice)
+        notification = send({"users": ["alice"]}, title="read me once")
+        assert recv_type(tab1, "notification")["id"] == notification.pk
+        assert recv_type(tab2, "notification")["id"] == notification.pk
+        tab1.send(json.dumps({"type": "ack", "id": notification.pk}))
+        assert recv_type(tab2, "read") == {"type": "read", "id": notification.pk}
+        assert recv_type(tab1, "read") == {"type": "read", "id": notification.pk}
+
+
+def test_after_replays_missed_messages_and_a_stale_cursor_starts_from_the_end(
+    start_web, start_worker, alice, token_for
+):
+    web = start_web()
+    start_worker()
+    token = token_for(alice)
+    send({"users": ["alice"]}, title="one", route="all")
+    send({"users": ["alice"]}, title="two", route="all")
+    wait_until(lambda: Notification.objects.filter(status="dispatched").count() == 2, message="dispatch")
+    with open_socket(web, token, after=0) as ws:
+        in_order = InboxMessage.objects.filter(user=alice).order_by("seq")
+        expected = list(in_order.values_list("notification_id", flat=True))
+        assert [recv_type(ws, "notification")["id"] for _ in range(2)] == expected
+    with open_socket(web, token, after=10_000) as ws:  # a cursor from another database
+        wait_online(alice)
+        third = send({"users": ["alice"]}, title="three")
+        frame = recv_type(ws, "notification")
+        assert (frame["id"], frame["cursor"]) == (third.pk, 3)
+    with open_socket(web, token, after="-1") as ws:
+        assert recv_json(ws)["code"] == "bad_cursor"
+        assert close_code(ws) == 4400
+
+
+def test_presence_names_the_node_holding_the_socket(start_web, alice, token_for):
+    web = start_web()
+    with open_socket(web, token_for(alice)):
+        wait_online(alice)
+        nodes = get_presence().nodes_for_users([alice.pk])
+        assert len(nodes) == 1 and str(web.proc.pid) in next(iter(nodes))
+    wait_offline(alice)
