@@ -4,10 +4,15 @@ DRF's SimpleRateThrottle reads its rates once at import; these read settings per
 deployment (or a test) can change them.
 """
 
+import logging
+
+import redis
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from delivery.models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 
 class _SettingsRateThrottle(SimpleRateThrottle):
@@ -19,7 +24,15 @@ class _SettingsRateThrottle(SimpleRateThrottle):
     def allow_request(self, request, view):
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except (redis.RedisError, OSError) as exc:
+            # Fail open: while Redis is away a send must still be accepted (it is committed and
+            # the sweeper enqueues it later); limiting resumes when the counters are back.
+            logger.warning(
+                "rate limit %s not enforced, cache unavailable: %s", self.scope, type(exc).__name__
+            )
+            return True
 
 
 class SendRateThrottle(_SettingsRateThrottle):

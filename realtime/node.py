@@ -21,9 +21,11 @@ import weakref
 
 import orjson
 import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
+from realtime.streams import stream_positions
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +165,7 @@ class Node:
                 self._close_silent()
                 if time.monotonic() - self._last_refresh >= PRESENCE_REFRESH_SECS:
                     await self._refresh_presence()
+                    await self._repair_missed()
             except Exception:
                 logger.exception("node %s housekeeping failed", self.id)
 
@@ -179,6 +182,20 @@ class Node:
             user_ids = list(self.subscribers)
             for start in range(0, len(user_ids), PRESENCE_CHUNK):
                 await self.presence.refresh(self.id, user_ids[start : start + PRESENCE_CHUNK])
+
+    async def _repair_missed(self) -> None:
+        """Pub/sub is at-most-once: once per refresh, one query finds connections behind their stream.
+
+        A publish can be lost (Redis restarted, presence briefly empty when a batch was routed);
+        the message is in the database, so a connection that is behind catches up from there.
+        """
+        user_ids = list(self.subscribers)
+        if not user_ids:
+            return
+        positions = await database_sync_to_async(stream_positions)(user_ids)
+        for user_id, position in positions.items():
+            for subscriber in tuple(self.subscribers.get(user_id, ())):
+                subscriber.repair(position)
 
     async def _sync_presence(self, user_id: int) -> None:
         """Write this user's presence here as it is now; serialised, so the last state wins."""

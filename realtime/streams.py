@@ -25,6 +25,11 @@ def read_frame(notification_id: int) -> str:
     return orjson.dumps({"type": "read", "id": notification_id}).decode()
 
 
+def stream_positions(user_ids: list[int]) -> dict[int, int]:
+    """Where each user's stream stands now (users with no messages yet are left out)."""
+    return dict(UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
+
+
 def stream_position(user_id: int) -> int:
     return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
 

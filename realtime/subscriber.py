@@ -56,6 +56,7 @@ class Subscriber:
         self._pending: deque = deque()
         self._pending_bytes = 0
         self._resync = True  # the first drain replays from the database
+        self._repair_to = 0  # a stream position the periodic check found us behind
         self._draining = True  # nothing is written until start()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -77,6 +78,12 @@ class Subscriber:
         """Messages may have been missed (the node's subscription dropped): re-read the database."""
         self._resync = True
         self._kick()
+
+    def repair(self, position: int) -> None:
+        """The user's stream is at `position` and we are behind it: a publish was lost."""
+        if not self.closed and position > self.cursor:
+            self._repair_to = max(self._repair_to, position)
+            self._kick()
 
     def pause(self) -> None:
         """The socket's send buffer is full: the client is not reading fast enough."""
@@ -133,6 +140,10 @@ class Subscriber:
                 if self._resync:
                     self._resync = False
                     await self._catch_up()
+                    continue
+                if self._repair_to > self.cursor:
+                    until, self._repair_to = self._repair_to, 0
+                    await self._catch_up(until=until)
                     continue
                 if not self._pending:
                     break

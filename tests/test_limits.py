@@ -47,3 +47,20 @@ def test_password_sign_in_is_limited(make_user, anon, settings):
     body = {"username": "carol", "password": "wrong"}
     codes = [anon.post("/api/v1/auth/token/", body, format="json").status_code for _ in range(3)]
     assert codes == [401, 401, 429]
+
+
+def test_limits_fail_open_when_their_counters_are_unreachable(api_key_client, alice, settings):
+    """A Redis outage must not turn every send into an error; limiting resumes when it is back."""
+    settings.CLARION_SEND_RATE = "1/min"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }  # nothing listens on port 1
+    client = api_key_client("send")
+    body = {"to": {"users": ["alice"]}, "title": "x"}
+    assert [client.post("/api/v1/notifications/", body, format="json").status_code for _ in range(2)] == [
+        202,
+        202,
+    ]
