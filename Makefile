@@ -51,7 +51,9 @@ check-schema: install
 test: install lint check-migrations check-schema
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Bench-only peers (django-push-notifications, django-webpush, py-spy) are not Clarion's dependencies.
 bench: install
+	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -20,7 +20,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = False  # join handler threads on close, so nothing outlives the fake
     block_on_close = True
-    request_queue_size = 128  # the default backlog of 5 resets bursts of new connections
+    request_queue_size = 1024  # the default backlog of 5 resets bursts of new connections (peers open many)
 
     def __init__(self, handler, ssl_context: ssl.SSLContext | None, fake) -> None:
         self.fake = fake

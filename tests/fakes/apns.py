@@ -35,6 +35,7 @@ MAX_VOIP_PAYLOAD_BYTES = 5120
 MAX_COLLAPSE_ID_BYTES = 64
 START_TIMEOUT_S = 10
 STOP_TIMEOUT_S = 10
+VERIFIED_TOKENS_KEPT = 1024  # provider tokens whose signature was checked
 
 PUSH_TYPES = frozenset(
     {
@@ -113,6 +114,7 @@ class Attempt:
     status: int
     reason: str | None
     connection_id: int
+    at: float = dataclasses.field(default_factory=time.time)  # when it arrived (epoch seconds)
 
 
 @dataclasses.dataclass
@@ -293,6 +295,7 @@ class FakeAPNs:
         self._notifications: list[Notification] = []
         self._attempts: list[Attempt] = []
         self._provider_tokens: set[str] = set()
+        self._verified_tokens: dict[str, tuple[dict, dict]] = {}  # token -> (header, claims)
         self._connections_opened = 0
         self._connections: set[_Connection] = set()
         self._pending = 0
@@ -574,21 +577,31 @@ class FakeAPNs:
             return "MissingProviderToken"
         with self._lock:
             self._provider_tokens.add(token)
-        try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.decode(
-                token,
-                self._signing_key.public_key(),
-                algorithms=["ES256"],
-                options={
-                    "verify_iat": False,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "require": ["iss", "iat"],
-                },
-            )
-        except jwt.PyJWTError:
-            return "InvalidProviderToken"
+            verified = self._verified_tokens.get(token)
+        if verified is None:
+            # Providers reuse one token for up to an hour: check its signature once (the costliest
+            # step per request); age and update rules below still apply to every request.
+            try:
+                header = jwt.get_unverified_header(token)
+                claims = jwt.decode(
+                    token,
+                    self._signing_key.public_key(),
+                    algorithms=["ES256"],
+                    options={
+                        "verify_iat": False,
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "require": ["iss", "iat"],
+                    },
+                )
+            except jwt.PyJWTError:
+                return "InvalidProviderToken"
+            with self._lock:
+                if len(self._verified_tokens) >= VERIFIED_TOKENS_KEPT:
+                    self._verified_tokens.clear()
+                self._verified_tokens[token] = (header, claims)
+        else:
+            header, claims = verified
         if header.get("alg") != "ES256" or header.get("kid") != self.key_id:
             return "InvalidProviderToken"
         if claims["iss"] != self.team_id or not isinstance(claims["iat"], int):

@@ -97,6 +97,7 @@ class Attempt:
     target: str | None
     status: int
     error: str | None
+    at: float = dataclasses.field(default_factory=time.time)  # when it arrived (epoch seconds)
 
 
 class _Handler(JSONHandler):
@@ -305,11 +306,12 @@ class FakeFCM:
 
     def _send(self, project: str, headers, body: bytes) -> tuple[int, dict, dict]:
         """messages:send: authenticate, validate, apply programmed failures, record."""
+        arrived = time.time()
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         status, payload, extra, target, error = self._send_inner(project, headers, body)
         with self._lock:
-            self._attempts.append(Attempt(target, status, error))
+            self._attempts.append(Attempt(target, status, error, arrived))
         return status, payload, extra
 
     def _send_inner(self, project, headers, body):
