@@ -205,6 +205,8 @@ def _write_outcomes(finished: list[Delivery], now: datetime) -> None:
             f"UPDATE {table} SET status = v.status, error = v.error, provider_message_id = v.pmid, "
             f"sent_at = v.sent_at, next_attempt_at = v.next_attempt_at, enqueued_at = v.enqueued_at, "
             f"claim = NULL, updated_at = {stamp} FROM v WHERE {table}.id = v.id"
+            # Only rows still ours: an ack (delivered, cancelled) during the call wins.
+            f" AND {table}.status = 'sending'"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

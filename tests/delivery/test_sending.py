@@ -195,3 +195,28 @@ def test_a_redelivered_send_task_after_success_sends_nothing(alice, recorder, ea
     assert len(recorder.sent()) == 1
     delivery.refresh_from_db()
     assert delivery.attempts == 1
+
+
+class AckingProvider:
+    """A provider during whose call the user reads the message in the app (a real ack)."""
+
+    platform = "acking"
+
+    def not_configured_reason(self) -> str:
+        return ""
+
+    def send(self, message, targets):
+        from delivery.providers import Outcome, SendResult
+        from delivery.services import inbox_ack
+
+        for target in targets:
+            delivery = Delivery.objects.select_related("user").get(pk=target.delivery_id)
+            inbox_ack(user=delivery.user, notification_id=message.notification_id)
+        return [SendResult(t.delivery_id, Outcome.SENT, provider_message_id="p") for t in targets]
+
+
+def test_an_ack_during_the_provider_call_is_not_overwritten(alice, eager_tasks, fan_out, settings):
+    settings.CLARION_PROVIDERS = {"fcm": "tests.delivery.test_sending.AckingProvider"}
+    device(alice)
+    fan_out(send({"users": ["alice"]}, route="push").pk)
+    assert Delivery.objects.get().status == "delivered"
