@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,43 +11,12 @@ from django.utils import timezone
 from delivery.providers import PushMessage, PushTarget, get_provider
 from tests.fakes.apns import FakeAPNs
 from tests.fakes.fcm import FakeFCM
+from tests.fakes.loopback import loopback_only  # noqa: F401 - autouse: nothing leaves loopback
 from tests.fakes.webpush import FakePushService, generate_vapid_keypair
 
 APNS_DEVICE = "a1" * 32  # 64 hex digits, like a real device token
 VAPID_SUBJECT = "mailto:ops@example.com"
 TTL_SECS = 3600
-
-
-def _is_loopback(host) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if host in (None, "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def off_loopback(monkeypatch):
-    """Record (and refuse) any lookup of a non-loopback host, even from SDK background threads.
-
-    pytest-socket refuses such connects, but an SDK thread may swallow the error; this makes it fail
-    the test.
-    """
-    escapes: list = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if not _is_loopback(host):
-            escapes.append(host)
-            raise socket.gaierror(socket.EAI_NONAME, f"test refused lookup of {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield escapes
-    assert escapes == [], f"traffic tried to leave loopback: {escapes}"
 
 
 def push_message(**fields) -> PushMessage:
