@@ -5,8 +5,12 @@ python -m bench --quick    # reduced sizes
 python -m bench pipeline   # just one
 """
 
+import os
 import subprocess
 import sys
+import tempfile
+
+from bench.harness import RESULTS_ENV, format_table, read_records
 
 # name → (arguments for a full run, arguments for --quick)
 BENCHMARKS = {
@@ -22,12 +26,21 @@ def main() -> int:
     quick = "--quick" in sys.argv[1:]
     chosen = [name for name in sys.argv[1:] if not name.startswith("-")] or list(BENCHMARKS)
     failed = []
+    handle, results = tempfile.mkstemp(prefix="clarion-bench-", suffix=".jsonl")
+    os.close(handle)
+    env = {**os.environ, RESULTS_ENV: results}
     for name in chosen:
         full, reduced = BENCHMARKS[name]
         args = [sys.executable, "-m", f"bench.{name}", *(reduced if quick else full)]
         print(f"\n== {' '.join(args[2:])}", flush=True)
-        if subprocess.run(args).returncode:
+        if subprocess.run(args, env=env).returncode:
             failed.append(name)
+    print(
+        f"\n== Clarion against its baselines ({'--quick' if quick else 'full size'}; "
+        "ratio > 1: Clarion ahead)"
+    )
+    print(format_table(read_records(results)))
+    os.unlink(results)
     if failed:
         print("\nfailed:", ", ".join(failed))
     return 1 if failed else 0

@@ -206,3 +206,83 @@ def wait_for(predicate, timeout: float, interval: float = 0.1):
 def summary(values: list[float]) -> str:
     """median (min–max), the form every figure is reported in."""
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+# -- the one table `python -m bench` prints ---------------------------------------------------
+
+RESULTS_ENV = "CLARION_BENCH_RESULTS"
+
+
+def record(
+    workload: str,
+    metric: str,
+    clarion: float,
+    baselines: dict[str, float] | None = None,
+    *,
+    goal: str = "",
+    met: bool | None = None,
+    higher_is_better: bool = True,
+    note: str = "",
+) -> None:
+    """Add one row (Clarion's median and each baseline's) to the table `python -m bench` prints.
+
+    Rows go as JSON lines to the file named by $CLARION_BENCH_RESULTS; a benchmark run alone
+    (no such variable) prints its own tables and records nothing.
+    """
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
+        return
+    row = {
+        "workload": workload,
+        "metric": metric,
+        "clarion": clarion,
+        "baselines": baselines or {},
+        "goal": goal,
+        "met": met,
+        "higher_is_better": higher_is_better,
+        "note": note,
+    }
+    with open(path, "a") as out:
+        out.write(json.dumps(row) + "\n")
+
+
+def read_records(path: str) -> list[dict]:
+    try:
+        with open(path) as source:
+            return [json.loads(line) for line in source if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def ratio(clarion: float, baseline: float, higher_is_better: bool) -> str:
+    """How many times better Clarion is than the baseline (>1 is better, whichever the unit)."""
+    if not baseline or not clarion:
+        return "–"
+    return f"{(clarion / baseline) if higher_is_better else (baseline / clarion):.1f}×"
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        f"{'workload':<6} {'metric':<34} {'Clarion':>12} {'baseline':<30} {'value':>12} {'ratio':>7}  goal",
+    ]
+    for row in rows:
+        baselines = list(row["baselines"].items()) or [("", None)]
+        met = {True: "met", False: "NOT met", None: ""}[row["met"]]
+        goal = f"{row['goal']} {met}".strip()
+        for index, (name, value) in enumerate(baselines):
+            first = index == 0
+            lines.append(
+                f"{row['workload'] if first else '':<6} {row['metric'] if first else '':<34} "
+                f"{_figure(row['clarion']) if first else '':>12} {name:<30} {_figure(value):>12} "
+                f"{ratio(row['clarion'], value, row['higher_is_better']) if value else '':>7}  "
+                f"{goal if first else ''}"
+            )
+        if row["note"]:
+            lines.append(f"{'':<6} {'':<34} {'':>12} note: {row['note']}")
+    return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
