@@ -3,6 +3,7 @@
 Everything runs on 127.0.0.1; every wait is bounded in time.
 """
 
+import atexit
 import json
 import os
 import signal
@@ -80,6 +81,27 @@ def migrate(env: dict) -> None:
     )
 
 
+_children: set["Proc"] = set()
+
+
+def _stop_children() -> None:
+    for child in list(_children):
+        child.stop()
+
+
+# Children run in sessions of their own (so a stop reaches their whole process group); a
+# benchmark killed by `timeout` or Ctrl-C must not leave them running: exit through atexit.
+atexit.register(_stop_children)
+
+
+def _exit_on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # `timeout` may signal twice; clean up once
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 class Proc:
     """A child process whose CPU time and memory we read from /proc (children included)."""
 
@@ -97,6 +119,7 @@ class Proc:
             start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
+        _children.add(self)
 
     def _pump(self):
         for line in self.proc.stdout:
@@ -146,6 +169,7 @@ class Proc:
         return total / 1024
 
     def stop(self):
+        _children.discard(self)
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:

@@ -809,6 +809,52 @@ def report(bench: Bench) -> None:
                     r.rate for r in peer[0]
                 )
                 print(f"ratio {ours} / {theirs}: {ratio:.1f}×")
+        record_scenario(scenario, results)
+
+
+# scenario → (workload, goal in msg/s, goal text); CPU per message is a second W6 goal.
+GOALS = {
+    "issue5": ("issue 5", None, "at least the peer's rate"),
+    "w6": ("W6", 3000, "≥ 3k/s, ≤ 300 µs CPU/msg"),
+    "w7": ("W7", 5000, "≥ 5k/s, dead tokens off, 429 honoured"),
+}
+
+
+def checks_hold(checks: dict) -> bool:
+    """Every dead token deactivated, every 429'd message re-sent, none before its Retry-After."""
+    if not checks:
+        return True
+    return (
+        checks["deactivated"] >= checks["dead"]
+        and checks["resent"] == checks["429'd"]
+        and checks["early"] == 0
+    )
+
+
+def record_scenario(scenario: str, results: dict) -> None:
+    workload, goal_rate, goal = GOALS[scenario]
+    for ours, theirs in RATIOS[scenario]:
+        mine = results.get(ours)
+        peer = next((runs for name, runs in results.items() if name.startswith(theirs)), None)
+        if not mine:
+            continue
+        rate = statistics.median(r.rate for r in mine)
+        peer_rate = statistics.median(r.rate for r in peer) if peer else None
+        cpu = statistics.median(r.cpu_us_per_message for r in mine)
+        checks_ok = all(checks_hold(r.checks) for r in mine)
+        if goal_rate is None:
+            met = bool(peer_rate) and rate >= peer_rate
+        else:
+            met = rate >= goal_rate and checks_ok and (scenario != "w6" or cpu <= 300)
+        harness.record(
+            workload,
+            f"{ours} msg/s",
+            rate,
+            {theirs: peer_rate} if peer_rate else {},
+            goal=goal,
+            met=met,
+            note=f"{cpu:,.0f} µs worker CPU/msg" + ("" if checks_ok else f"; checks: {mine[0].checks}"),
+        )
 
 
 def main(argv=None) -> Bench:
