@@ -10,7 +10,6 @@ sends are enqueued only after the batch commits.
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -83,7 +82,9 @@ def _fan_out_next_batch(notification_id: int) -> bool:
         notification.status = NotificationStatus.DISPATCHING
         notification.fanout_cursor = user_ids[-1]
         notification.save(update_fields=["status", "fanout_cursor", "updated_at"])
-        transaction.on_commit(partial(_after_commit, plan), robust=True)
+        # A lambda, not functools.partial: Django logs a failing robust hook by its __qualname__,
+        # which a partial lacks, so a failure here would raise instead of being logged.
+        transaction.on_commit(lambda: _after_commit(plan), robust=True)
     return True
 
 

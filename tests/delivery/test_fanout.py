@@ -249,3 +249,31 @@ class TestScale:
         large = peak_bytes(4000, "l")  # 5,000 users in all, 5x the first audience
         print(f"fan-out peak memory: {small / 1e6:.2f} MB for 1,000 users, {large / 1e6:.2f} MB for 5,000")
         assert large < small * 2
+
+
+class TestAfterCommitFailures:
+    @pytest.mark.django_db(transaction=True)
+    def test_a_broker_outage_after_a_batch_commits_does_not_fail_the_fan_out(self, alice, monkeypatch):
+        """The batch is committed; an enqueue that fails after it is logged (the sweeper enqueues
+        later), never raised: Django logs a failing robust on_commit hook by its __qualname__,
+        which a functools.partial lacks, so the hook must be a plain function or lambda."""
+        from kombu.exceptions import OperationalError
+
+        from delivery import tasks
+
+        class BrokerDown:
+            def delay(self, *args, **kwargs):
+                raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+            apply_async = delay
+
+        device(alice)
+        # Scheduled, so accepting it dispatches nothing; then due, as the sweeper would release it.
+        notification = send({"users": ["alice"]}, route="push", send_at=timezone.now() + timedelta(hours=1))
+        Notification.objects.filter(pk=notification.pk).update(status=NotificationStatus.QUEUED)
+        monkeypatch.setattr(tasks, "deliveries_send", BrokerDown())
+
+        fanout.notification_fan_out(notification.pk)
+
+        assert Notification.objects.get(pk=notification.pk).status == NotificationStatus.DISPATCHED
+        assert Delivery.objects.get(notification=notification).status == "queued"  # left for the sweeper
