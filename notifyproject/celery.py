@@ -15,6 +15,22 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf["CELERY_DB_REUSE_MAX"] = 1_000_000
 app.autodiscover_tasks()
 
+# Pools inherited through fork (prefork children, embedded beat) belong to the parent: their
+# background threads did not survive the fork and their sockets are the parent's. A child
+# starts pools of its own; the inherited ones are kept referenced so that collecting them
+# cannot close the parent's connections.
+_inherited_pools: list = []
+
+
+def _forget_inherited_db_pools() -> None:
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    _inherited_pools.extend(DatabaseWrapper._connection_pools.values())
+    DatabaseWrapper._connection_pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_db_pools)
+
 
 @task_prerun.connect
 @task_postrun.connect

@@ -101,8 +101,14 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------
-# Persistent connections are bounded: under ASGI every sync_to_async thread holds its own,
-# so an unbounded age would pin one connection per thread for ever.
+# PostgreSQL connections come from a pool per process (psycopg_pool, Django's "pool" option):
+# under ASGI each request's sync code runs in a thread of its own, and persistent per-thread
+# connections pile up (a soak run reached PostgreSQL's 100-connection limit). A process then
+# holds at most DB_POOL_MAX_SIZE connections and waits DB_POOL_TIMEOUT for one before failing
+# with a 503. DB_POOL_MAX_SIZE=0 turns the pool off (e.g. behind PgBouncer) and falls back to
+# per-thread connections kept DB_CONN_MAX_AGE seconds.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
+DB_POOL_TIMEOUT_SECS = env_int("DB_POOL_TIMEOUT", 5)
 DB_CONN_MAX_AGE_SECS = env_int("DB_CONN_MAX_AGE", 60)
 try:
     DATABASES = {
@@ -116,6 +122,14 @@ except ValueError as exc:  # dj-database-url's UnknownSchemeError is a ValueErro
     raise ImproperlyConfigured(
         f"DATABASE_URL is not a database URL ({exc}); e.g. postgres://user:password@host:5432/clarion"
     ) from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # a closed connection goes back to the pool
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": DB_POOL_TIMEOUT_SECS,
+        "max_idle": 60,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves requests and runs tasks from several threads of one
     # process; WAL and a busy timeout keep a writer from failing a concurrent reader.
