@@ -2,6 +2,7 @@
 
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import DatabaseError
 from django.http import Http404, JsonResponse
@@ -110,13 +111,29 @@ HTTP_ERROR_CODES = {
 
 
 class ApiErrorShapeMiddleware:
-    """Answers every /api/ error that did not come from DRF in the contract's error shape."""
+    """Answers every /api/ error that did not come from DRF in the contract's error shape.
+
+    Async-capable, so under ASGI a waiting long-poll or SSE request holds no thread here.
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
-        response = self.get_response(request)
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._shaped(request, self.get_response(request))
+
+    async def __acall__(self, request):
+        return self._shaped(request, await self.get_response(request))
+
+    @staticmethod
+    def _shaped(request, response):
         if (
             request.path.startswith("/api/")
             and response.status_code >= 400

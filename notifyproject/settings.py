@@ -72,7 +72,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "notifyproject.api.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "notifyproject.staticfiles.AsyncCapableWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -184,6 +184,9 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+# A send to at most this many recipients is fanned out by the process that accepted it,
+# right after commit, instead of by a worker (saves the broker hop; 0 turns it off).
+CLARION_INLINE_FANOUT_MAX = env_int("CLARION_INLINE_FANOUT_MAX", 10)
 # Whether the ASGI process starts its own worker and beat (the embedded default only).
 CLARION_EMBEDDED_WORKER = env_flag("CLARION_EMBEDDED_WORKER", EMBEDDED)
 

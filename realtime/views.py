@@ -9,6 +9,7 @@ import random
 import time
 from functools import cache
 
+import orjson
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -99,7 +100,8 @@ async def realtime_user(request):
 
 
 class PollWaiter:
-    """A waiting long-poll request: woken by the node, reads the database itself."""
+    """A waiting long-poll request: woken by the node; answers with the frames it was offered
+    when they continue the stream right after its cursor, else reads the database."""
 
     kind = "poll"
     linger_secs = POLL_LINGER_SECS
@@ -111,9 +113,23 @@ class PollWaiter:
         self.woken = asyncio.Event()
         self.closed = False
         self.node = None
+        self.frames: dict[int, str] = {}  # cursor → frame, at most POLL_PAGE
 
     def offer(self, cursor, frame) -> None:
+        if len(self.frames) < POLL_PAGE:
+            self.frames[cursor] = frame
         self.woken.set()
+
+    def messages_after(self, cursor: int) -> list[dict]:
+        """The offered messages after `cursor` if none is missing between them (cursors are
+        consecutive per user, so a gap means a message only the database has); else []."""
+        ahead = sorted(position for position in self.frames if position > cursor)
+        if not ahead or ahead != list(range(cursor + 1, cursor + 1 + len(ahead))):
+            return []
+        messages = [orjson.loads(self.frames[position]) for position in ahead]
+        for message in messages:
+            del message["type"]
+        return messages
 
     def offer_read(self, frame) -> None:
         pass
@@ -172,6 +188,10 @@ async def poll(request):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.woken.wait(), remaining)
+            # Published after commit, so already marked sent: no query needed to answer them.
+            messages = waiter.messages_after(cursor)
+            if messages:
+                break
     finally:
         node.unregister(waiter)
     response = JsonResponse({"results": messages, "cursor": messages[-1]["cursor"] if messages else cursor})
