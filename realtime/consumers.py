@@ -49,6 +49,19 @@ class WebSocketSubscriber(Subscriber):
     def __init__(self, consumer, user, cursor):
         super().__init__(user, cursor)
         self.consumer = consumer
+        self.protocol = consumer.protocol
+
+    def write_now(self, frame: str) -> bool:
+        """Straight to daphne's autobahn protocol: what `send` ends in, minus four coroutines a frame.
+
+        Same socket, same order (daphne's own send path is synchronous once awaited); Twisted
+        calls the flow-control producer from inside this write when the buffer fills.
+        """
+        protocol = self.protocol
+        if protocol is None or protocol.state != protocol.STATE_OPEN:
+            return False
+        protocol.sendMessage(frame.encode())
+        return True
 
     async def write(self, frame: str, cursor: int | None) -> None:
         await self.consumer.send(text_data=frame)
@@ -61,6 +74,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # No per-socket channel-layer subscription: the node fans frames out (realtime/node.py).
     channel_layer_alias = "clarion-realtime-node-only"
     subscriber: WebSocketSubscriber | None = None
+    protocol = None
 
     async def connect(self):
         self.protocol = daphne_protocol(self.base_send)

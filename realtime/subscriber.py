@@ -1,10 +1,11 @@
 """One live realtime connection's stream state: a cursor, a bounded queue, one writer at a time.
 
 The node hands every live frame to `offer` (no await, no copy: frames are shared strings).
-A single drain task writes them in cursor order; a frame whose cursor skips ahead is
-preceded by the missing messages read from the database (gap-fill), a frame at or below
-the cursor is dropped (already sent). So pub/sub may lose, reorder or duplicate and the
-client still sees every message once, in order. See docs/realtime.md (Cursor, replay, gap-fill).
+A single drain task writes them in cursor order (through `write_now` where the transport
+allows it: no coroutine chain per frame); a frame whose cursor skips ahead is preceded by
+the missing messages read from the database (gap-fill), a frame at or below the cursor is
+dropped (already sent). So pub/sub may lose, reorder or duplicate and the client still sees
+every message once, in order. See docs/realtime.md (Cursor, replay, gap-fill).
 """
 
 import asyncio
@@ -183,9 +184,14 @@ class Subscriber:
             await self._writable.wait()
         if self.closed:
             return
-        await self.write(frame, cursor)
+        if not self.write_now(frame):
+            await self.write(frame, cursor)
         if cursor is not None:
             self.cursor = cursor
+
+    def write_now(self, frame: str) -> bool:
+        """Write `frame` synchronously if the transport can (True), else leave it to `write`."""
+        return False
 
     async def write(self, frame: str, cursor: int | None) -> None:
         raise NotImplementedError
