@@ -17,8 +17,12 @@ BENCHMARKS = {
     "pipeline": ([], ["--quick"]),
     "providers": ([], ["--quick"]),
     "admin_bench": ([], ["--runs", "3"]),
-    "realtime_memory": ([], ["--clients", "500"]),
-    "realtime_latency": ([], ["--users", "200", "--rounds", "3"]),
+    "soak": ([], ["--quick"]),  # 10 min, 500 clients, Redis restart + worker SIGKILL; quick: 2 min, 100
+    "realtime_memory": ([], ["--quick"]),  # W3: 10,000 idle sockets for 10 min; quick 2,000 for 1
+    "reconnect_storm": ([], ["--quick"]),  # W4: 10,000 clients drop and reconnect; quick 2,000
+    "realtime_latency": ([], ["--users", "200", "--rounds", "3", "--w5-users", "100", "--w5-secs", "5"]),
+    "longpoll": ([], ["--clients", "500", "--secs", "5"]),
+    "realtime_throughput": ([], ["--quick"]),  # W1 broadcast, W2 per-user; quick: 500 clients
 }
 
 

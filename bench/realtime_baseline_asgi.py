@@ -2,7 +2,9 @@
 
 Same authentication as Clarion's consumer; then `group_add("user.<id>")` on the configured
 channel layer, and one `group_send` per user to reach it (what realtime/publish.py did before
-the node channels). Run by bench/realtime_memory.py and bench/realtime_latency.py.
+the node channels). With `?broadcast=1` the consumer also joins the one group "broadcast", so
+a single `group_send` reaches every socket (W1 in bench/realtime_throughput.py).
+Run by bench/realtime_memory.py, bench/realtime_latency.py and bench/realtime_throughput.py.
 """
 
 import os
@@ -18,11 +20,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from realtime.auth import authenticate_scope  # noqa: E402
+from realtime.auth import authenticate_scope, query_param  # noqa: E402
+
+BROADCAST_GROUP = "broadcast"
 
 
 class StockConsumer(AsyncWebsocketConsumer):
     group = None
+    groups_joined = ()
 
     async def connect(self):
         user = await authenticate_scope(self.scope)
@@ -31,11 +36,15 @@ class StockConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         self.group = f"user.{user.pk}"
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.groups_joined = [self.group]
+        if query_param(self.scope, "broadcast") == "1":
+            self.groups_joined.append(BROADCAST_GROUP)
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
 
     async def disconnect(self, code):
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         await self.send(text_data='{"type":"pong"}')

@@ -1,0 +1,370 @@
+"""W4: reconnect storm — every client drops at once and comes back within 10 s while messages flow.
+
+    python -m bench.reconnect_storm [--clients 10000] [--runs 3]
+    python -m bench.reconnect_storm --quick        # 2,000 clients
+
+N clients (bench/socket_swarm.py) hold one socket per user. A publisher process sends per-user
+messages all along: for Clarion through the worker's path (`notification_send` then the
+fan-out, which writes inbox rows at each user's next cursor and publishes after commit); for
+stock Channels (bench/realtime_baseline_asgi.py) one `group_send` per user with a per-user
+sequence number. Two seconds in, every client's TCP connection is aborted (no close frame,
+as in a network blip or a load-balancer restart); each reconnects after U(0, 10 s) with
+`?after=<last cursor it received>`. "Back" is the first pong after the reconnect (the server
+is through `connect()`). After the publisher stops, the clients' cursors are checked against
+each user's final position: a message never received is missed, one received twice is a
+duplicate. Stock Channels has no replay, so what it misses is what a storm loses. The server's
+output is searched for error lines (Redis connection errors among them). One warm-up storm,
+then `--runs` storms on the same server; server CPU and RSS from /proc.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.harness import (
+    ROOT,
+    bench_env,
+    drop_database,
+    migrate,
+    purge_redis,
+    record,
+    scratch_database,
+    setup_django,
+)
+from bench.realtime_common import REALTIME_REDIS_URL, raise_open_files_limit, start_daphne, users_with_tokens
+from bench.socket_swarm import Swarms, totals
+
+DATABASE = "clarion_bench_storm"
+USER_PREFIX = "storm"
+DROP_WINDOW_SECS = 10  # every client is back to reconnecting within this window (jittered)
+LEAD_SECS = 2  # messages flowing to connected clients before the drop
+TAIL_SECS = 3  # messages still flowing after the last scheduled reconnect
+BACK_TIMEOUT_SECS = 120  # stop waiting for stragglers after this long
+CONVERGE_TIMEOUT_SECS = 30  # after the publisher stops: until every cursor reaches its position
+CONNECT_TIMEOUT_SECS = 900
+POLL_SECS = 0.5
+USERS_PER_NOTIFICATION = 50  # one notification_send / one burst of group_sends per tick
+# Goals from issue 7 (W4).
+GOAL_BACK_SECS = 15
+ERROR_LINE = re.compile(r"error|exception|traceback", re.IGNORECASE)
+REDIS_ERROR_LINE = re.compile(
+    r"redis.*(error|lost|fail|refused|timeout|too many)|max number of clients", re.IGNORECASE
+)
+
+SYSTEMS = {
+    "clarion": "notifyproject.asgi:application",
+    "stock channels": "bench.realtime_baseline_asgi:application",
+}
+
+
+# -- the publisher process --------------------------------------------------------------------
+
+
+def publish(system: str, seconds: float, rate: float, counters_path: str) -> None:
+    """Send `rate` per-user messages a second for `seconds`, to random users; bounded in time."""
+    from django.contrib.auth import get_user_model
+
+    users = list(
+        get_user_model()
+        .objects.filter(username__startswith=USER_PREFIX)
+        .order_by("pk")
+        .values_list("pk", "username")
+    )
+    with open(counters_path) as source:
+        counters = {int(uid): seq for uid, seq in json.load(source).items()}
+    ticks_per_sec = max(1.0, rate / USERS_PER_NOTIFICATION)
+    per_tick = max(1, round(rate / ticks_per_sec))
+    send = _clarion_sender() if system == "clarion" else _stock_sender(counters)
+    print("publishing", flush=True)
+    sent, started = 0, time.monotonic()
+    for tick in range(int(seconds * ticks_per_sec)):
+        due = started + tick / ticks_per_sec
+        time.sleep(max(0.0, due - time.monotonic()))
+        if time.monotonic() > started + seconds + 5:
+            break  # fell too far behind: stop rather than run on
+        batch = random.sample(users, min(per_tick, len(users)))
+        send(batch, f"storm-{tick}")
+        sent += len(batch)
+    with open(counters_path, "w") as out:
+        json.dump({str(uid): seq for uid, seq in counters.items()}, out)
+    print(json.dumps({"sent": sent, "secs": time.monotonic() - started}), flush=True)
+
+
+def _clarion_sender():
+    from delivery.fanout import notification_fan_out
+    from delivery.models import Route
+    from delivery.services import NotificationRequest, Sender, notification_send
+
+    sender = Sender(label="bench:storm")
+
+    def send(batch, title: str) -> None:
+        request = NotificationRequest(
+            target={"users": [name for _, name in batch]}, title=title, route=Route.REALTIME
+        )
+        notification, _ = notification_send(sender=sender, request=request)
+        notification_fan_out(notification.pk)  # what the worker's dispatch task runs
+
+    return send
+
+
+def _stock_sender(counters: dict[int, int]):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    async def send_all(batch, title):
+        layer = get_channel_layer()
+        sends = []
+        for uid, _ in batch:
+            counters[uid] = seq = counters.get(uid, 0) + 1
+            message = {"id": seq, "cursor": seq, "title": title, "body": "", "data": {}}
+            event = {"type": "notification.message", "message": message}
+            sends.append(layer.group_send(f"user.{uid}", event))
+        await asyncio.gather(*sends)
+
+    return async_to_sync(send_all)
+
+
+# -- the storm --------------------------------------------------------------------------------
+
+
+class Publisher:
+    def __init__(self, env: dict, system: str, seconds: float, rate: float, counters_path: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.reconnect_storm", "--publish", system, "--seconds", str(seconds)]
+            + ["--rate", str(rate), "--counters", counters_path],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def wait_started(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if line.startswith("publishing"):
+                return
+        raise RuntimeError("publisher did not start:\n" + "".join(self.lines[-20:]))
+
+    def finish(self, timeout: float) -> dict:
+        output, _ = self.proc.communicate(timeout=timeout)
+        self.lines += output.splitlines(keepends=True)
+        if self.proc.returncode:
+            raise RuntimeError("publisher failed:\n" + "".join(self.lines[-30:]))
+        return json.loads(self.lines[-1])
+
+
+def positions(system: str, users: list, counters_path: str) -> dict[str, int]:
+    if system == "clarion":
+        from realtime.streams import stream_positions
+
+        found = stream_positions([uid for uid, _, _ in users])
+        return {str(uid): found.get(uid, 0) for uid, _, _ in users}
+    with open(counters_path) as source:
+        return json.load(source)
+
+
+def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
+    count = len(users)
+    output_from = len(server.output)
+    start = positions(system, users, counters_path)
+    before = totals(swarms.ask_all({"cmd": "verify", "positions": start}, 120))
+    publisher = Publisher(env, system, LEAD_SECS + DROP_WINDOW_SECS + TAIL_SECS, rate, counters_path)
+    try:
+        publisher.wait_started(60)
+        time.sleep(LEAD_SECS)
+        cpu_start, started = server.cpu_secs(), time.monotonic()
+        peak_mb = server.rss_mb()
+        swarms.ask_all({"cmd": "drop", "window": DROP_WINDOW_SECS}, 120)
+        status = {}
+        while time.monotonic() < started + BACK_TIMEOUT_SECS:
+            time.sleep(POLL_SECS)
+            peak_mb = max(peak_mb, server.rss_mb())
+            status = totals(swarms.ask_all({"cmd": "status"}, 120))
+            if status["back"] >= count:
+                break
+        back_secs = status.get("last_back_secs") if status.get("back", 0) >= count else None
+        sent = publisher.finish(BACK_TIMEOUT_SECS)["sent"]
+    finally:
+        if publisher.proc.poll() is None:
+            publisher.proc.kill()
+    final = positions(system, users, counters_path)
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_SECS
+    while True:
+        after = totals(swarms.ask_all({"cmd": "verify", "positions": final}, 120))
+        if not after["missed"] and not after["behind_users"] or time.monotonic() > deadline:
+            break
+        time.sleep(POLL_SECS)
+    cpu_secs, wall_secs = server.cpu_secs() - cpu_start, time.monotonic() - started
+    status = totals(swarms.ask_all({"cmd": "status"}, 120))
+    lines = server.output[output_from:]
+    return {
+        "back": status["back"],
+        "back_secs": back_secs,
+        "sent": sent,
+        "missed": after["missed"] - before["missed"],
+        "duplicates": after["duplicates"] - before["duplicates"],
+        "error_lines": sum(1 for line in lines if ERROR_LINE.search(line)),
+        "redis_error_lines": sum(1 for line in lines if REDIS_ERROR_LINE.search(line)),
+        "client_errors": status["errors"],
+        "client_error_samples": status.get("error_samples", [])[:3],
+        "cpu_secs": cpu_secs,
+        "cpu_pct": 100 * cpu_secs / wall_secs,
+        "peak_mb": peak_mb,
+        "sample": "".join(line for line in lines if ERROR_LINE.search(line))[:600],
+    }
+
+
+def run_system(env, system: str, users: list, runs: int, rate: float) -> list[dict]:
+    server, port = start_daphne(env, SYSTEMS[system])
+    handle, counters_path = tempfile.mkstemp(prefix="clarion-storm-", suffix=".json")
+    os.close(handle)
+    with open(counters_path, "w") as out:
+        json.dump({}, out)
+    swarms = Swarms(len(users))
+    try:
+        start = positions(system, users, counters_path)
+        connected = totals(
+            swarms.connect(
+                port, [(uid, token, start.get(str(uid), 0)) for uid, _, token in users], CONNECT_TIMEOUT_SECS
+            )
+        )
+        if connected["open"] < len(users):
+            raise RuntimeError(f"only {connected['open']} of {len(users)} clients connected")
+        results = []
+        for number in range(runs + 1):
+            result = storm(env, system, server, swarms, users, rate, counters_path)
+            label = "warm-up" if number == 0 else f"run {number}"
+            print(
+                f"{system} {label}: back {result['back']}/{len(users)} in "
+                f"{result['back_secs'] if result['back_secs'] is None else round(result['back_secs'], 1)} s, "
+                f"sent {result['sent']}, missed {result['missed']}, twice {result['duplicates']}, "
+                f"error lines {result['error_lines']} (redis {result['redis_error_lines']}), "
+                f"client errors {result['client_errors']}, CPU {result['cpu_pct']:.0f}%, "
+                f"peak {result['peak_mb']:.0f} MB",
+                flush=True,
+            )
+            if result["client_error_samples"]:
+                print("  clients saw:", result["client_error_samples"], flush=True)
+            if result["sample"]:
+                print("  server said:", result["sample"].strip()[:600], flush=True)
+            if number:
+                results.append(result)
+        return results
+    finally:
+        swarms.close()
+        server.stop()
+        os.unlink(counters_path)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+
+
+def report(args, results: dict[str, list[dict]]) -> None:
+    print(
+        f"\nW4 reconnect storm: {args.clients} clients dropped at once, back within "
+        f"U(0, {DROP_WINDOW_SECS}) s, ~{args.rate:g} per-user messages/s meanwhile; "
+        f"{args.runs} runs after a warm-up, median (min–max)"
+    )
+    print(
+        f"{'server':<16}{'all back s':>20}{'back':>8}{'sent':>8}{'missed':>8}{'twice':>7}"
+        f"{'err lines':>11}{'redis err':>11}{'CPU %':>20}{'peak MB':>9}"
+    )
+    for name, runs in results.items():
+        backs = [run["back_secs"] if run["back_secs"] is not None else float("inf") for run in runs]
+        print(
+            f"{name:<16}{_spread(backs):>20}{min(run['back'] for run in runs):>8}"
+            f"{sum(run['sent'] for run in runs):>8}{sum(run['missed'] for run in runs):>8}"
+            f"{sum(run['duplicates'] for run in runs):>7}{sum(run['error_lines'] for run in runs):>11}"
+            f"{sum(run['redis_error_lines'] for run in runs):>11}"
+            f"{_spread([run['cpu_pct'] for run in runs]):>20}{max(run['peak_mb'] for run in runs):>9.0f}"
+        )
+    if "clarion" not in results:
+        return
+    clarion, baselines = results["clarion"], {k: v for k, v in results.items() if k != "clarion"}
+
+    def back(runs):
+        return statistics.median(
+            run["back_secs"] if run["back_secs"] is not None else BACK_TIMEOUT_SECS for run in runs
+        )
+
+    all_back = all(run["back"] == args.clients for run in clarion)
+    clean = all(not (run["missed"] or run["duplicates"] or run["redis_error_lines"]) for run in clarion)
+    record(
+        "W4",
+        "storm: seconds until all are back",
+        back(clarion),
+        {name: back(runs) for name, runs in baselines.items()},
+        goal=f"≤ {GOAL_BACK_SECS} s",
+        met=all_back and back(clarion) <= GOAL_BACK_SECS,
+        higher_is_better=False,
+        note=f"{args.clients:,} clients, reconnects spread over {DROP_WINDOW_SECS} s",
+    )
+    record(
+        "W4",
+        "storm: messages missed (all runs)",
+        sum(run["missed"] for run in clarion),
+        {name: sum(run["missed"] for run in runs) for name, runs in baselines.items()},
+        goal="none missed, none twice, no Redis errors",
+        met=clean,
+        higher_is_better=False,
+        note=(
+            f"of {sum(run['sent'] for run in clarion)} sent to Clarion; twice: "
+            f"{sum(run['duplicates'] for run in clarion)}; Redis error lines: "
+            f"{sum(run['redis_error_lines'] for run in clarion)}"
+        ),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=500, help="per-user messages a second, all users")
+    parser.add_argument("--quick", action="store_true", help="2,000 clients")
+    parser.add_argument("--database", default=DATABASE)
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
+    parser.add_argument("--publish", help=argparse.SUPPRESS)  # the publisher process
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--counters", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publish:
+        import django
+
+        django.setup()
+        publish(args.publish, args.seconds, args.rate, args.counters)
+        return
+    if args.quick:
+        args.clients = 2000
+    raise_open_files_limit()
+    try:
+        env = bench_env(scratch_database(args.database), REDIS_URL=REALTIME_REDIS_URL)
+        purge_redis(env["REDIS_URL"])
+        migrate(env)
+        setup_django(env)
+        users = users_with_tokens(args.clients, USER_PREFIX)
+        results = {}
+        for system in args.systems.split(","):
+            purge_redis(env["REDIS_URL"])
+            results[system] = run_system(env, system, users, args.runs, args.rate)
+        report(args, results)
+    finally:
+        drop_database(args.database)
+
+
+if __name__ == "__main__":
+    main()
