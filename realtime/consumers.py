@@ -8,6 +8,7 @@ import logging
 import time
 
 import orjson
+from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
@@ -60,7 +61,10 @@ class WebSocketSubscriber(Subscriber):
         protocol = self.protocol
         if protocol is None or protocol.state != protocol.STATE_OPEN:
             return False
-        protocol.sendMessage(frame.encode())
+        try:
+            protocol.sendMessage(frame.encode())
+        except Disconnected:
+            self.detach()  # the socket went away between the state check and the write
         return True
 
     async def write(self, frame: str, cursor: int | None) -> None:

@@ -26,7 +26,9 @@ MAX_PENDING_FRAMES = 256
 MAX_PENDING_BYTES = 1024 * 1024
 
 CLOSE_NOT_READING = 4413  # the client let its backlog grow past the bound
-CLOSE_SERVER_ERROR = 1011
+# Server-side failure: reconnect and resume. Not 1011: Channels refuses to send codes other than
+# 1000 and 3000-4999 (the close raised instead, and the client was left hanging).
+CLOSE_SERVER_ERROR = 4500
 
 
 _background: set[asyncio.Task] = set()
