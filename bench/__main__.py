@@ -16,9 +16,10 @@ from bench.harness import RESULTS_ENV, format_table, read_records
 BENCHMARKS = {
     "pipeline": ([], ["--quick"]),
     "providers": ([], ["--quick"]),
-    "admin_bench": ([], ["--runs", "3"]),
+    "admin_bench": ([], ["--runs", "3"]),  # 1,000,000 deliveries either way
     "soak": ([], ["--quick"]),  # 10 min, 500 clients, Redis restart + worker SIGKILL; quick: 2 min, 100
-    "realtime_memory": ([], ["--quick"]),  # W3: 10,000 idle sockets for 10 min; quick 2,000 for 1
+    # W3: 10,000 idle sockets for 10 min (one run); quick: 2,000 for 1 min, one run per server
+    "realtime_memory": ([], ["--clients", "2000", "--minutes", "1", "--runs", "1"]),
     "reconnect_storm": ([], ["--quick"]),  # W4: 10,000 clients drop and reconnect; quick 2,000
     "realtime_latency": ([], ["--users", "200", "--rounds", "3", "--w5-users", "100", "--w5-secs", "5"]),
     "longpoll": ([], ["--clients", "500", "--secs", "5"]),
