@@ -124,7 +124,7 @@ def notification_send(
         with transaction.atomic():
             notification.save()
             if notification.status == NotificationStatus.QUEUED:
-                inline = notification.recipients <= _inline_max()
+                inline = notification.recipients <= settings.CLARION_INLINE_FANOUT_MAX
                 # A lambda: Django logs a failing robust hook by __qualname__, which a partial lacks.
                 transaction.on_commit(lambda: _dispatch(notification.pk, inline=inline), robust=True)
             transaction.on_commit(
@@ -147,10 +147,6 @@ def _idempotent_match(sender_label: str, key: str, now: datetime) -> Notificatio
     # Outside the window the key is free again; release it from the old notification.
     Notification.objects.filter(pk=existing.pk).update(idempotency_key=None)
     return None
-
-
-def _inline_max() -> int:
-    return settings.CLARION_INLINE_FANOUT_MAX
 
 
 def _dispatch(notification_id: int, *, inline: bool) -> None:
