@@ -3,11 +3,11 @@
 from urllib.parse import parse_qs, urlsplit
 
 from channels.auth import get_user
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import validate_host
 
 from devices.authentication import user_for_token
+from realtime.streams import db
 
 
 def query_param(scope, name: str) -> str | None:
@@ -43,7 +43,7 @@ async def authenticate_scope(scope):
         if authorization.lower().startswith("token "):
             token = authorization[6:].strip()
     if token:
-        return await database_sync_to_async(user_for_token)(token)
+        return await db(user_for_token)(token)
     if "session" in scope and origin_allowed_for_session(scope):
         user = await get_user(scope)
         if user.is_authenticated and user.is_active:

@@ -9,13 +9,13 @@ import time
 
 import orjson
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
 from delivery.services import inbox_ack
 from realtime.auth import authenticate_scope, query_param
-from realtime.node import get_node
-from realtime.streams import db, stream_position
+from realtime.streams import db
 from realtime.subscriber import Subscriber, spawn
 from realtime.transport import attach_flow_control, daphne_protocol, limit_client_messages
 
@@ -47,8 +47,8 @@ def parse_cursor(raw: str | None) -> int | None:
 class WebSocketSubscriber(Subscriber):
     kind = "websocket"
 
-    def __init__(self, consumer, user, cursor):
-        super().__init__(user, cursor)
+    def __init__(self, consumer, user):
+        super().__init__(user)
         self.consumer = consumer
         self.protocol = consumer.protocol
 
@@ -80,6 +80,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     subscriber: WebSocketSubscriber | None = None
     protocol = None
 
+    async def dispatch(self, message):
+        """Channels' dispatch minus its `close_old_connections` per event: that is a hop to the
+        one sync thread for every ping and ack, and this consumer reaches the database only
+        through `db()`, which closes its connection in its own worker thread."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
         self.protocol = daphne_protocol(self.base_send)
         if self.protocol is not None:
@@ -95,14 +104,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self._error("bad_cursor", "after must be a cursor (a non-negative integer).")
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        position = await db(stream_position)(user.pk)
-        # A cursor past the stream's end (another server's, a reset database) starts from the end.
-        cursor = position if after is None else min(after, position)
-        self.subscriber = WebSocketSubscriber(self, user, cursor)
+        self.subscriber = WebSocketSubscriber(self, user)
         attach_flow_control(self.protocol, self.subscriber)
         self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
-        await get_node().register(self.subscriber)
-        self.subscriber.start()
+        await self.subscriber.open(after)
 
     async def disconnect(self, code):
         if self.subscriber is not None:

@@ -59,6 +59,9 @@ class Node:
         self.subscribers: dict[int, dict] = {}
         self._lingering: set[int] = set()
         self._presence_lock = asyncio.Lock()
+        # Users whose presence here changed, written together by one pending batch.
+        self._presence_changed: set[int] = set()
+        self._presence_batch: asyncio.Future | None = None
         self._ready = asyncio.Event()
         self._started = False
         self._tasks: set[asyncio.Task] = set()
@@ -82,7 +85,8 @@ class Node:
         if len(subscribers) > MAX_CONNECTIONS_PER_USER:
             next(iter(subscribers)).close(CLOSE_TOO_MANY_CONNECTIONS)
         if first:
-            await self._sync_presence(subscriber.user_id)
+            # Shielded: the batch is shared with other connections and outlives this one's task.
+            await asyncio.shield(self._sync_presence(subscriber.user_id))
 
     def unregister(self, subscriber) -> None:
         subscribers = self.subscribers.get(subscriber.user_id)
@@ -93,7 +97,7 @@ class Node:
             del self.subscribers[subscriber.user_id]
             if subscriber.linger_secs:
                 self._lingering.add(subscriber.user_id)
-            self._spawn(self._sync_presence(subscriber.user_id))
+            self._sync_presence(subscriber.user_id)
 
     def connection_count(self) -> int:
         return sum(len(subscribers) for subscribers in self.subscribers.values())
@@ -197,19 +201,38 @@ class Node:
             for subscriber in tuple(self.subscribers.get(user_id, ())):
                 subscriber.repair(position)
 
-    async def _sync_presence(self, user_id: int) -> None:
-        """Write this user's presence here as it is now; serialised, so the last state wins."""
-        async with self._presence_lock:
-            try:
+    def _sync_presence(self, user_id: int) -> asyncio.Future:
+        """Have this user's presence here written as it is by then; done once written.
+
+        Batched: every user whose connections changed while a write is in flight goes in the
+        next pipeline, so a thousand handshakes cost a few Redis round trips, not a thousand.
+        """
+        self._presence_changed.add(user_id)
+        if self._presence_batch is None:
+            self._presence_batch = self.loop.create_future()
+            self._spawn(self._write_presence())
+        return self._presence_batch
+
+    async def _write_presence(self) -> None:
+        async with self._presence_lock:  # serialised, so the last state wins
+            changed, self._presence_changed = self._presence_changed, set()
+            written, self._presence_batch = self._presence_batch, None
+            changes: dict[int, float | None] = {}
+            for user_id in changed:
                 if user_id in self.subscribers:
-                    await self.presence.refresh(self.id, [user_id], PRESENCE_TTL_SECS)
+                    changes[user_id] = PRESENCE_TTL_SECS
                 elif user_id in self._lingering:
                     self._lingering.discard(user_id)
-                    await self.presence.refresh(self.id, [user_id], POLL_LINGER_SECS)
+                    changes[user_id] = POLL_LINGER_SECS
                 else:
-                    await self.presence.remove(self.id, user_id)
+                    changes[user_id] = None
+            try:
+                await self.presence.apply(self.id, changes)
             except (aioredis.RedisError, OSError):
-                logger.warning("presence update for user %s failed", user_id, exc_info=True)
+                logger.warning("presence update for %d users failed", len(changes), exc_info=True)
+            finally:
+                if not written.done():
+                    written.set_result(None)
 
 
 _nodes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node]" = weakref.WeakKeyDictionary()

@@ -68,6 +68,19 @@ class RedisPresence:
     async def remove(self, node_id: str, user_id: int) -> None:
         await self.async_client().zrem(_key(user_id), node_id)
 
+    async def apply(self, node_id: str, changes: dict[int, float | None]) -> None:
+        """Many users' entries for this node in one pipeline: {user id: ttl, or None to remove}."""
+        now = time.time()
+        async with self.async_client().pipeline(transaction=False) as pipe:
+            for user_id, ttl in changes.items():
+                if ttl is None:
+                    pipe.zrem(_key(user_id), node_id)
+                    continue
+                pipe.zadd(_key(user_id), {node_id: now + ttl})
+                pipe.expire(_key(user_id), int(ttl) + 1, gt=True)
+                pipe.expire(_key(user_id), int(ttl) + 1, nx=True)
+            await pipe.execute()
+
     async def touch(self, user_id: int, entry_id: str) -> None:
         """One entry for a user, refreshed by its owner (a node, or a caller tracking its own)."""
         await self.refresh(entry_id, [user_id])
@@ -127,6 +140,13 @@ class MemoryPresence:
             nodes.pop(node_id, None)
             if not nodes:
                 self._entries.pop(user_id, None)
+
+    async def apply(self, node_id: str, changes: dict[int, float | None]) -> None:
+        for user_id, ttl in changes.items():
+            if ttl is None:
+                await self.remove(node_id, user_id)
+            else:
+                await self.refresh(node_id, [user_id], ttl)
 
     async def touch(self, user_id: int, entry_id: str) -> None:
         await self.refresh(entry_id, [user_id])

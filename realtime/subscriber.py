@@ -15,7 +15,8 @@ from collections import deque
 
 from django.db import DatabaseError
 
-from realtime.streams import REPLAY_PAGE, db, live_messages_after, notification_frame
+from realtime.node import get_node
+from realtime.streams import REPLAY_PAGE, db, live_messages_after, notification_frame, stream_position
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +50,16 @@ class Subscriber:
     linger_secs = 0.0  # presence kept this long after the user's last connection here ends
     heartbeat = False  # set once the client sends its own pings (see consumers.py)
 
-    def __init__(self, user, cursor: int):
+    def __init__(self, user):
         self.user = user
         self.user_id = user.pk
-        self.cursor = cursor
+        self.cursor = 0  # set by open()
         self.last_seen = self.connected_at = time.monotonic()
         self.closed = False
         self.close_code: int | None = None
         self._pending: deque = deque()
         self._pending_bytes = 0
-        self._resync = True  # the first drain replays from the database
+        self._resync = False  # the next drain re-reads the database first
         self._repair_to = 0  # a stream position the periodic check found us behind
         self._draining = True  # nothing is written until start()
         self._writable = asyncio.Event()
@@ -114,8 +115,18 @@ class Subscriber:
 
     # -- the writer ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Replay from the cursor, then write live frames as they come."""
+    async def open(self, after: int | None) -> None:
+        """Join this process's node, then stream from cursor `after` (None: from now on).
+
+        Registered before the stream's position is read, so every message committed after
+        that read is offered here live: only a client that is behind reads the database to
+        start. A cursor past the stream's end (another server's, a reset database) starts
+        from the end.
+        """
+        await get_node().register(self)
+        position = await db(stream_position)(self.user_id)
+        self.cursor = position if after is None else min(after, position)
+        self._resync = self._resync or self.cursor < position
         self._draining = False
         self._kick()
 

@@ -144,11 +144,6 @@ class PollWaiter:
             self.node.unregister(self)
 
 
-async def _start_cursor(user_id: int, after: int | None) -> int:
-    position = await db(stream_position)(user_id)
-    return position if after is None else min(after, position)
-
-
 async def poll(request):
     """GET /api/v1/poll/?after=<cursor>&timeout=30: answers as soon as a message exists after the cursor."""
     if request.method == "OPTIONS":
@@ -173,25 +168,36 @@ async def poll(request):
         return _error(400, "validation_error", "The request has invalid fields.", fields)
     wait = min(wait, _setting("CLARION_LONGPOLL_MAX_WAIT_SECS", LONGPOLL_MAX_WAIT_SECS))
 
-    cursor = await _start_cursor(user.pk, after)
     waiter = PollWaiter(user)
     node = get_node()
-    # Registered before the first read: a message committed after it wakes us.
+    # Registered before the stream's position is read: a message committed after the read
+    # wakes us, so a client that is up to date waits without reading the database again.
     await node.register(waiter)
     try:
+        position = await db(stream_position)(user.pk)
+        # A cursor past the stream's end (another server's, a reset database) starts from the end.
+        cursor = position if after is None else min(after, position)
         deadline = time.monotonic() + wait
-        while True:
-            waiter.woken.clear()  # before the read: a frame offered after it wakes the wait below
-            messages = await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
+        behind = cursor < position
+        messages = []
+        while not waiter.closed:
+            if behind:
+                waiter.woken.clear()  # before the read: a frame offered after it wakes the wait below
+                messages = await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
+                if messages:
+                    break
             remaining = deadline - time.monotonic()
-            if messages or remaining <= 0 or waiter.closed:
+            if remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(waiter.woken.wait(), remaining)
+            except TimeoutError:
+                break
             # Published after commit, so already marked sent: no query needed to answer them.
             messages = waiter.messages_after(cursor)
             if messages:
                 break
+            behind = True  # woken by a gap or a resync: the database has the rest
     finally:
         node.unregister(waiter)
     response = JsonResponse({"results": messages, "cursor": messages[-1]["cursor"] if messages else cursor})
@@ -207,8 +213,8 @@ class SseSubscriber(Subscriber):
     kind = "sse"
     linger_secs = POLL_LINGER_SECS
 
-    def __init__(self, user, cursor):
-        super().__init__(user, cursor)
+    def __init__(self, user):
+        super().__init__(user)
         self.chunks: asyncio.Queue = asyncio.Queue(SSE_QUEUE_CHUNKS)
 
     async def write(self, frame: str, cursor: int | None) -> None:
@@ -224,11 +230,9 @@ class SseSubscriber(Subscriber):
             self.chunks.put_nowait(None)
 
 
-async def _event_stream(subscriber: SseSubscriber):
-    node = get_node()
+async def _event_stream(subscriber: SseSubscriber, after: int | None):
     try:
-        await node.register(subscriber)
-        subscriber.start()
+        await subscriber.open(after)
         yield f"retry: {SSE_RETRY_MILLIS}\n: connected\n\n".encode()
         idle_timeout = _setting("CLARION_SSE_IDLE_TIMEOUT_SECS", SSE_IDLE_TIMEOUT_SECS)
         beat_min = _setting("CLARION_SSE_HEARTBEAT_MIN_SECS", SSE_HEARTBEAT_MIN_SECS)
@@ -275,8 +279,8 @@ async def events(request):
             "The request has invalid fields.",
             {"after": ["Last-Event-ID / after is a cursor, a non-negative integer."]},
         )
-    subscriber = SseSubscriber(user, await _start_cursor(user.pk, after))
-    response = StreamingHttpResponse(_event_stream(subscriber), content_type="text/event-stream")
+    stream = _event_stream(SseSubscriber(user), after)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-transform"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     if by_token:

@@ -271,3 +271,34 @@ def test_presence_names_the_node_holding_the_socket(start_web, alice, token_for)
         nodes = get_presence().nodes_for_users([alice.pk])
         assert len(nodes) == 1 and str(web.proc.pid) in next(iter(nodes))
     wait_offline(alice)
+
+
+def test_sockets_opened_together_are_each_online_by_their_first_answer(start_web, make_user, token_for):
+    """Presence writes are batched per node, yet each connection waits for its own: by the
+    time a socket answers its first ping, a send routed by presence reaches it."""
+    web = start_web()
+    users = [make_user() for _ in range(40)]
+    tokens = [token_for(user) for user in users]
+    sockets, errors, lock = contextlib.ExitStack(), [], threading.Lock()
+    answered = []
+
+    def open_and_ping(token):
+        try:
+            with lock:
+                ws = sockets.enter_context(open_socket(web, token))
+            ws.send('{"type":"ping"}')
+            recv_type(ws, "pong")
+            answered.append(ws)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    with sockets:
+        threads = [threading.Thread(target=open_and_ping, args=(token,)) for token in tokens]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        assert len(answered) == len(users)
+        assert get_presence().online([user.pk for user in users]) == {user.pk for user in users}
+    wait_offline(*users)
