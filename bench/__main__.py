@@ -24,6 +24,7 @@ BENCHMARKS = {
     "realtime_latency": ([], ["--users", "200", "--rounds", "3", "--w5-users", "100", "--w5-secs", "5"]),
     "longpoll": ([], ["--clients", "500", "--secs", "5"]),
     "realtime_throughput": ([], ["--quick"]),  # W1 broadcast, W2 per-user; quick: 500 clients
+    "handshake": ([], ["--quick"]),  # what bounds W1/W3/W4 connects: 1,000 sockets; quick 500
 }
 
 

@@ -118,7 +118,8 @@ class Proc:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
         _children.add(self)
 
     def _pump(self):
@@ -126,6 +127,19 @@ class Proc:
             self.output.append(line)
             if self.ready_marker and self.ready_marker in line:
                 self._ready.set()
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the process to exit and for its output to be read to the last line."""
+        code = self.proc.wait(timeout)
+        self._pumper.join(timeout)
+        return code
+
+    def json_result(self) -> dict:
+        """The last JSON line the process printed (a child bench's result)."""
+        for line in reversed(self.output):
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError("no result printed:\n" + "".join(self.output[-30:]))
 
     def wait_ready(self, timeout: float = 60):
         if not self._ready.wait(timeout):

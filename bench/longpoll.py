@@ -249,10 +249,10 @@ async def _session(env, server: Proc, port: int, kind: str, users, secs: float) 
             publisher = _publisher(env, kind, start_at, run_secs)
             await asyncio.sleep(START_DELAY_SECS - 0.5)
             cpu_before = server.cpu_secs()
-            await asyncio.to_thread(publisher.proc.wait, 120)
+            await asyncio.to_thread(publisher.finish, 120)
             await asyncio.sleep(DRAIN_SECS)
             cpu = server.cpu_secs() - cpu_before
-            result = json.loads(publisher.output[-1]) if publisher.output else {"rounds": 0}
+            result = publisher.json_result()
             if number == 0:
                 continue
             # The publisher's own first send opens the window (its start-up may overrun START_DELAY_SECS).

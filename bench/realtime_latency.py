@@ -24,12 +24,14 @@ The client sockets live in this process, so receipt times include its own schedu
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import time
 
 import httpx
 import orjson
+from websockets.exceptions import ConnectionClosed
 
 from bench.harness import (
     bench_env,
@@ -56,29 +58,49 @@ RECEIVE_TIMEOUT_SECS = 60
 FANOUT_BATCH = 500  # as settings.CLARION_FANOUT_BATCH: publish_messages is called per batch
 
 
-async def _receive_one(ws, marker: str, started: list[float], arrivals: list[float]) -> None:
-    deadline = time.monotonic() + RECEIVE_TIMEOUT_SECS
-    while time.monotonic() < deadline:
-        frame = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
-        if marker in frame:
-            arrivals.append(time.perf_counter() - started[0])
-            return
-    raise TimeoutError(marker)
+class Arrivals:
+    """One reader per socket for the whole session (never two `recv` on one socket): for the
+    round's marker, when each socket first saw it."""
+
+    def __init__(self, sockets):
+        self.expected = len(sockets)
+        self.marker = None
+        self.started = 0.0
+        self.latencies: list[float] = []
+        self.seen: set[int] = set()
+        self.complete = asyncio.Event()
+        self.readers = [asyncio.create_task(self._read(index, ws)) for index, ws in enumerate(sockets)]
+
+    async def _read(self, index: int, ws) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in ws:
+                marker = self.marker
+                if marker is not None and index not in self.seen and marker in frame:
+                    self.seen.add(index)
+                    self.latencies.append((time.perf_counter() - self.started) * 1000)
+                    if len(self.seen) == self.expected:
+                        self.complete.set()
+
+    async def round(self, marker: str, trigger, path: str) -> list[float]:
+        """Run `trigger` in a thread; per-socket latencies in ms of the frame carrying `marker`."""
+        self.marker, self.latencies, self.seen = marker, [], set()
+        self.complete.clear()
+        self.started = time.perf_counter()
+        await asyncio.to_thread(trigger)
+        TRIGGER_MS.setdefault(path, []).append((time.perf_counter() - self.started) * 1000)
+        try:
+            await asyncio.wait_for(self.complete.wait(), RECEIVE_TIMEOUT_SECS)
+        except TimeoutError:
+            raise TimeoutError(f"{marker}: {len(self.seen)} of {self.expected} sockets received it") from None
+        return self.latencies
+
+    async def close(self) -> None:
+        for reader in self.readers:
+            reader.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
 
 
 TRIGGER_MS: dict[str, list[float]] = {}  # how long the send/publish call itself took, per path
-
-
-async def _round(sockets, marker: str, trigger, path: str) -> list[float]:
-    """Start receivers, run `trigger` in a thread, return per-socket latencies in ms."""
-    started, arrivals = [0.0], []
-    receivers = [asyncio.create_task(_receive_one(ws, marker, started, arrivals)) for ws in sockets]
-    await asyncio.sleep(0)
-    started[0] = time.perf_counter()
-    await asyncio.to_thread(trigger)
-    TRIGGER_MS.setdefault(path, []).append((time.perf_counter() - started[0]) * 1000)
-    await asyncio.wait_for(asyncio.gather(*receivers), RECEIVE_TIMEOUT_SECS)
-    return [seconds * 1000 for seconds in arrivals]
 
 
 def end_to_end(env: dict, users, rounds: int, api_key: str) -> list[float]:
@@ -88,6 +110,7 @@ def end_to_end(env: dict, users, rounds: int, api_key: str) -> list[float]:
 
         async def run() -> list[float]:
             sockets = await open_sockets(port, [token for _, _, token in users])
+            arrivals = Arrivals(sockets)
             usernames = [name for _, name, _ in users]
             latencies: list[float] = []
             try:
@@ -103,8 +126,9 @@ def end_to_end(env: dict, users, rounds: int, api_key: str) -> list[float]:
                         )
                         response.raise_for_status()
 
-                    latencies += await _round(sockets, marker, trigger, "e2e")
+                    latencies += await arrivals.round(marker, trigger, "e2e")
             finally:
+                await arrivals.close()
                 await close_sockets(sockets)
             return latencies
 
@@ -121,6 +145,7 @@ def fan_out_only(env: dict, app: str, users, rounds: int, publish) -> list[float
 
         async def run() -> list[float]:
             sockets = await open_sockets(port, [token for _, _, token in users])
+            arrivals = Arrivals(sockets)
             latencies: list[float] = []
             try:
                 for number in range(rounds):
@@ -129,8 +154,9 @@ def fan_out_only(env: dict, app: str, users, rounds: int, publish) -> list[float
                         (user_id, message(marker, positions.get(user_id, 0) + number + 1))
                         for user_id, _, _ in users
                     ]
-                    latencies += await _round(sockets, marker, lambda batch=batch: publish(batch), app)
+                    latencies += await arrivals.round(marker, lambda batch=batch: publish(batch), app)
             finally:
+                await arrivals.close()
                 await close_sockets(sockets)
             return latencies
 
