@@ -24,6 +24,10 @@ HELP = {
     "clarion_deliveries_total": ("counter", "Delivery outcomes recorded, by channel and status."),
     "clarion_retries_total": ("counter", "Push deliveries scheduled for another attempt, by channel."),
     "clarion_realtime_published_total": ("counter", "Messages published to realtime connections."),
+    "clarion_realtime_publish_dropped_total": (
+        "counter",
+        "Realtime frames not published (Redis failed, publisher behind); clients replay them.",
+    ),
     "clarion_provider_latency_seconds": ("histogram", "Duration of one provider send call, by channel."),
     "clarion_connected_users": ("gauge", "Users with at least one live realtime connection."),
     "clarion_broker_queue_length": ("gauge", "Tasks waiting in the Celery queue."),

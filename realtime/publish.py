@@ -4,15 +4,23 @@ Presence says which nodes (web processes) hold each user's connections; the batc
 by node and each node gets ONE Redis PUBLISH carrying every frame for its users, each frame
 serialised once here. Embedded, the node lives in this process and gets the frames directly.
 Pub/sub is at-most-once: a lost payload is repaired by the cursor (gap-fill on the next frame,
-replay on reconnect). See docs/realtime.md.
+replay on reconnect). Scaled, one publisher thread per process does the Redis work: frames
+handed over while a pipeline is in flight go out together in the next one, so a worker sending
+to thousands of users one at a time costs a few round trips, not two per send.
+See docs/realtime.md.
 """
 
+import atexit
 import logging
+import os
+import queue
+import threading
 
 import orjson
 import redis
 from django.conf import settings
 
+from notifyproject import metrics
 from realtime.node import channel_for, local_nodes
 from realtime.presence import get_presence
 from realtime.streams import notification_frame, read_frame
@@ -32,10 +40,93 @@ def publish_read(user_id: int, notification_id: int) -> None:
     _publish([], [(user_id, read_frame(notification_id))])
 
 
+# Hand-overs waiting for the publisher thread; past this a caller waits (back-pressure), and
+# after PUT_TIMEOUT_SECS its frames are dropped and counted (clients repair from the database).
+MAX_WAITING_HANDOVERS = 10_000
+PUT_TIMEOUT_SECS = 5
+# Per presence lookup + PUBLISH round: a node parses each payload whole, so it stays small.
+MAX_FRAMES_PER_ROUND = 5_000
+MAX_BYTES_PER_ROUND = 512 * 1024
+EXIT_FLUSH_SECS = 2
+
+
 def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
     if not settings.REDIS_URL:
         for node in local_nodes():
             node.loop.call_soon_threadsafe(node.dispatch, frames, reads)
+        return
+    try:
+        _publisher().handover.put((frames, reads), timeout=PUT_TIMEOUT_SECS)
+    except queue.Full:
+        _dropped(len(frames) + len(reads), "the publisher is behind")
+
+
+def flush_publishes(timeout: float = EXIT_FLUSH_SECS) -> bool:
+    """Wait until everything handed over so far is published (at exit; in tests)."""
+    if _current is None or _current.pid != os.getpid():
+        return True
+    done = threading.Event()
+    try:
+        _current.handover.put(done, timeout=timeout)
+    except queue.Full:
+        return False
+    return done.wait(timeout)
+
+
+class _Publisher:
+    def __init__(self):
+        self.pid = os.getpid()
+        self.handover: queue.Queue = queue.Queue(MAX_WAITING_HANDOVERS)
+        threading.Thread(target=self._run, name="clarion-realtime-publisher", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            frames, reads, flushed, size = [], [], [], 0
+            item = self.handover.get()
+            while True:
+                if isinstance(item, threading.Event):
+                    flushed.append(item)
+                else:
+                    frames += item[0]
+                    reads += item[1]
+                    size += sum(len(frame[-1]) for frame in item[0]) + sum(len(read[-1]) for read in item[1])
+                if len(frames) + len(reads) >= MAX_FRAMES_PER_ROUND or size >= MAX_BYTES_PER_ROUND:
+                    break
+                try:
+                    item = self.handover.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                _publish_now(frames, reads)
+            except Exception:
+                logger.exception("realtime publish of %s frames failed", len(frames) + len(reads))
+            for done in flushed:
+                done.set()
+
+
+_current: _Publisher | None = None
+_current_lock = threading.Lock()
+
+
+def _publisher() -> _Publisher:
+    global _current
+    with _current_lock:
+        if _current is None or _current.pid != os.getpid():  # none yet, or inherited through fork
+            _current = _Publisher()
+        return _current
+
+
+atexit.register(flush_publishes)
+
+
+def _dropped(count: int, why: str, exc_info: bool = False) -> None:
+    logger.warning("realtime publish of %s frames dropped: %s", count, why, exc_info=exc_info)
+    metrics.count("clarion_realtime_publish_dropped_total", count)
+
+
+def _publish_now(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
+    """One presence lookup and one PUBLISH per node for everything handed over in a round."""
+    if not frames and not reads:
         return
     presence = get_presence()
     user_ids = list(dict.fromkeys([user_id for user_id, *_ in frames] + [user_id for user_id, _ in reads]))
@@ -61,4 +152,4 @@ def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -
     except redis.RedisError:
         # At-most-once by design: clients get these from the database on their next frame
         # or reconnect. The caller's transaction has committed; failing it would help no one.
-        logger.warning("realtime publish of %s frames failed", len(frames) + len(reads), exc_info=True)
+        _dropped(len(frames) + len(reads), "Redis failed", exc_info=True)

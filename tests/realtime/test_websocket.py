@@ -302,3 +302,47 @@ def test_sockets_opened_together_are_each_online_by_their_first_answer(start_web
         assert len(answered) == len(users)
         assert get_presence().online([user.pk for user in users]) == {user.pk for user in users}
     wait_offline(*users)
+
+
+def _commandstat_calls(command: str) -> int:
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        return client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
+    finally:
+        client.close()
+
+
+def test_sends_from_many_threads_share_publishes_and_keep_each_users_order(start_web, make_user, token_for):
+    """One publisher thread per process: what callers hand over while a PUBLISH is in flight
+    goes out together, so 1,000 single-message sends cost far fewer than 1,000 PUBLISHes."""
+    from realtime.publish import flush_publishes
+
+    web = start_web()
+    users = [make_user() for _ in range(20)]
+    per_user, threads_count = 50, 4
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(open_socket(web, token_for(user))) for user in users]
+        wait_online(*users)
+        publishes_before = _commandstat_calls("publish")
+
+        def send_share(share: int) -> None:
+            for cursor in range(1, per_user + 1):
+                for user in users[share::threads_count]:
+                    message = {"id": cursor, "cursor": cursor, "title": f"m{cursor}", "body": "", "data": {}}
+                    publish_messages([(user.pk, message)])
+
+        threads = [threading.Thread(target=send_share, args=(share,)) for share in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert flush_publishes(timeout=20)
+        publishes = _commandstat_calls("publish") - publishes_before
+        for ws in sockets:
+            cursors = [recv_type(ws, "notification")["cursor"] for _ in range(per_user)]
+            assert cursors == list(range(1, per_user + 1))
+    sends = len(users) * per_user
+    assert publishes <= sends // 10, f"{publishes} PUBLISHes for {sends} sends"
