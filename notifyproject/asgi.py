@@ -1,4 +1,4 @@
-"""The ASGI application: HTTP through Django, WebSockets through Channels."""
+"""The ASGI application: HTTP through Django (long waits beside it), WebSockets through Channels."""
 
 import os
 
@@ -11,11 +11,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from realtime.longwait import LongWaitEndpoints  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Long-polls and event streams wait without a thread each (realtime/longwait.py).
+        "http": LongWaitEndpoints(django_asgi_app),
         # Origins are checked per connection in realtime.auth: token sockets may come from
         # the embedding app's origin, session sockets only from ALLOWED_HOSTS.
         "websocket": CookieMiddleware(SessionMiddleware(URLRouter(websocket_urlpatterns))),

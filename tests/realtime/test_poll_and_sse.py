@@ -79,6 +79,30 @@ def test_a_poll_with_nothing_new_answers_empty_after_its_timeout(start_web, alic
     assert 0.9 <= time.monotonic() - started < 10
 
 
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_waiting_polls_hold_no_thread_each(start_web, make_user, token_for):
+    """Long-polls are served beside Django's handler, which parks a thread per request."""
+    web = start_web()
+    users = [make_user() for _ in range(24)]
+    tokens = [token_for(user) for user in users]
+    poll(web, tokens[0], timeout=0)  # first request: lazy imports, the database pool
+    idle = _threads(web.proc.pid)
+    with concurrent.futures.ThreadPoolExecutor(len(tokens)) as pool:
+        waiting = [pool.submit(poll, web, token, timeout=4) for token in tokens]
+        wait_online(*users)  # every poll is registered and waiting
+        most = _threads(web.proc.pid)
+        while not all(future.done() for future in waiting):
+            most = max(most, _threads(web.proc.pid))
+            concurrent.futures.wait(waiting, timeout=0.05)
+        answers = [future.result() for future in waiting]
+    assert all(answer.status_code == 200 and answer.json()["results"] == [] for answer in answers)
+    assert most - idle < len(users) // 3, f"{most - idle} more threads for {len(users)} waiting polls"
+
+
 def test_a_poll_returns_the_backlog_at_once_and_resumes_from_its_cursor(
     start_web, start_worker, alice, token_for
 ):
