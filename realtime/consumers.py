@@ -32,6 +32,7 @@ MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
 # then 40 per second sustained; a client past that is closed.
 FRAME_BURST = 400
 FRAMES_PER_SEC = 40
+PONG_FRAME = '{"type":"pong"}'
 
 
 def parse_cursor(raw: str | None) -> int | None:
@@ -137,7 +138,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             subscriber.heartbeat = True
-            await self.send(text_data='{"type":"pong"}')
+            if not subscriber.write_now(PONG_FRAME):  # no Channels send chain: most idle CPU is pongs
+                await self.send(text_data=PONG_FRAME)
         elif kind == "ack":
             await self._ack(frame.get("id"))
         else:
