@@ -174,8 +174,9 @@ def publish_stock(layer_name: str, start_at: float, secs: float) -> dict:
                     f"user.{user_id}", {"type": "notification.message", "message": message}
                 )
 
-            for start in range(0, len(user_ids), 500):
-                await asyncio.gather(*(send(uid, number + 1) for uid in user_ids[start : start + 500]))
+            # 50 group_sends in flight: redis-py's pool (100 connections) refuses more at once.
+            for start in range(0, len(user_ids), 50):
+                await asyncio.gather(*(send(uid, number + 1) for uid in user_ids[start : start + 50]))
             rounds += 1
         if hasattr(layer, "flush"):
             await layer.flush()

@@ -400,6 +400,9 @@ def w5_stock(env: dict, layer_name: str, users, run_secs: float) -> dict:
                     await layer.flush()
 
         return asyncio.run(run())
+    except Exception:
+        print("stock daphne's last output:\n" + "".join(proc.output[-40:]), flush=True)
+        raise
     finally:
         proc.stop()
 
