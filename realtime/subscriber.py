@@ -61,7 +61,7 @@ class Subscriber:
         self._pending_bytes = 0
         self._resync = False  # the next drain re-reads the database first
         self._repair_to = 0  # a stream position the periodic check found us behind
-        self._draining = True  # nothing is written until start()
+        self._draining = True  # nothing is written until open()
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task | None = None
