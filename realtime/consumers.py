@@ -10,6 +10,7 @@ import time
 import orjson
 from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
@@ -109,6 +110,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         attach_flow_control(self.protocol, self.subscriber)
         self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
         await self.subscriber.open(after)
+
+    async def websocket_disconnect(self, message):
+        """Channels' version minus its `close_old_connections` hop (see `dispatch`); no groups here."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def disconnect(self, code):
         if self.subscriber is not None:
