@@ -159,7 +159,14 @@ if REDIS_URL:
     # countdown we schedule is longer (long waits live in the database, not the broker).
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
     # Throttle counters live in Redis so limits hold across web instances.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Shared by every request of the process (notifyproject/cache.py).
+            "OPTIONS": {"pool_class": "notifyproject.cache.SharedConnectionPool"},
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CELERY_BROKER_URL = "memory://"

@@ -64,3 +64,32 @@ def test_limits_fail_open_when_their_counters_are_unreachable(api_key_client, al
         202,
         202,
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_limit_counters_reuse_the_processes_redis_connections(
+    start_web, api_key_client, alice, settings
+):
+    """Django keeps a cache object per request context under ASGI; without a shared pool each
+    request opened its own TCP connection to Redis for its rate-limit counter."""
+    import httpx
+    import redis
+
+    web = start_web()
+    key = api_key_client("send").key
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    def connections_so_far() -> int:
+        return client.info("stats")["total_connections_received"]
+
+    with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http:
+        http.post("/api/v1/notifications/", json={"to": {"users": ["alice"]}, "title": "warm"})
+        before = connections_so_far()
+        for number in range(30):
+            response = http.post(
+                "/api/v1/notifications/", json={"to": {"users": ["alice"]}, "title": f"{number}"}
+            )
+            assert response.status_code == 202, response.text
+        opened = connections_so_far() - before
+    client.close()
+    assert opened < 10, f"{opened} new Redis connections for 30 sends"
