@@ -62,11 +62,13 @@ def users_with_tokens(count: int, prefix: str) -> list[tuple[int, str, str]]:
     return [(user.pk, user.username, end_user_token_create(user=user, ttl=None)[0]) for user in users]
 
 
-async def open_sockets(port: int, tokens: list[str], **connect_options) -> list:
+async def open_sockets(
+    port: int, tokens: list[str], concurrency: int = CONNECT_CONCURRENCY, **connect_options
+) -> list:
     """One WebSocket per token, each answering a ping before it counts as connected."""
     from websockets.asyncio.client import connect
 
-    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    limit = asyncio.Semaphore(concurrency)
 
     async def one(token: str):
         async with limit:

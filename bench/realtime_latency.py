@@ -55,6 +55,9 @@ from bench.realtime_common import (
 
 DATABASE = os.environ.get("BENCH_REALTIME_DATABASE", "clarion_bench_realtime")
 RECEIVE_TIMEOUT_SECS = 60
+# Stock RedisChannelLayer's group_add fails with redis-py's MaxConnectionsError (a pool of 100)
+# at 100 handshakes in flight; W5 measures latency, not connects, so every system gets 25.
+W5_CONNECT_CONCURRENCY = 25
 FANOUT_BATCH = 500  # as settings.CLARION_FANOUT_BATCH: publish_messages is called per batch
 
 
@@ -306,7 +309,7 @@ async def _send_phase(send, users, receipts: Receipts, *, phase: str, count: int
 async def _w5_session(port: int, users, send, max_rate: float | None, run_secs: float, procs) -> dict:
     """Connect every user, find the max rate (unless given), then warm-up and runs at half of it."""
     receipts = Receipts()
-    sockets = await open_sockets(port, [token for _, _, token in users])
+    sockets = await open_sockets(port, [token for _, _, token in users], concurrency=W5_CONNECT_CONCURRENCY)
     listeners = [
         asyncio.create_task(_listen(ws, user_id, receipts))
         for ws, (user_id, _, _) in zip(sockets, users, strict=True)
