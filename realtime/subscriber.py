@@ -64,6 +64,10 @@ class Subscriber:
         self._draining = True  # nothing is written until open()
         self._writable = asyncio.Event()
         self._writable.set()
+        # The socket filled up (paused) since the queue was last empty: the client is not
+        # keeping up. Judged over time, not at one instant: written in bursts, a socket that
+        # is not read still drains into the kernel between bursts and looks writable then.
+        self._stalled = False
         self._task: asyncio.Task | None = None
         self.node = None
 
@@ -92,9 +96,12 @@ class Subscriber:
     def pause(self) -> None:
         """The socket's send buffer is full: the client is not reading fast enough."""
         self._writable.clear()
+        self._stalled = True
 
     def resume(self) -> None:
         self._writable.set()
+        if not self._pending:
+            self._stalled = False  # it caught up with everything we had
 
     def close(self, code: int) -> None:
         """End the connection from the server side with this close code."""
@@ -131,10 +138,12 @@ class Subscriber:
         self._kick()
 
     def _enqueue(self, cursor: int | None, frame: str) -> None:
+        if self._idle_and_in_order(cursor) and self._write_at_once(cursor, frame):
+            return
         self._pending.append((cursor, frame))
         self._pending_bytes += len(frame)
         if len(self._pending) > MAX_PENDING_FRAMES or self._pending_bytes > MAX_PENDING_BYTES:
-            if not self._writable.is_set():
+            if self._stalled or not self._writable.is_set():
                 self.close(CLOSE_NOT_READING)
                 return
             # Reading, just behind: the database holds every message, so forget the copies.
@@ -142,6 +151,29 @@ class Subscriber:
             self._pending_bytes = 0
             self._resync = True
         self._kick()
+
+    def _idle_and_in_order(self, cursor: int | None) -> bool:
+        """No writer running, nothing queued or to re-read, the socket taking writes, and the
+        frame the next one: then it is written from here, without a writer task per frame."""
+        return (
+            not self._draining
+            and not self._pending
+            and not self._resync
+            and self._repair_to <= self.cursor
+            and self._writable.is_set()
+            and (cursor is None or cursor == self.cursor + 1)
+        )
+
+    def _write_at_once(self, cursor: int | None, frame: str) -> bool:
+        try:
+            written = self.write_now(frame)
+        except Exception:
+            logger.exception("realtime write to user %s failed", self.user_id)
+            self.close(CLOSE_SERVER_ERROR)
+            return True
+        if written and cursor is not None:
+            self.cursor = cursor
+        return written
 
     def _kick(self) -> None:
         if not self._draining and not self.closed:
@@ -160,6 +192,8 @@ class Subscriber:
                     await self._catch_up(until=until)
                     continue
                 if not self._pending:
+                    if self._writable.is_set():
+                        self._stalled = False  # caught up with a socket that takes writes
                     break
                 cursor, frame = self._pending.popleft()
                 self._pending_bytes -= len(frame)
