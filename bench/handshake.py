@@ -72,20 +72,14 @@ def one_run(env: dict, app: str | None, tokens: list[str], concurrency: int) -> 
         warm, _, _ = asyncio.run(connect_all(port, tokens[:WARM_UP_SOCKETS], concurrency))
         asyncio.run(close_all(warm))
         cpu_start, started = server.cpu_secs(), time.monotonic()
-        sockets, durations, failures = [], [], 0
 
         async def measure():
-            nonlocal sockets, durations, failures
             sockets, durations, failures = await connect_all(port, tokens, concurrency)
-            return time.monotonic() - started, server.cpu_secs() - cpu_start
+            wall, cpu = time.monotonic() - started, server.cpu_secs() - cpu_start
+            await close_all(sockets)
+            return durations, failures, wall, cpu
 
-        async def run():
-            try:
-                return await measure()
-            finally:
-                await close_all(sockets)
-
-        wall, cpu = asyncio.run(run())
+        durations, failures, wall, cpu = asyncio.run(measure())
         return {
             "rate": len(durations) / wall,
             "p50_ms": 1000 * percentile(durations, 0.5) if durations else float("nan"),

@@ -57,13 +57,7 @@ class RedisPresence:
 
     async def refresh(self, node_id: str, user_ids, ttl: float = PRESENCE_TTL_SECS) -> None:
         """Mark these users online on this node for `ttl` seconds (one pipeline)."""
-        expires = time.time() + ttl
-        async with self.async_client().pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.zadd(_key(user_id), {node_id: expires})
-                pipe.expire(_key(user_id), int(ttl) + 1, gt=True)
-                pipe.expire(_key(user_id), int(ttl) + 1, nx=True)
-            await pipe.execute()
+        await self.apply(node_id, dict.fromkeys(user_ids, ttl))
 
     async def remove(self, node_id: str, user_id: int) -> None:
         await self.async_client().zrem(_key(user_id), node_id)

@@ -30,6 +30,12 @@ def stream_positions(user_ids: list[int]) -> dict[int, int]:
     return dict(UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
 
 
+def start_cursor(after: int | None, position: int) -> int:
+    """Where a client resumes: its cursor, or the stream's end when it gave none or one past
+    the end (another server's, a reset database), so a foreign cursor cannot mute it."""
+    return position if after is None else min(after, position)
+
+
 def stream_position(user_id: int) -> int:
     return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
 

@@ -16,7 +16,14 @@ from collections import deque
 from django.db import DatabaseError
 
 from realtime.node import get_node
-from realtime.streams import REPLAY_PAGE, db, live_messages_after, notification_frame, stream_position
+from realtime.streams import (
+    REPLAY_PAGE,
+    db,
+    live_messages_after,
+    notification_frame,
+    start_cursor,
+    stream_position,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +134,11 @@ class Subscriber:
 
         Registered before the stream's position is read, so every message committed after
         that read is offered here live: only a client that is behind reads the database to
-        start. A cursor past the stream's end (another server's, a reset database) starts
-        from the end.
+        start.
         """
         await get_node().register(self)
         position = await db(stream_position)(self.user_id)
-        self.cursor = position if after is None else min(after, position)
+        self.cursor = start_cursor(after, position)
         self._resync = self._resync or self.cursor < position
         self._draining = False
         self._kick()

@@ -31,7 +31,7 @@ from notifyproject.permissions import IsEndUser
 from realtime.consumers import parse_cursor
 from realtime.node import get_node
 from realtime.presence import POLL_LINGER_SECS
-from realtime.streams import db, live_messages_after, stream_position
+from realtime.streams import db, live_messages_after, start_cursor, stream_position
 from realtime.subscriber import Subscriber
 
 # Long-polling: wait 30 s by default, at most 60 (proxies commonly cut idle requests at 60-100 s).
@@ -175,8 +175,7 @@ async def poll(request):
     await node.register(waiter)
     try:
         position = await db(stream_position)(user.pk)
-        # A cursor past the stream's end (another server's, a reset database) starts from the end.
-        cursor = position if after is None else min(after, position)
+        cursor = start_cursor(after, position)
         deadline = time.monotonic() + wait
         behind = cursor < position
         messages = []
