@@ -133,9 +133,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves requests and runs tasks from several threads of one
     # process; WAL and a busy timeout keep a writer from failing a concurrent reader.
+    # IMMEDIATE: a transaction takes the write lock when it begins. A deferred one that read
+    # first cannot wait for the lock once another thread has committed: SQLite fails it at
+    # once ("database is locked"), and a fan-out failed that way waited for the sweeper.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -169,7 +172,7 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CELERY_BROKER_URL = "memory://"
+    CELERY_BROKER_URL = "memory://localhost/"  # kombu warns on every connect without a host
     # The in-memory transport polls; 50 ms keeps task latency low at ~20 idle wake-ups/s.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"polling_interval": 0.05}
 

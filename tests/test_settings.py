@@ -41,7 +41,7 @@ def test_embedded_default_uses_sqlite_memory_layer_and_in_process_worker():
     config = json.loads(result.stdout)
     assert config["engine"] == "django.db.backends.sqlite3"
     assert config["layer"] == "channels.layers.InMemoryChannelLayer"
-    assert config["broker"] == "memory://"
+    assert config["broker"] == "memory://localhost/"
     assert config["embedded"] is True
 
 
