@@ -143,9 +143,10 @@ class ApiErrorShapeMiddleware:
                 response.status_code, ("error", response.reason_phrase or "Error.")
             )
             shaped = JsonResponse(error_body(code, message), status=response.status_code)
-            for header in ("Retry-After", "Allow", "WWW-Authenticate"):
-                if header in response:
-                    shaped[header] = response[header]
+            # Retry-After, Allow, WWW-Authenticate and the security middleware's headers stay.
+            for header, value in response.items():
+                if header.lower() not in ("content-type", "content-length"):
+                    shaped[header] = value
             return shaped
         return response
 
