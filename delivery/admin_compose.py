@@ -15,7 +15,7 @@ from rest_framework.exceptions import APIException
 
 from delivery.audiences import AudienceTooLargeError, audience_target, usernames_parse
 from delivery.models import Audience, Notification, Priority, Route
-from delivery.selectors import recipients_queryset, unknown_targets
+from delivery.selectors import recipients_count, recipients_queryset, unknown_targets
 from delivery.serializers import NotificationCreateSerializer
 from delivery.services import (
     DEFAULT_TTL_SECS,
@@ -251,7 +251,7 @@ def notification_dry_run(request: NotificationRequest) -> DryRun:
         )
         push_devices = dict(rows)
     return DryRun(
-        recipients=recipients_queryset(target).count(),
+        recipients=recipients_count(target, unknown),
         unknown_users=unknown["users"],
         unknown_devices=unknown["devices"],
         push_devices=push_devices,

@@ -28,7 +28,7 @@ from delivery.admin_compose import (
 from delivery.audiences import audience_count, audience_summary, usernames_parse
 from delivery.models import Audience, Notification, NotificationStatus
 from delivery.resend import NotResendableError, notification_resend_failed
-from delivery.selectors import recipients_queryset, unknown_targets
+from delivery.selectors import recipients_count, unknown_targets
 from delivery.services import NotCancellableError, notification_cancel
 
 SEND_PERMISSION = "delivery.send_notification"
@@ -141,7 +141,7 @@ def compose_preview(request, model_admin):
     missing = len(unknown["users"]) + len(unknown["devices"])
     return JsonResponse(
         {
-            "recipients": recipients_queryset(target).count(),
+            "recipients": recipients_count(target, unknown),
             "message": f"{missing} unknown" if missing else "",
         }
     )

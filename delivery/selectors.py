@@ -49,6 +49,16 @@ def users_reached_fully(target: dict, user_ids: list[int]) -> set[int]:
     return set(recipients_queryset(only_named).filter(pk__in=user_ids).values_list("pk", flat=True))
 
 
+def recipients_count(target: dict, unknown: dict) -> int:
+    """How many users the target reaches; `unknown` is unknown_targets(target).
+
+    Named users alone (the common one-user send) are counted from that answer, not queried again.
+    """
+    if target.get("broadcast") or target.get("devices") or target.get("topic"):
+        return recipients_queryset(target).count()
+    return len(set(target.get("users") or []) - set(unknown["users"]))
+
+
 def unknown_targets(target: dict) -> dict:
     usernames = target.get("users") or []
     device_ids = target.get("devices") or []

@@ -24,7 +24,7 @@ from delivery.models import (
     RecurringNotification,
     Route,
 )
-from delivery.selectors import recipients_queryset, unknown_targets
+from delivery.selectors import recipients_count, unknown_targets
 from notifyproject import metrics
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def notification_send(
             return existing, False
 
     starts_at = request.send_at if request.send_at and request.send_at > now else now
+    unknown = unknown_targets(request.target)
     notification = Notification(
         sender_key=sender.api_key,
         sender_user=sender.user,
@@ -116,8 +117,8 @@ def notification_send(
         send_at=request.send_at,
         route=request.route,
         target=request.target,
-        unknown=unknown_targets(request.target),
-        recipients=recipients_queryset(request.target).count(),
+        unknown=unknown,
+        recipients=recipients_count(request.target, unknown),
         status=NotificationStatus.SCHEDULED if starts_at > now else NotificationStatus.QUEUED,
     )
     try:

@@ -232,6 +232,19 @@ class TestScale:
 
         assert queries_for_batch(10) == queries_for_batch(500)
 
+    def test_an_audience_smaller_than_a_batch_is_fanned_out_in_one_pass(self, alice, bob, eager_tasks):
+        """The short batch is the last: it marks the notification dispatched itself, so a
+        one-user send costs one fan-out transaction, not a second one that finds nobody."""
+        notification = send({"users": ["alice", "bob"]})
+        with CaptureQueriesContext(connection) as ctx:
+            more = fanout._fan_out_next_batch(notification.pk)
+        notification.refresh_from_db()
+        assert more is False
+        assert notification.status == NotificationStatus.DISPATCHED and notification.dispatched_at
+        assert InboxMessage.objects.filter(notification=notification).count() == 2
+        locks = [q for q in ctx.captured_queries if "FOR UPDATE" in q["sql"]]
+        assert len(locks) == 1
+
     def test_fan_out_memory_stays_bounded_as_the_audience_grows(self, settings, eager_tasks, fan_out):
         settings.CLARION_FANOUT_BATCH = 200
 

@@ -47,6 +47,16 @@ class TestSend:
             == "queued"
         )
 
+    def test_named_users_count_once_each_and_only_when_active(self, sender_client, alice, bob):
+        bob.is_active = False
+        bob.save(update_fields=["is_active"])
+        response = sender_client.post(
+            URL, {"to": {"users": ["alice", "alice", "bob", "nobody"]}, "title": "Hi"}, format="json"
+        )
+        assert response.status_code == 202
+        assert response.json()["recipients"] == 1
+        assert response.json()["unknown"]["users"] == ["bob", "nobody"]
+
     def test_topic_and_broadcast_count_recipients(self, sender_client, alice, bob, alice_client):
         alice_client.put("/api/v1/topics/news/subscription/")
         assert (
