@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
 
@@ -44,3 +44,11 @@ def _recycle_unusable_db_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect
+def _flush_metrics(**kwargs) -> None:
+    """Prefork children leave through os._exit, past atexit: write their last counts first."""
+    from notifyproject import metrics
+
+    metrics.flush()

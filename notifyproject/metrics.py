@@ -1,13 +1,18 @@
 """Prometheus metrics shared by every process: counters and histograms live in one Redis hash.
 
 Workers have no HTTP port and there may be many machines, so instead of per-process
-registries every process adds to the same Redis hash (one pipelined HINCRBYFLOAT round per
-batch of events) and any web process renders it at GET /metrics. Embedded, it is a dict.
+registries every process adds to the same Redis hash and any web process renders it at
+GET /metrics. Increments are summed in memory and written by one thread per process every
+FLUSH_EVERY_SECS (one pipelined HINCRBYFLOAT round), so counting costs a send no round trip;
+a scrape shows other processes' counts up to that late. Embedded, it is a dict.
 Gauges (connected users, queue lag) are computed when scraped.
 """
 
+import atexit
 import logging
+import os
 import threading
+import time
 from collections import defaultdict
 
 import redis
@@ -54,22 +59,49 @@ class _MemoryStore:
         with self._lock:
             return dict(self._values)
 
+    def take(self) -> dict[str, float]:
+        with self._lock:
+            values, self._values = self._values, defaultdict(float)
+        return dict(values)
+
+
+FLUSH_EVERY_SECS = 1.0
+
 
 class _RedisStore:
+    """This process's increments, summed in memory, added to the shared hash by a flusher thread."""
+
     def __init__(self, url: str):
+        self.pid = os.getpid()
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._pending = _MemoryStore()
+        threading.Thread(target=self._flush_forever, name="clarion-metrics-flusher", daemon=True).start()
 
     def add(self, increments: dict[str, float]) -> None:
+        self._pending.add(increments)
+
+    def flush(self) -> None:
+        increments = self._pending.take()
+        if not increments:
+            return
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 for field, value in increments.items():
                     pipe.hincrbyfloat(HASH_KEY, field, value)
                 pipe.execute()
         except redis.RedisError:
-            logger.warning("metrics not recorded: Redis unavailable")  # never fail a send for a metric
+            # Kept for the next flush: label sets are few, so what waits stays small.
+            self._pending.add(increments)
+            logger.warning("metrics not recorded yet: Redis unavailable")
 
     def read(self) -> dict[str, float]:
+        self.flush()
         return {key.decode(): float(value) for key, value in self._client.hgetall(HASH_KEY).items()}
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY_SECS)
+            self.flush()
 
 
 _store = None
@@ -79,9 +111,19 @@ _store_lock = threading.Lock()
 def store():
     global _store
     with _store_lock:
-        if _store is None:
+        # A forked child (prefork worker) starts its own: the parent's pending counts are the parent's.
+        if _store is None or getattr(_store, "pid", os.getpid()) != os.getpid():
             _store = _RedisStore(settings.REDIS_URL) if settings.REDIS_URL else _MemoryStore()
         return _store
+
+
+def flush() -> None:
+    """Write this process's pending increments now (at exit, before a scrape, in tests)."""
+    if isinstance(_store, _RedisStore) and _store.pid == os.getpid():
+        _store.flush()
+
+
+atexit.register(flush)
 
 
 def count(name: str, value: float = 1, **labels) -> None:

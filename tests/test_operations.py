@@ -27,6 +27,9 @@ def test_metrics_count_sends_deliveries_latency_and_retries(
 ):
     import redis
 
+    from notifyproject import metrics
+
+    metrics.flush()  # earlier tests' counts, still pending in this process, go before the reset
     redis.Redis.from_url(__import__("django.conf").conf.settings.REDIS_URL).delete("clarion:metrics")
     device(alice, token="ok")
     device(alice, token="busy")
@@ -48,3 +51,24 @@ def test_metrics_can_require_a_token(client, settings):
     settings.CLARION_METRICS_TOKEN = "s3cret"
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+def test_counts_pending_in_a_process_reach_redis_when_it_exits():
+    """Counting is in memory (flushed each second); a process that exits first still writes them."""
+    import subprocess
+    import sys
+
+    import redis
+    from django.conf import settings
+
+    from tests.support.processes import ROOT, process_env
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    field = 'clarion_deliveries_total{channel="test-exit",status="sent"}'
+    client.hdel("clarion:metrics", field)
+    script = (
+        "import django; django.setup(); from notifyproject import metrics; "
+        "metrics.count('clarion_deliveries_total', 3, channel='test-exit', status='sent')"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=process_env(), check=True, timeout=60)
+    assert float(client.hget("clarion:metrics", field)) == 3
