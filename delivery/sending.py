@@ -80,11 +80,15 @@ def _claim(delivery_ids: list[int], now: datetime) -> list[Delivery]:
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).update(
         status=DeliveryStatus.SENDING, claim=claim, attempts=F("attempts") + 1, updated_at=now
     )
-    return list(
-        Delivery.objects.filter(claim=claim, status=DeliveryStatus.SENDING).select_related(
-            "notification", "device"
-        )
+    claimed = list(
+        Delivery.objects.filter(claim=claim, status=DeliveryStatus.SENDING).select_related("device")
     )
+    # One Notification per notification, not per row: a task's 100 deliveries mostly share one,
+    # and select_related built (and JSON-decoded) it 100 times.
+    notifications = Notification.objects.in_bulk({d.notification_id for d in claimed})
+    for delivery in claimed:
+        delivery.notification = notifications[delivery.notification_id]
+    return claimed
 
 
 def _why_not_send(delivery: Delivery, now: datetime) -> tuple[str, str] | None:
