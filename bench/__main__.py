@@ -25,6 +25,7 @@ BENCHMARKS = {
     "longpoll": ([], ["--clients", "500", "--secs", "5"]),
     "realtime_throughput": ([], ["--quick"]),  # W1 broadcast, W2 per-user; quick: 500 clients
     "handshake": ([], ["--quick"]),  # what bounds W1/W3/W4 connects: 1,000 sockets; quick 500
+    "request_cost": ([], ["--runs", "1"]),  # what bounds W5's sends: CPU per request vs stock Django
 }
 
 
