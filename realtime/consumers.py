@@ -18,7 +18,7 @@ from delivery.services import inbox_ack
 from realtime.auth import authenticate_scope, query_param
 from realtime.streams import db
 from realtime.subscriber import Subscriber, spawn
-from realtime.transport import attach_flow_control, daphne_protocol, limit_client_messages
+from realtime.transport import attach_flow_control, daphne_protocol, limit_client_messages, send_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +55,19 @@ class WebSocketSubscriber(Subscriber):
         self.protocol = consumer.protocol
 
     def write_now(self, frame: str) -> bool:
-        """Straight to daphne's autobahn protocol: what `send` ends in, minus four coroutines a frame.
+        """Straight to daphne's socket: what `send` ends in, minus four coroutines a frame.
 
         Same socket, same order (daphne's own send path is synchronous once awaited); Twisted
-        calls the flow-control producer from inside this write when the buffer fills.
+        calls the flow-control producer from inside this write when its buffer fills.
         """
         protocol = self.protocol
-        if protocol is None or protocol.state != protocol.STATE_OPEN:
+        if protocol is None:
             return False
         try:
-            protocol.sendMessage(frame.encode())
+            return send_text(protocol, frame.encode())
         except Disconnected:
             self.detach()  # the socket went away between the state check and the write
-        return True
+            return True
 
     async def write(self, frame: str, cursor: int | None) -> None:
         await self.consumer.send(text_data=frame)

@@ -17,6 +17,7 @@ from realtime.consumers import MAX_CLIENT_FRAME_BYTES
 from realtime.node import MAX_CONNECTIONS_PER_USER
 from realtime.presence import get_presence
 from realtime.publish import publish_messages
+from realtime.streams import notification_frame
 from tests.delivery.factories import send, sender
 from tests.realtime.conftest import open_socket, recv_json, recv_type, wait_offline, wait_online
 from tests.support.processes import wait_until
@@ -123,6 +124,26 @@ def _rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def test_frames_at_every_length_encoding_arrive_intact_and_in_order(start_web, alice, token_for):
+    """Frames are built by us (realtime/transport.py): lengths at the edges of the 7-, 16- and
+    64-bit length encodings, UTF-8 text, and one larger than a single socket send."""
+    web = start_web()
+
+    def message(cursor: int, frame_bytes: int) -> dict:
+        base = {"id": cursor, "cursor": cursor, "title": "née ✓", "body": ""}
+        padding = frame_bytes - len(notification_frame(base).encode())
+        return {**base, "body": "é" * (padding // 2) + "x" * (padding % 2)}
+
+    sizes = [80, 125, 126, 127, 65535, 65536, 65537, 300_000]
+    messages = [message(cursor, size) for cursor, size in enumerate(sizes, start=1)]
+    assert [len(notification_frame(m).encode()) for m in messages] == sizes
+    with open_socket(web, token_for(alice)) as ws:
+        wait_online(alice)
+        publish_messages([(alice.pk, m) for m in messages])
+        received = [ws.recv(timeout=15) for _ in messages]
+    assert received == [notification_frame(m) for m in messages]
 
 
 def test_a_client_that_stops_reading_is_disconnected_and_cannot_grow_server_memory(
