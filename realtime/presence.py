@@ -26,6 +26,17 @@ PRESENCE_TTL_SECS = 3 * PRESENCE_REFRESH_SECS
 POLL_LINGER_SECS = 10
 KEY_PREFIX = "clarion:presence:"
 REDIS_TIMEOUT_SECS = 5
+# Each user's live entries (member = node id, score = expiry) for every key, in one command:
+# a pipeline of one ZRANGEBYSCORE per user spent most of a publisher's CPU in redis-py's
+# per-command packing (W1 profile, bench/realtime_throughput.py). The keys of one call must
+# live on one Redis (no Cluster), as the channel layer and broker already assume.
+LIVE_ENTRIES_LUA = """
+local live = {}
+for i, key in ipairs(KEYS) do
+  live[i] = redis.call('ZRANGEBYSCORE', key, ARGV[1], '+inf')
+end
+return live
+"""
 
 
 def _key(user_id: int) -> str:
@@ -38,6 +49,7 @@ class RedisPresence:
         self._sync = redis.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS
         )
+        self._live_entries = self._sync.register_script(LIVE_ENTRIES_LUA)
         # An asyncio client belongs to the loop it first ran on.
         self._async_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -83,25 +95,20 @@ class RedisPresence:
         await self.remove(entry_id, user_id)
 
     def online(self, user_ids: list[int]) -> set[int]:
-        now = time.time()
-        with self._sync.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.zcount(_key(user_id), now, "+inf")
-            counts = pipe.execute()
-        return {user_id for user_id, count in zip(user_ids, counts, strict=True) if count}
+        return {user_id for user_id, nodes in zip(user_ids, self._entries(user_ids), strict=True) if nodes}
 
     def nodes_for_users(self, user_ids: list[int]) -> dict[str, list[int]]:
         """{node id: [user ids connected there]} for the users online now."""
-        now = time.time()
-        with self._sync.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                pipe.zrangebyscore(_key(user_id), now, "+inf")
-            rows = pipe.execute()
         nodes: dict[str, list[int]] = {}
-        for user_id, members in zip(user_ids, rows, strict=True):
+        for user_id, members in zip(user_ids, self._entries(user_ids), strict=True):
             for node_id in members:
                 nodes.setdefault(node_id.decode(), []).append(user_id)
         return nodes
+
+    def _entries(self, user_ids: list[int]) -> list[list[bytes]]:
+        if not user_ids:
+            return []
+        return self._live_entries(keys=[_key(user_id) for user_id in user_ids], args=[time.time()])
 
     def connected_count(self) -> int:
         """Users online now, for dashboards and /metrics: a SCAN, so call it per scrape, not per send."""
