@@ -40,6 +40,11 @@ def stream_position(user_id: int) -> int:
     return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
 
 
+LIVE_MESSAGE_FIELDS = ("seq", "notification_id") + tuple(
+    f"notification__{name}" for name in ("title", "body", "data", "url", "icon", "created_at")
+)
+
+
 def live_messages_after(
     user_id: int, after: int, limit: int = REPLAY_PAGE, until: int | None = None
 ) -> list[dict]:
@@ -47,7 +52,8 @@ def live_messages_after(
     rows = InboxMessage.objects.filter(user_id=user_id, seq__gt=after, live=True)
     if until is not None:
         rows = rows.filter(seq__lte=until)
-    rows = list(rows.select_related("notification").order_by("seq")[:limit])
+    # Only what a client sees: the notification's target and unknown-targets JSON are not decoded.
+    rows = list(rows.select_related("notification").only(*LIVE_MESSAGE_FIELDS).order_by("seq")[:limit])
     if rows:
         Delivery.objects.filter(
             user_id=user_id,

@@ -1,0 +1,26 @@
+"""Reading a user's stream from the database: what polls, SSE and WebSocket replays answer."""
+
+import pytest
+
+from delivery.models import InboxMessage
+from delivery.selectors import message_payload
+from realtime.streams import live_messages_after
+from tests.delivery.factories import send, users
+
+pytestmark = pytest.mark.django_db
+
+
+def test_live_messages_after_answers_as_the_inbox_does_in_two_queries(
+    django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    (alice,) = users(1, "alice")
+    with django_capture_on_commit_callbacks(execute=True):
+        for n in range(3):
+            send({"users": [alice.username]}, title=f"n{n}", body="b", data={"k": [n]}, url="https://x.test/")
+    rows = InboxMessage.objects.filter(user=alice).select_related("notification").order_by("seq")
+    expected = [message_payload(row.notification, row.seq) for row in rows]
+    assert len(expected) == 3
+
+    # The page, then marking its realtime deliveries sent: no query per message for a deferred field.
+    with django_assert_num_queries(2):
+        assert live_messages_after(alice.pk, expected[0]["cursor"]) == expected[1:]
