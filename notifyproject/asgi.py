@@ -12,9 +12,9 @@ from notifyproject.handler import OneHopASGIHandler  # noqa: E402
 django_asgi_app = OneHopASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from realtime.auth import SessionsForCookieSockets  # noqa: E402
 from realtime.longwait import LongWaitEndpoints  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -24,7 +24,7 @@ application = ProtocolTypeRouter(
         "http": LongWaitEndpoints(django_asgi_app),
         # Origins are checked per connection in realtime.auth: token sockets may come from
         # the embedding app's origin, session sockets only from ALLOWED_HOSTS.
-        "websocket": CookieMiddleware(SessionMiddleware(URLRouter(websocket_urlpatterns))),
+        "websocket": SessionsForCookieSockets(URLRouter(websocket_urlpatterns)),
     }
 )
 

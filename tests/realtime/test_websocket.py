@@ -9,8 +9,11 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.db import connection
+from django.test import Client
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from delivery.models import InboxMessage, Notification
 from realtime.consumers import MAX_CLIENT_FRAME_BYTES
@@ -124,6 +127,23 @@ def _rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def test_a_session_socket_from_our_origin_streams_and_a_foreign_origin_is_refused(start_web, alice):
+    """Sockets without a token are signed in by the session cookie, only from ALLOWED_HOSTS."""
+    web = start_web()
+    browser = Client()
+    browser.force_login(alice)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    url = f"{web.ws_url}/ws/v1/notifications/"
+    with connect(url, additional_headers={"Cookie": cookie, "Origin": web.url}, open_timeout=10) as ws:
+        wait_online(alice)
+        message = {"id": 1, "cursor": 1, "title": "by session", "body": ""}
+        publish_messages([(alice.pk, message)])
+        assert recv_json(ws) == {"type": "notification", **message}
+    foreign = {"Cookie": cookie, "Origin": "https://elsewhere.example"}
+    with connect(url, additional_headers=foreign, open_timeout=10) as ws:
+        assert close_code(ws) == 4401
 
 
 def test_frames_at_every_length_encoding_arrive_intact_and_in_order(start_web, alice, token_for):
