@@ -64,13 +64,18 @@ class Subscriber:
         self.last_seen = self.connected_at = time.monotonic()
         self.closed = False
         self.close_code: int | None = None
-        self._pending: deque = deque()
+        # Frames waiting for the writer; created when one has to wait (most never do: an idle
+        # socket is written from `offer`), since an empty deque alone is ~600 bytes per socket.
+        self._pending: deque | None = None
         self._pending_bytes = 0
         self._resync = False  # the next drain re-reads the database first
         self._repair_to = 0  # a stream position the periodic check found us behind
         self._draining = True  # nothing is written until open()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # The socket's send buffer is full (Twisted paused us); the writer awaits `_resumed`.
+        # A flag and a future made on demand, not an asyncio.Event: one writer ever waits, and
+        # an Event's waiter deque is another ~600 bytes of every idle socket (W3).
+        self._paused = False
+        self._resumed: asyncio.Future | None = None
         # The socket filled up (paused) since the queue was last empty: the client is not
         # keeping up. Judged over time, not at one instant: written in bursts, a socket that
         # is not read still drains into the kernel between bursts and looks writable then.
@@ -102,11 +107,11 @@ class Subscriber:
 
     def pause(self) -> None:
         """The socket's send buffer is full: the client is not reading fast enough."""
-        self._writable.clear()
+        self._paused = True
         self._stalled = True
 
     def resume(self) -> None:
-        self._writable.set()
+        self._unpause()
         if not self._pending:
             self._stalled = False  # it caught up with everything we had
 
@@ -121,9 +126,9 @@ class Subscriber:
     def detach(self) -> None:
         """The connection is gone: stop writing and leave the node."""
         self.closed = True
-        self._pending.clear()
+        self._pending = None
         self._pending_bytes = 0
-        self._writable.set()
+        self._unpause()
         if self.node is not None:
             self.node.unregister(self)
 
@@ -146,14 +151,16 @@ class Subscriber:
     def _enqueue(self, cursor: int | None, frame: str) -> None:
         if self._idle_and_in_order(cursor) and self._write_at_once(cursor, frame):
             return
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append((cursor, frame))
         self._pending_bytes += len(frame)
         if len(self._pending) > MAX_PENDING_FRAMES or self._pending_bytes > MAX_PENDING_BYTES:
-            if self._stalled or not self._writable.is_set():
+            if self._stalled or self._paused:
                 self.close(CLOSE_NOT_READING)
                 return
             # Reading, just behind: the database holds every message, so forget the copies.
-            self._pending.clear()
+            self._pending = None
             self._pending_bytes = 0
             self._resync = True
         self._kick()
@@ -166,7 +173,7 @@ class Subscriber:
             and not self._pending
             and not self._resync
             and self._repair_to <= self.cursor
-            and self._writable.is_set()
+            and not self._paused
             and (cursor is None or cursor == self.cursor + 1)
         )
 
@@ -198,7 +205,8 @@ class Subscriber:
                     await self._catch_up(until=until)
                     continue
                 if not self._pending:
-                    if self._writable.is_set():
+                    self._pending = None
+                    if not self._paused:
                         self._stalled = False  # caught up with a socket that takes writes
                     break
                 cursor, frame = self._pending.popleft()
@@ -233,14 +241,21 @@ class Subscriber:
             self.cursor = max(self.cursor, until)
 
     async def _send(self, frame: str, cursor: int | None) -> None:
-        if not self._writable.is_set():
-            await self._writable.wait()
+        while self._paused and not self.closed:
+            self._resumed = asyncio.get_running_loop().create_future()
+            await self._resumed
         if self.closed:
             return
         if not self.write_now(frame):
             await self.write(frame, cursor)
         if cursor is not None:
             self.cursor = cursor
+
+    def _unpause(self) -> None:
+        self._paused = False
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
 
     def write_now(self, frame: str) -> bool:
         """Write `frame` synchronously if the transport can (True), else leave it to `write`."""
