@@ -1,4 +1,5 @@
-"""Flow control for WebSockets under daphne: know when a client stops reading.
+"""WebSockets under daphne: frames straight to the socket, and flow control to know when a
+client stops reading.
 
 ASGI has no back-pressure for `websocket.send` under daphne: each frame goes straight into
 Twisted's unbounded write buffer, so a client that stops reading would make the server's
@@ -102,9 +103,9 @@ def send_text(protocol, payload: bytes) -> bool:
     registers the socket for writability (two epoll_ctl calls and selector bookkeeping per
     frame) and writes it on the next loop turn: with autobahn's per-message bookkeeping, 70 %
     of the node's dispatch time in a W1 profile (bench/realtime_throughput.py), where every
-    socket gets its own frame. Here the frame is built once and, when
-    Twisted holds nothing unsent for this socket, handed to the kernel directly; what the kernel
-    does not take goes into Twisted's buffer as before, so order and flow control are unchanged.
+    socket gets its own frame. Here the frame is built once and, when Twisted holds nothing
+    unsent for this socket, handed to the kernel directly; what the kernel does not take goes
+    into Twisted's buffer as before, so order and flow control are unchanged.
     """
     if protocol.state != protocol.STATE_OPEN:
         return False
