@@ -16,9 +16,16 @@ from django.db import DatabaseError
 
 from delivery.services import inbox_ack
 from realtime.auth import authenticate_scope, query_param
+from realtime.node import HEARTBEAT_TIMEOUT_SECS
 from realtime.streams import db
 from realtime.subscriber import Subscriber, spawn
-from realtime.transport import attach_flow_control, daphne_protocol, limit_client_messages, send_text
+from realtime.transport import (
+    attach_flow_control,
+    daphne_protocol,
+    defer_protocol_ping,
+    limit_client_messages,
+    send_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +151,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             subscriber.heartbeat = True
+            if self.protocol is not None:
+                defer_protocol_ping(self.protocol, HEARTBEAT_TIMEOUT_SECS)
             if not subscriber.write_now(PONG_FRAME):  # no Channels send chain: most idle CPU is pongs
                 await self.send(text_data=PONG_FRAME)
         elif kind == "ack":

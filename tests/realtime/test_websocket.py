@@ -12,8 +12,12 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
 from delivery.models import InboxMessage, Notification
 from realtime.consumers import MAX_CLIENT_FRAME_BYTES
@@ -244,6 +248,85 @@ def test_bad_frames_get_error_frames_and_the_socket_keeps_working(start_web, ali
         assert recv_json(ws)["code"] == "invalid_json"
         ws.send('{"type": "ping"}')
         assert recv_json(ws) == {"type": "pong"}
+
+
+class FrameLevelClient:
+    """A client on websockets' sans-I/O protocol, which shows the server's ping frames (the
+    library's connections answer them without telling)."""
+
+    def __init__(self, web, token: str):
+        self.protocol = ClientProtocol(parse_uri(f"{web.ws_url}/ws/v1/notifications/?token={token}"))
+        self.sock = socket.create_connection(("127.0.0.1", web.port), timeout=10)
+        self.protocol.send_request(self.protocol.connect())
+        self.pings, self.texts = 0, []
+        self._flush()
+        deadline = time.monotonic() + 10
+        while self.protocol.state is State.CONNECTING:
+            assert time.monotonic() < deadline, "no handshake answer"
+            self.read(0.2)
+        assert self.protocol.state is State.OPEN, self.protocol.handshake_exc
+
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                self.sock.sendall(data)
+
+    def read(self, timeout: float) -> None:
+        """Take in whatever arrives within `timeout`; pongs to the server's pings go out."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        for event in self.protocol.events_received():
+            if isinstance(event, Frame) and event.opcode == Opcode.PING:
+                self.pings += 1
+            elif isinstance(event, Frame) and event.opcode == Opcode.TEXT:
+                self.texts.append(json.loads(event.data))
+        self._flush()
+        assert self.protocol.state is not State.CLOSED, "the server closed the socket"
+
+    def send_json(self, frame: dict) -> None:
+        self.protocol.send_text(json.dumps(frame).encode())
+        self._flush()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_daphne_pings_only_the_sockets_whose_clients_do_not_heartbeat(start_web, alice, bob, token_for):
+    """A client that pings on its own keeps its socket alive and proves it live; daphne's
+    protocol pings on top only doubled the idle traffic (realtime/transport.py).
+
+    Daphne pings a socket `--ping-interval` after its last incoming frame, checking every 2 s.
+    With 1 s and a heartbeat every 3.1 s, each heartbeat interval holds a check that would
+    ping the socket; the silent socket is the control that daphne pings at all.
+    """
+    web = start_web(ping_interval=1)
+    heartbeating, silent = FrameLevelClient(web, token_for(alice)), FrameLevelClient(web, token_for(bob))
+    try:
+        heartbeating.send_json({"type": "ping"})
+        deadline = time.monotonic() + 15
+        while {"type": "pong"} not in heartbeating.texts:
+            assert time.monotonic() < deadline, "no pong"
+            heartbeating.read(0.2)
+        heartbeating.pings = silent.pings = 0  # from the first heartbeat on; daphne may ping before it
+        for _ in range(2):
+            interval_ends = time.monotonic() + 3.1
+            while time.monotonic() < interval_ends:
+                silent.read(0.05)
+                heartbeating.read(0.05)
+            heartbeating.send_json({"type": "ping"})
+        assert silent.pings >= 2
+        assert heartbeating.pings == 0
+        assert heartbeating.texts.count({"type": "pong"}) >= 2  # the heartbeats were answered
+    finally:
+        heartbeating.close()
+        silent.close()
 
 
 def test_an_oversized_frame_closes_the_socket_with_1009(start_web, alice, token_for):

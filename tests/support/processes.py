@@ -145,10 +145,12 @@ def free_port() -> int:
 class WebServer(_Process):
     """daphne serving the ASGI app, as the Procfile's `web`."""
 
-    def __init__(self, port: int | None = None, **env):
+    def __init__(self, port: int | None = None, ping_interval: int | None = None, **env):
         self.port = port or free_port()
+        options = ["--ping-interval", str(ping_interval)] if ping_interval else []
         super().__init__(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "notifyproject.asgi:application"],
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), *options]
+            + ["notifyproject.asgi:application"],
             process_env(**env),
             ready_marker=None,
         )
