@@ -2,6 +2,7 @@
 
 import orjson
 from channels.db import database_sync_to_async
+from django.db import connection
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, UserStream
@@ -26,8 +27,20 @@ def read_frame(notification_id: int) -> str:
 
 
 def stream_positions(user_ids: list[int]) -> dict[int, int]:
-    """Where each user's stream stands now (users with no messages yet are left out)."""
-    return dict(UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
+    """Where each user's stream stands now (users with no messages yet are left out).
+
+    On PostgreSQL the ids go as one array parameter: the node asks for all its users every
+    20 s, and psycopg spent longer building a query with 10,000 placeholders than PostgreSQL
+    spent answering it (W3 profile, 10,000 sockets).
+    """
+    if connection.vendor != "postgresql":
+        return dict(UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT user_id, last_seq FROM {UserStream._meta.db_table} WHERE user_id = ANY(%s)",
+            [list(user_ids)],
+        )
+        return dict(cursor.fetchall())
 
 
 def start_cursor(after: int | None, position: int) -> int:

@@ -4,7 +4,7 @@ import pytest
 
 from delivery.models import InboxMessage
 from delivery.selectors import message_payload
-from realtime.streams import live_messages_after
+from realtime.streams import live_messages_after, stream_positions
 from tests.delivery.factories import send, users
 
 pytestmark = pytest.mark.django_db
@@ -29,3 +29,17 @@ def test_live_messages_after_answers_as_the_inbox_does_reading_only_what_clients
     assert '"delivery_notification"."title"' in page_sql
     assert '"delivery_notification"."target"' not in page_sql
     assert '"delivery_notification"."unknown"' not in page_sql
+
+
+def test_stream_positions_name_each_users_last_cursor_and_leave_out_users_without_a_stream(
+    django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    alice, bob, carol = users(3, "pos")
+    with django_capture_on_commit_callbacks(execute=True):
+        send({"users": [alice.username, bob.username]}, title="one")
+        send({"users": [alice.username]}, title="two")
+    with django_assert_num_queries(1) as captured:
+        positions = stream_positions([alice.pk, bob.pk, carol.pk, 10**9])
+    assert positions == {alice.pk: 2, bob.pk: 1}
+    # One array parameter however many users a node holds, not a placeholder each.
+    assert "ANY" in captured.captured_queries[0]["sql"]
