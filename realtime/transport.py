@@ -88,11 +88,11 @@ def attach_flow_control(protocol, subscriber) -> bool:
 def defer_protocol_ping(protocol, secs: float) -> None:
     """Hold daphne's own ping on this socket off for `secs`: its client heartbeats itself.
 
-    Daphne pings a socket `--ping-interval` (20 s) after its last ping, to keep it alive and
-    find dead peers. A client that pings every 25 s does both (the node closes it after two
-    silent intervals), so daphne's pings only doubled the idle traffic: a fifth of the server's
-    CPU with 10,000 idle sockets (W3 profile, docs/benchmarks.md). Sockets whose clients do
-    not ping keep daphne's pings.
+    Daphne pings a socket `--ping-interval` (20 s) after the last frame it received or ping it
+    sent, to keep it alive and find dead peers. A client that pings every 25 s ± 20 % does both
+    (the node closes it after two silent intervals), so daphne's pings only doubled the idle
+    traffic: a fifth of the server's CPU with 10,000 idle sockets (W3 profile,
+    docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings.
     """
     server = getattr(protocol, "server", None)
     if server is not None and hasattr(protocol, "last_ping"):
