@@ -151,8 +151,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             subscriber.heartbeat = True
-            if self.protocol is not None:
-                defer_protocol_ping(self.protocol, HEARTBEAT_TIMEOUT_SECS)
+            defer_protocol_ping(self.protocol, HEARTBEAT_TIMEOUT_SECS)
             if not subscriber.write_now(PONG_FRAME):  # no Channels send chain: most idle CPU is pongs
                 await self.send(text_data=PONG_FRAME)
         elif kind == "ack":

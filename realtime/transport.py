@@ -92,7 +92,8 @@ def defer_protocol_ping(protocol, secs: float) -> None:
     sent, to keep it alive and find dead peers. A client that pings every 25 s ± 20 % does both
     (the node closes it after two silent intervals), so daphne's pings only doubled the idle
     traffic: a fifth of the server's CPU with 10,000 idle sockets (W3 profile,
-    docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings.
+    docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings. A no-op when
+    `protocol` is None (not daphne).
     """
     server = getattr(protocol, "server", None)
     if server is not None and hasattr(protocol, "last_ping"):
