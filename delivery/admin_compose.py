@@ -21,9 +21,11 @@ from delivery.services import (
     DEFAULT_TTL_SECS,
     MAX_TTL_SECS,
     NotificationRequest,
+    PayloadTooLargeError,
     Sender,
     notification_send,
     payload_size,
+    push_payload_check,
 )
 from devices.models import Device
 
@@ -93,6 +95,25 @@ class ComposeForm(forms.Form):
         widget=forms.URLInput(attrs={"size": 60}),
     )
 
+    badge = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="App icon badge (APNs, Android's notification count, Web Push).",
+    )
+    sound = forms.CharField(required=False, max_length=255, help_text='e.g. "default" (APNs, Android).')
+    image = forms.URLField(
+        label="Image URL",
+        required=False,
+        max_length=2048,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"size": 60}),
+        help_text="https only; shown by FCM, APNs (with a notification service extension) and Web Push.",
+    )
+    silent = forms.BooleanField(
+        required=False,
+        help_text="Data-only background push (FCM data-only, APNs content-available); skipped on Web Push.",
+    )
+
     route = forms.ChoiceField(choices=Route.choices, initial=Route.AUTO)
     priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.NORMAL)
     ttl = forms.IntegerField(
@@ -148,6 +169,12 @@ class ComposeForm(forms.Form):
             "collapse_key": cleaned.get("collapse_key") or "",
             "send_at": cleaned.get("send_at"),
             "route": cleaned["route"],
+            "push": {
+                "badge": cleaned.get("badge"),
+                "sound": cleaned.get("sound") or None,
+                "image": cleaned.get("image") or None,
+                "silent": bool(cleaned.get("silent")),
+            },
         }
         serializer = NotificationCreateSerializer(data=payload)
         try:
@@ -158,7 +185,13 @@ class ComposeForm(forms.Form):
         if not valid:
             self._add_serializer_errors(serializer.errors)
             return cleaned
-        self.notification_request = serializer.to_request()
+        request = serializer.to_request()
+        try:
+            push_payload_check(request)
+        except PayloadTooLargeError as exc:
+            self.add_error(None, str(exc))
+            return cleaned
+        self.notification_request = request
         return cleaned
 
     def _target(self, cleaned) -> dict | None:
@@ -202,6 +235,11 @@ class ComposeForm(forms.Form):
                     field = sub_name if sub_name in ("users", "topic", "devices") else None
                     for message in _flatten(sub_messages):
                         self.add_error(field, message)
+                continue
+            if name == "push":
+                for sub_name, sub_messages in _as_dict(messages).items():
+                    for message in _flatten(sub_messages):
+                        self.add_error(sub_name if sub_name in self.fields else None, message)
                 continue
             field = name if name in self.fields else None
             for message in _flatten(messages):

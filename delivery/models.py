@@ -97,6 +97,10 @@ class Notification(models.Model):
     collapse_key = models.CharField(max_length=64, blank=True, default="")
     send_at = models.DateTimeField(null=True, blank=True)
     route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
+    # The rich push fields (badge, sound, image, ...; see delivery/providers/base.PushOptions)
+    # and {"fcm"|"apns"|"webpush": {...}} merged last into each provider's own message.
+    push = models.JSONField(default=dict, blank=True)
+    overrides = models.JSONField(default=dict, blank=True)
 
     # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}
     target = models.JSONField(default=dict)

@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
-from delivery.providers import Outcome, PushMessage, PushTarget, SendResult, get_provider
+from delivery.providers import Outcome, PushMessage, PushOptions, PushTarget, SendResult, get_provider
 from devices.services import devices_deactivate
 from notifyproject import metrics
 
@@ -115,6 +115,8 @@ def push_message(notification: Notification) -> PushMessage:
         priority=notification.priority,
         expires_at=notification.expires_at,
         collapse_key=notification.collapse_key,
+        options=PushOptions.from_dict(notification.push),
+        overrides=notification.overrides,
     )
 
 
@@ -151,6 +153,8 @@ def _record(
         elif result.outcome == Outcome.TOKEN_DEAD:
             _finish(delivery, DeliveryStatus.FAILED, result.error)
             dead_devices[delivery.device_id] = result.error
+        elif result.outcome == Outcome.SKIPPED:
+            _finish(delivery, DeliveryStatus.SKIPPED, result.error)
         elif result.outcome == Outcome.RETRY and delivery.attempts < settings.CLARION_MAX_ATTEMPTS:
             delay = retry_delay_secs(delivery.attempts, result.retry_after_secs)
             _finish(delivery, DeliveryStatus.QUEUED, result.error)

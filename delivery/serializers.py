@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from delivery.models import Delivery, DeliveryStatus, Notification, Priority, Route
+from delivery.providers.base import INTERRUPTION_LEVELS
 from delivery.services import (
     DEFAULT_TTL_SECS,
     MAX_PAYLOAD_BYTES,
@@ -14,6 +15,108 @@ from devices.serializers import TOPIC_NAME_PATTERN
 from notifyproject.api import PayloadTooLarge, StrictCharField
 
 MAX_TARGETS = 10_000  # users or devices named in one request; larger audiences use topics
+MAX_BADGE = 2**31 - 1  # FCM's notification_count is an int32
+MAX_PUSH_TEXT_CHARS = 255  # sound, thread id, category, channel id: names, never prose
+# Fields of the FCM v1 message that choose the recipient: Clarion sets them per device.
+FCM_TARGET_FIELDS = ("token", "topic", "condition", "fid")
+
+
+class _StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that refuses strings, floats and booleans (a provider would refuse them)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class _StrictBooleanField(serializers.BooleanField):
+    """true or false only: "yes", 1 or "false" are errors, not guesses."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+def _name_field() -> StrictCharField:
+    return StrictCharField(max_length=MAX_PUSH_TEXT_CHARS, required=False, allow_null=True)
+
+
+class PushOptionsSerializer(serializers.Serializer):
+    """The rich push fields; mapped onto each platform in delivery/providers (docs/providers.md)."""
+
+    badge = _StrictIntegerField(min_value=0, max_value=MAX_BADGE, required=False, allow_null=True)
+    sound = _name_field()
+    image = serializers.URLField(max_length=2048, required=False, allow_null=True)
+    thread_id = _name_field()
+    category = _name_field()
+    channel_id = _name_field()
+    interruption_level = serializers.ChoiceField(choices=INTERRUPTION_LEVELS, required=False, allow_null=True)
+    silent = _StrictBooleanField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Not a push option."] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate_image(self, value):
+        if value is not None and not value.startswith("https://"):
+            raise serializers.ValidationError(
+                "The image must be an https:// URL (FCM and APNs fetch only https)."
+            )
+        return value
+
+    def validate(self, attrs):
+        # Only what is set is stored and sent; silent=false is the same as leaving it out.
+        return {key: value for key, value in attrs.items() if value is not None and value is not False}
+
+
+class OverridesSerializer(serializers.Serializer):
+    """Per-provider JSON deep-merged last into each provider's own message."""
+
+    fcm = serializers.DictField(required=False, allow_null=True)
+    apns = serializers.DictField(required=False, allow_null=True)
+    webpush = serializers.DictField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Overrides are for fcm, apns or webpush."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+    def validate_fcm(self, value):
+        if not value:
+            return value
+        errors = {
+            name: ["Clarion sets the recipient; it cannot be overridden."]
+            for name in FCM_TARGET_FIELDS
+            if name in value
+        }
+        data = value.get("data")
+        if data is not None and not (
+            isinstance(data, dict) and all(isinstance(v, str) for v in data.values())
+        ):
+            errors["data"] = ["FCM data is an object of strings."]
+        for name in ("notification", "android", "apns", "webpush", "fcm_options"):
+            if name in value and not isinstance(value[name], dict):
+                errors[name] = ["Must be an object, as in the FCM v1 message."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def validate_apns(self, value):
+        if value and "aps" in value and not isinstance(value["aps"], dict):
+            raise serializers.ValidationError({"aps": ["aps must be an object."]})
+        return value
+
+    def validate(self, attrs):
+        return {key: value for key, value in attrs.items() if value}
 
 
 class TargetSerializer(serializers.Serializer):
@@ -46,8 +149,12 @@ class NotificationCreateSerializer(serializers.Serializer):
     collapse_key = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
     send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     route = serializers.ChoiceField(choices=Route.choices, default=Route.AUTO)
+    push = PushOptionsSerializer(required=False, allow_null=True)
+    overrides = OverridesSerializer(required=False, allow_null=True)
 
     def validate(self, attrs):
+        attrs["push"] = attrs.get("push") or {}
+        attrs["overrides"] = attrs.get("overrides") or {}
         if not (attrs["title"] or attrs["body"] or attrs["data"]):
             raise serializers.ValidationError("A notification needs a title, a body or data.")
         if payload_size(attrs["title"], attrs["body"], attrs["data"]) > MAX_PAYLOAD_BYTES:
@@ -98,6 +205,8 @@ class NotificationDetailSerializer(serializers.ModelSerializer):
             "collapse_key",
             "send_at",
             "route",
+            "push",
+            "overrides",
             "recipients",
             "unknown",
             "created_at",

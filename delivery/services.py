@@ -24,6 +24,7 @@ from delivery.models import (
     RecurringNotification,
     Route,
 )
+from delivery.providers.base import PushMessage, PushOptions
 from delivery.selectors import recipients_count, unknown_targets
 from notifyproject import metrics
 
@@ -76,6 +77,32 @@ class NotificationRequest:
     collapse_key: str = ""
     send_at: datetime | None = None
     route: str = Route.AUTO
+    push: dict = field(default_factory=dict)  # PushOptions fields that are set
+    overrides: dict = field(default_factory=dict)
+
+
+def push_payload_check(request: NotificationRequest) -> None:
+    """PayloadTooLargeError when a push platform would refuse the final payload as too large."""
+    if request.route == Route.REALTIME:
+        return
+    from delivery.providers.limits import WIDEST_NOTIFICATION_ID, payload_too_large
+
+    message = PushMessage(
+        notification_id=WIDEST_NOTIFICATION_ID,
+        title=request.title,
+        body=request.body,
+        data=request.data,
+        url=request.url,
+        icon=request.icon,
+        priority=request.priority,
+        expires_at=timezone.now() + timedelta(seconds=request.ttl),
+        collapse_key=request.collapse_key,
+        options=PushOptions.from_dict(request.push),
+        overrides=request.overrides,
+    )
+    reason = payload_too_large(message)
+    if reason:
+        raise PayloadTooLargeError(reason)
 
 
 def payload_size(title: str, body: str, data: dict) -> int:
@@ -92,6 +119,7 @@ def notification_send(
     """
     if payload_size(request.title, request.body, request.data) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLargeError(f"title, body and data exceed {MAX_PAYLOAD_BYTES} bytes")
+    push_payload_check(request)
     now = timezone.now()
     if idempotency_key:
         existing = _idempotent_match(sender.label, idempotency_key, now)
@@ -116,6 +144,8 @@ def notification_send(
         collapse_key=request.collapse_key,
         send_at=request.send_at,
         route=request.route,
+        push=request.push,
+        overrides=request.overrides,
         target=request.target,
         unknown=unknown,
         recipients=recipients_count(request.target, unknown),

@@ -16,7 +16,7 @@ from delivery.serializers import (
     NotificationCreateSerializer,
     NotificationDetailSerializer,
 )
-from notifyproject.api import Conflict, CursorPagination
+from notifyproject.api import Conflict, CursorPagination, PayloadTooLarge
 from notifyproject.permissions import CanRead, CanSend, IsEndUser
 from notifyproject.throttling import SendRateThrottle
 
@@ -49,9 +49,12 @@ class NotificationCreateView(APIView):
             )
         serializer = NotificationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        notification, created = services.notification_send(
-            sender=sender_of(request), request=serializer.to_request(), idempotency_key=idempotency_key
-        )
+        try:
+            notification, created = services.notification_send(
+                sender=sender_of(request), request=serializer.to_request(), idempotency_key=idempotency_key
+            )
+        except services.PayloadTooLargeError as exc:
+            raise PayloadTooLarge(str(exc)) from None
         return Response(
             NotificationAcceptedSerializer(notification).data,
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,

@@ -10,9 +10,17 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from delivery.providers.base import Outcome, PushMessage, PushProvider, PushTarget, SendResult
+from delivery.providers.base import Outcome, PushMessage, PushOptions, PushProvider, PushTarget, SendResult
 
-__all__ = ["Outcome", "PushMessage", "PushProvider", "PushTarget", "SendResult", "get_provider"]
+__all__ = [
+    "Outcome",
+    "PushMessage",
+    "PushOptions",
+    "PushProvider",
+    "PushTarget",
+    "SendResult",
+    "get_provider",
+]
 
 _instances: dict[str, object] = {}
 _lock = threading.Lock()

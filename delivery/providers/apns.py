@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from django.conf import settings
 
-from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult
+from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.transport import BackgroundLoop, client_ssl_context, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ BATCH_TIMEOUT_SECS = 60  # safety net around a whole send(); unanswered deliveri
 # Idle connections are kept: Apple asks providers to keep them open rather than reconnect.
 KEEPALIVE_EXPIRY_SECS = None
 MAX_COLLAPSE_ID_BYTES = 64  # apns-collapse-id limit
+MAX_PAYLOAD_BYTES = 4096  # Apple refuses larger (non-VoIP) payloads with PayloadTooLarge
 PRIORITY_IMMEDIATE = "10"
 PRIORITY_POWER_SAVING = "5"  # required for background (content-available) pushes
 # apns-id = uuid5(namespace, delivery id): the same id in our logs, Apple's answer and on retries.
@@ -58,24 +59,58 @@ def apns_id(delivery_id: int) -> str:
     return str(uuid.uuid5(APNS_ID_NAMESPACE, f"delivery:{delivery_id}"))
 
 
+def apns_is_background(message: PushMessage) -> bool:
+    """Silent, or nothing to show: a background (content-available) push."""
+    return message.options.silent or not (message.title or message.body)
+
+
 def apns_payload(message: PushMessage) -> dict:
-    """What the app receives: `aps` plus Clarion's id, data, url and icon (same names as Web Push)."""
-    alert = {key: value for key, value in (("title", message.title), ("body", message.body)) if value}
-    aps = {"alert": alert} if alert else {"content-available": 1}
+    """What the app receives: `aps` plus Clarion's id, data, url, icon and image, then the overrides.
+
+    A background push carries only content-available in `aps`: Apple drops background pushes
+    that also alert, badge or play a sound.
+    """
+    options = message.options
+    if apns_is_background(message):
+        aps: dict = {"content-available": 1}
+    else:
+        aps = {
+            "alert": {
+                key: value for key, value in (("title", message.title), ("body", message.body)) if value
+            }
+        }
+        for key, value in (
+            ("badge", options.badge),
+            ("sound", options.sound),
+            ("thread-id", options.thread_id),
+            ("category", options.category),
+            ("interruption-level", options.interruption_level),
+        ):
+            if value is not None:
+                aps[key] = value
+        if options.image:
+            aps["mutable-content"] = 1  # lets the app's notification service extension fetch the image
     payload: dict = {"aps": aps, "id": message.notification_id}
     for key in ("data", "url", "icon"):
         if getattr(message, key):
             payload[key] = getattr(message, key)
-    return payload
+    if options.image:
+        payload["image"] = options.image
+    return deep_merge(payload, message.overrides.get("apns") or {})
+
+
+def apns_payload_bytes(message: PushMessage) -> bytes:
+    """The request body exactly as sent."""
+    return json.dumps(apns_payload(message), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def apns_headers(message: PushMessage, topic: str) -> list[tuple[bytes, bytes]]:
     """Headers shared by every device of one message (auth and apns-id are added per request)."""
-    alert = bool(message.title or message.body)
-    priority = PRIORITY_IMMEDIATE if alert and message.priority == "high" else PRIORITY_POWER_SAVING
+    background = apns_is_background(message)
+    priority = PRIORITY_IMMEDIATE if not background and message.priority == "high" else PRIORITY_POWER_SAVING
     headers = [
         (b"apns-topic", topic.encode()),
-        (b"apns-push-type", b"alert" if alert else b"background"),
+        (b"apns-push-type", b"background" if background else b"alert"),
         (b"apns-priority", priority.encode()),
         # The ttl as Apple takes it: the absolute time (epoch seconds) after which it stops trying.
         (b"apns-expiration", str(int(message.expires_at.timestamp())).encode()),
@@ -159,7 +194,13 @@ class ApnsProvider:
     def send(self, message: PushMessage, targets: list[PushTarget]) -> list[SendResult]:
         if not targets:
             return []
-        body = json.dumps(apns_payload(message), separators=(",", ":"), ensure_ascii=False).encode()
+        body = apns_payload_bytes(message)
+        if len(body) > MAX_PAYLOAD_BYTES:
+            error = (
+                f"PAYLOAD_TOO_LARGE: the APNs payload is {len(body)} bytes; "
+                f"APNs takes at most {MAX_PAYLOAD_BYTES}"
+            )
+            return [SendResult(target.delivery_id, Outcome.FAILED, error=error) for target in targets]
         shared = apns_headers(message, self._topic)
         requests = [
             _Request(

@@ -5,6 +5,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+INTERRUPTION_LEVELS = ("passive", "active", "time-sensitive", "critical")  # APNs aps.interruption-level
+PROVIDER_OVERRIDE_KEYS = ("fcm", "apns", "webpush")
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """The rich push fields of a send (the API's `push`); None is "not sent". Mapping: docs/providers.md."""
+
+    badge: int | None = None
+    sound: str | None = None
+    image: str | None = None
+    thread_id: str | None = None
+    category: str | None = None
+    channel_id: str | None = None
+    interruption_level: str | None = None
+    silent: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "PushOptions":
+        return cls(**{key: value for key, value in (values or {}).items() if value is not None})
+
 
 @dataclass(frozen=True)
 class PushMessage:
@@ -19,6 +40,9 @@ class PushMessage:
     priority: str  # "normal" | "high"
     expires_at: datetime
     collapse_key: str
+    options: PushOptions = PushOptions()
+    # {"fcm": {...}, "apns": {...}, "webpush": {...}}: deep-merged last into each provider's message.
+    overrides: dict = field(default_factory=dict)
 
     def ttl_secs(self, now: datetime) -> int:
         return max(0, int((self.expires_at - now).total_seconds()))
@@ -41,6 +65,7 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # transient: try again after retry_after or back-off
     TOKEN_DEAD = "token_dead"  # the address is gone: deactivate the device, never retry
     FAILED = "failed"  # permanent for this message (bad payload, auth): do not retry
+    SKIPPED = "skipped"  # this platform cannot carry this message (e.g. a silent Web Push)
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,17 @@ class SendResult:
     provider_message_id: str = ""
     error: str = ""  # the provider's own code first, e.g. "UNREGISTERED: ..."
     retry_after_secs: float | None = None
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` merged in: nested objects merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 @dataclass

@@ -24,10 +24,10 @@ import requests
 import requests.adapters
 from django.conf import settings
 from django.utils import timezone
-from firebase_admin import credentials, exceptions, messaging
+from firebase_admin import _messaging_encoder, credentials, exceptions, messaging
 
 from delivery.providers.apns import apns_collapse_id
-from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult
+from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.transport import ca_bundle_from_env, parse_retry_after
 from delivery.providers.webpush import web_push_topic
 
@@ -43,6 +43,7 @@ TOKEN_DEAD_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 BAD_TOKEN_MESSAGE = "registration token"
 RETRY_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "UNKNOWN"})
 PRIORITY_APNS = {"high": "10", "normal": "5"}
+MAX_PAYLOAD_BYTES = 4096  # FCM's limit on a message's data and notification payload
 
 
 def point_messaging_at(service, endpoint: str) -> None:
@@ -93,7 +94,8 @@ def _tune_transport(service, credential, endpoint: str, token_uri: str) -> reque
 
 def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
     """The keyword arguments of messaging.Message shared by every device of one notification."""
-    alert = bool(message.title or message.body)
+    options = message.options
+    alert = bool(message.title or message.body) and not options.silent  # silent: data-only
     data = {key: v if isinstance(v, str) else json.dumps(v) for key, v in message.data.items()}
     data["clarion_id"] = str(message.notification_id)
     if message.url:
@@ -108,13 +110,27 @@ def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
     if collapse:
         webpush_headers["Topic"] = web_push_topic(collapse)
         apns_headers["apns-collapse-id"] = apns_collapse_id(collapse)
+    android_notification = None
+    if alert:
+        android_notification = messaging.AndroidNotification(
+            notification_count=options.badge,
+            sound=options.sound,
+            tag=options.thread_id,
+            click_action=options.category,
+            channel_id=options.channel_id,
+        )
     return {
         "data": data,
-        "notification": messaging.Notification(title=message.title or None, body=message.body or None)
+        "notification": messaging.Notification(
+            title=message.title or None, body=message.body or None, image=options.image
+        )
         if alert
         else None,
         "android": messaging.AndroidConfig(
-            priority="high" if message.priority == "high" else "normal", ttl=ttl_secs, collapse_key=collapse
+            priority="high" if message.priority == "high" else "normal",
+            ttl=ttl_secs,
+            collapse_key=collapse,
+            notification=android_notification,
         ),
         "apns": messaging.APNSConfig(
             headers=apns_headers,
@@ -133,6 +149,56 @@ def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
             else None,
         ),
     }
+
+
+class _MessageWithOverrides(messaging.Message):
+    """A messaging.Message whose encoded v1 `message` object gets `overrides` deep-merged last."""
+
+    def __init__(self, overrides: dict, **fields) -> None:
+        super().__init__(**fields)
+        self.overrides = overrides
+
+
+class _OverridingEncoder(_messaging_encoder.MessageEncoder):
+    def default(self, o):
+        encoded = super().default(o)
+        overrides = getattr(o, "overrides", None)
+        return deep_merge(encoded, overrides) if overrides else encoded
+
+
+def merge_overrides_when_encoding() -> None:
+    """Make firebase-admin deep-merge a message's `overrides` into the JSON it sends.
+
+    firebase-admin 7.7.0 encodes every message with the class attribute
+    `_MessagingService.JSON_ENCODER` and has no public hook, so we install a subclass of its
+    own encoder that only adds the merge. A version without that attribute fails here (and in
+    its test) rather than silently dropping overrides.
+    """
+    service_class = messaging._MessagingService
+    current = getattr(service_class, "JSON_ENCODER", None)
+    if isinstance(current, _OverridingEncoder):
+        return
+    if not isinstance(current, _messaging_encoder.MessageEncoder):
+        raise RuntimeError(
+            f"firebase-admin {firebase_admin.__version__} has no _MessagingService.JSON_ENCODER; "
+            "FCM overrides need updating for this version"
+        )
+    service_class.JSON_ENCODER = _OverridingEncoder()
+
+
+def fcm_message_json(message: PushMessage, token: str = "token") -> dict:
+    """The FCM v1 `message` object as it goes on the wire (for size checks and tests)."""
+    template = fcm_message_template(message, message.ttl_secs(timezone.now()))
+    fcm_message = messaging.Message(**template)
+    fcm_message.token = token  # see _send_one
+    encoded = _messaging_encoder.MessageEncoder().default(fcm_message)
+    return deep_merge(encoded, message.overrides.get("fcm") or {})
+
+
+def fcm_payload_size(encoded: dict) -> int:
+    """What FCM counts against its 4 KB limit: the data and notification objects, JSON-encoded."""
+    counted = {key: encoded[key] for key in ("data", "notification") if key in encoded}
+    return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _not_configured_reason() -> str:
@@ -171,8 +237,15 @@ class FcmProvider:
     def send(self, message: PushMessage, targets: list[PushTarget]) -> list[SendResult]:
         if not targets:
             return []
+        size = fcm_payload_size(fcm_message_json(message))
+        if size > MAX_PAYLOAD_BYTES:
+            error = (
+                f"PAYLOAD_TOO_LARGE: the FCM payload is {size} bytes; FCM takes at most {MAX_PAYLOAD_BYTES}"
+            )
+            return [SendResult(target.delivery_id, Outcome.FAILED, error=error) for target in targets]
         app, pool = self._client()
         template = fcm_message_template(message, message.ttl_secs(timezone.now()))
+        template["overrides"] = message.overrides.get("fcm") or {}
         first: list[SendResult] = []
         if not app.credential.get_credential().valid:
             # No OAuth token yet (or it is about to expire): let one send fetch it, or every
@@ -224,6 +297,7 @@ class FcmProvider:
                 service = messaging._get_messaging_service(app)
                 endpoint = settings.FCM_ENDPOINT or GOOGLE_FCM_ENDPOINT
                 point_messaging_at(service, endpoint)
+                merge_overrides_when_encoding()
                 credential = app.credential.get_credential()
                 self._session = _tune_transport(service, credential, endpoint, self._token_uri)
                 self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -234,7 +308,7 @@ class FcmProvider:
 
     @staticmethod
     def _send_one(app: firebase_admin.App, template: dict, target: PushTarget) -> SendResult:
-        fcm_message = messaging.Message(**template)
+        fcm_message = _MessageWithOverrides(**template)
         # Devices register FCM registration tokens, which the v1 API takes in `token`. The SDK
         # deprecates that keyword (it prefers installation ids), so set the field directly.
         fcm_message.token = target.token

@@ -15,6 +15,7 @@ import hashlib
 import http
 import json
 import logging
+import math
 import re
 import socket
 import threading
@@ -33,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from django.conf import settings
 from django.utils import timezone
 
-from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult
+from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.transport import (
     BackgroundLoop,
     b64url_decode,
@@ -61,6 +62,12 @@ MAX_CONNECTIONS_PER_ORIGIN = 50
 KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
 ERROR_DETAIL_CHARS = 200
 DEAD_STATUSES = frozenset({404, 410})  # RFC 8030 §7.3: the subscription is gone
+# RFC 8030 §7.2: a push service must accept 4096 bytes of (encrypted) body; more may be refused (413).
+MAX_ENCRYPTED_BYTES = 4096
+ECE_RECORD_SIZE = 4096  # http-ece's default rs
+ECE_HEADER_BYTES = 16 + 4 + 1 + 65  # salt, rs, idlen, uncompressed P-256 key id (RFC 8291 §4)
+ECE_RECORD_OVERHEAD = 16 + 1  # AEAD tag and padding delimiter per record
+SILENT_REASON = "Web Push cannot send silent notifications: browsers must show every push"
 
 
 class PrivateEndpointError(Exception):
@@ -98,17 +105,31 @@ def web_push_topic(collapse_key: str) -> str:
 
 
 def web_push_payload(message: PushMessage) -> bytes:
-    """What the service worker gets (before encryption)."""
-    return orjson.dumps(
-        {
-            "id": message.notification_id,
-            "title": message.title,
-            "body": message.body,
-            "data": message.data,
-            "url": message.url,
-            "icon": message.icon,
-        }
-    )
+    """What the service worker gets (before encryption), with the overrides merged last."""
+    options = message.options
+    payload = {
+        "id": message.notification_id,
+        "title": message.title,
+        "body": message.body,
+        "data": message.data,
+        "url": message.url,
+        "icon": message.icon,
+    }
+    for key, value in (("badge_count", options.badge), ("image", options.image), ("tag", options.thread_id)):
+        if value is not None:
+            payload[key] = value
+    return orjson.dumps(deep_merge(payload, message.overrides.get("webpush") or {}))
+
+
+def web_push_encrypted_size(plaintext_bytes: int) -> int:
+    """The aes128gcm body's size for a plaintext of this size (RFC 8188 §2, as http-ece writes it).
+
+    A header (salt, record size, key id = our 65-byte ephemeral public key), then records of up
+    to ECE_RECORD_SIZE bytes, each carrying a padding delimiter and a 16-byte tag.
+    """
+    per_record = ECE_RECORD_SIZE - ECE_RECORD_OVERHEAD
+    records = max(1, math.ceil(plaintext_bytes / per_record))
+    return ECE_HEADER_BYTES + plaintext_bytes + records * ECE_RECORD_OVERHEAD
 
 
 class VapidHeaders:
@@ -202,6 +223,18 @@ class WebPushProvider:
     def send(self, message: PushMessage, targets: list[PushTarget]) -> list[SendResult]:
         if not targets:
             return []
+        if message.options.silent:
+            return [
+                SendResult(target.delivery_id, Outcome.SKIPPED, error=SILENT_REASON) for target in targets
+            ]
+        payload = web_push_payload(message)
+        size = web_push_encrypted_size(len(payload))
+        if size > MAX_ENCRYPTED_BYTES:
+            error = (
+                f"PAYLOAD_TOO_LARGE: the encrypted Web Push payload is {size} bytes; "
+                f"push services must take only {MAX_ENCRYPTED_BYTES}"
+            )
+            return [SendResult(target.delivery_id, Outcome.FAILED, error=error) for target in targets]
         ttl = message.ttl_secs(timezone.now())
         shared = {
             "TTL": str(ttl),
@@ -211,7 +244,6 @@ class WebPushProvider:
         }
         if message.collapse_key:
             shared["Topic"] = web_push_topic(message.collapse_key)
-        payload = web_push_payload(message)
         # Read per send: a policy, not a client option (the registry does not rebuild providers for it).
         allow_private = settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS
         results: dict[int, SendResult] = {}

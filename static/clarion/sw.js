@@ -1,5 +1,7 @@
 /* Clarion service worker, served at /sw.js (root scope).
- * Shows Web Push messages (payload JSON {"id","title","body","data","url","icon"}) and opens
+ * Shows Web Push messages (payload JSON {"id","title","body","data","url","icon"} and, when the
+ * sender set them, "image", "tag" (the thread: a newer message of a thread replaces the older)
+ * and "badge_count" (the app badge, where the browser has one)) and opens
  * the message's url on click, focusing an open tab of that url when there is one.
  * No dependencies, no build step. See docs/realtime.md.
  */
@@ -25,12 +27,20 @@ self.addEventListener("push", function (event) {
   var options = {
     body: message.body || "",
     icon: message.icon || undefined,
-    // One notification per message: a re-delivered push replaces rather than duplicates.
-    tag: message.id !== undefined ? "clarion-" + message.id : undefined,
+    image: message.image || undefined,
+    // One notification per message (a re-delivered push replaces rather than duplicates), or per
+    // thread when the sender named one.
+    tag: message.tag ? String(message.tag) : message.id !== undefined ? "clarion-" + message.id : undefined,
     data: { id: message.id, url: message.url || "", data: message.data || {} },
   };
+  var badged = Promise.resolve();
+  if (typeof message.badge_count === "number" && self.navigator && self.navigator.setAppBadge) {
+    badged = self.navigator.setAppBadge(message.badge_count).catch(function () {});
+  }
   event.waitUntil(
-    self.registration.showNotification(message.title || "Notification", options).then(function () {
+    badged.then(function () {
+      return self.registration.showNotification(message.title || "Notification", options);
+    }).then(function () {
       return self.clients.matchAll({ type: "window", includeUncontrolled: true });
     }).then(function (windows) {
       // Open pages running clarion.js may ack and clear it themselves.

@@ -88,6 +88,32 @@ class TestSend:
         # The fan-out is enqueued for after the commit; nothing was delivered inside the request.
         assert callbacks and not Delivery.objects.exists() and not InboxMessage.objects.exists()
 
+    def test_the_common_push_options_are_stored_on_the_notification(self, staff_client, alice):
+        response = staff_client.post(
+            COMPOSE_URL,
+            compose_form(
+                users="alice", badge="4", sound="default", image="https://cdn.example/p.png", silent="on"
+            ),
+        )
+        assert response.status_code == 302
+        assert Notification.objects.get().push == {
+            "badge": 4,
+            "sound": "default",
+            "image": "https://cdn.example/p.png",
+            "silent": True,
+        }
+
+    @pytest.mark.parametrize(
+        ("fields", "field_in_error"),
+        [({"image": "http://cdn.example/p.png"}, "image"), ({"badge": "-1"}, "badge")],
+    )
+    def test_a_push_option_a_provider_would_refuse_is_a_form_error(
+        self, staff_client, alice, fields, field_in_error
+    ):
+        response = staff_client.post(COMPOSE_URL, compose_form(users="alice", **fields))
+        assert list(response.context["form"].errors) == [field_in_error], response.context["form"].errors
+        assert nothing_written()
+
     def test_a_resubmitted_form_sends_once(self, staff_client, alice):
         staff_client.post(COMPOSE_URL, compose_form(users="alice"))
         again = staff_client.post(COMPOSE_URL, compose_form(users="alice"), follow=True)

@@ -104,11 +104,19 @@ def test_server_errors_are_retried(fake_push_service, status):
     assert result.outcome == Outcome.RETRY and result.error.startswith(f"{status} ")
 
 
-def test_a_payload_too_large_fails(fake_push_service):
+def test_a_payload_too_large_fails_without_a_request(fake_push_service):
     subscription = fake_push_service.subscribe()
     (result,) = provider("webpush").send(
         push_message(data={"blob": "x" * 5000}), [subscription_target(subscription)]
     )
+    assert result.outcome == Outcome.FAILED and result.error.startswith("PAYLOAD_TOO_LARGE: ")
+    assert fake_push_service.attempts == []
+
+
+def test_a_push_service_refusing_the_size_fails(fake_push_service):
+    subscription = fake_push_service.subscribe()
+    fake_push_service.fail_subscription(subscription, 413)
+    (result,) = provider("webpush").send(push_message(), [subscription_target(subscription)])
     assert result.outcome == Outcome.FAILED and result.error.startswith("413 ")
 
 
