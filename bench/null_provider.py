@@ -6,6 +6,9 @@ from delivery.providers import Outcome, SendResult
 class NullProvider:
     platform = "null"
 
+    def __init__(self, credentials=None):  # one per app, like the real providers
+        self.app = credentials.app if credentials is not None else "default"
+
     def not_configured_reason(self) -> str:
         return ""
 

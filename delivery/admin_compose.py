@@ -281,12 +281,10 @@ def notification_dry_run(request: NotificationRequest) -> DryRun:
     if request.route != Route.REALTIME:
         named_users = recipients_queryset({**target, "devices": []})
         reach = Q(user__in=named_users) | Q(pk__in=target.get("devices") or [], user__is_active=True)
-        rows = (
-            Device.objects.filter(reach, active=True)
-            .values_list("platform")
-            .annotate(n=Count("id"))
-            .order_by("platform")
-        )
+        devices = Device.objects.filter(reach, active=True)
+        if request.app:
+            devices = devices.filter(app=request.app)
+        rows = devices.values_list("platform").annotate(n=Count("id")).order_by("platform")
         push_devices = dict(rows)
     return DryRun(
         recipients=recipients_count(target, unknown),

@@ -167,7 +167,10 @@ def _push_deliveries(notification, user_ids, fully, realtime_users, now) -> list
     reach = Q(user_id__in=list(fully)) | Q(
         user_id__in=device_only, pk__in=notification.target.get("devices") or []
     )
-    devices = list(Device.objects.filter(reach, active=True).values_list("pk", "user_id", "platform"))
+    devices = Device.objects.filter(reach, active=True)
+    if notification.app:  # a send for one app reaches only that app's devices
+        devices = devices.filter(app=notification.app)
+    devices = list(devices.values_list("pk", "user_id", "platform"))
     if not devices:
         return []
     quiet_ends = (

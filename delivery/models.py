@@ -14,6 +14,9 @@ class ApiKey(AbstractAPIKey):
     """A product backend's key: only a sha512 hash is stored; the key is shown once."""
 
     scopes = models.JSONField(default=list, blank=True)
+    # An app's slug: the key then sends only to that app's devices and reads and cancels only
+    # what it sent. Empty: instance-wide.
+    app = models.CharField(max_length=40, blank=True, default="")
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractAPIKey.Meta):
@@ -101,6 +104,8 @@ class Notification(models.Model):
     # and {"fcm"|"apns"|"webpush": {...}} merged last into each provider's own message.
     push = models.JSONField(default=dict, blank=True)
     overrides = models.JSONField(default=dict, blank=True)
+    # Push goes only to this app's devices (an app's slug); empty: every app's. Realtime is unaffected.
+    app = models.CharField(max_length=40, blank=True, default="")
 
     # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}
     target = models.JSONField(default=dict)

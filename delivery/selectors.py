@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from delivery.models import Delivery, DeliveryStatus, InboxMessage, Notification
+from delivery.models import ApiKey, Delivery, DeliveryStatus, InboxMessage, Notification
 from devices.models import Device, MutedTopic, TopicSubscription
 
 User = get_user_model()
@@ -103,3 +103,10 @@ def message_payload(notification: Notification, seq: int) -> dict:
         "icon": notification.icon,
         "created_at": notification.created_at.isoformat().replace("+00:00", "Z"),
     }
+
+
+def notifications_visible_to(auth) -> QuerySet:
+    """What a caller may read and cancel: a key bound to an app only what it sent; others everything."""
+    if isinstance(auth, ApiKey) and auth.app:
+        return Notification.objects.filter(sender_key=auth)
+    return Notification.objects.all()

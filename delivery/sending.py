@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.providers import Outcome, PushMessage, PushOptions, PushTarget, SendResult, get_provider
+from devices.models import DEFAULT_APP
+from devices.selectors import apps_by_slug
 from devices.services import devices_deactivate
 from notifyproject import metrics
 
@@ -42,7 +44,7 @@ def deliveries_send(delivery_ids: list[int]) -> None:
     claimed = _claim(delivery_ids, now)
     if not claimed:
         return
-    groups: dict[tuple[int, str], list[Delivery]] = defaultdict(list)
+    groups: dict[tuple[int, str, str], list[Delivery]] = defaultdict(list)
     finished: list[Delivery] = []
     for delivery in claimed:
         reason = _why_not_send(delivery, now)
@@ -50,12 +52,19 @@ def deliveries_send(delivery_ids: list[int]) -> None:
             status, error = reason
             finished.append(_finish(delivery, status, error))
         else:
-            groups[(delivery.notification_id, delivery.channel)].append(delivery)
+            groups[(delivery.notification_id, delivery.channel, delivery.device.app)].append(delivery)
 
     results: list[SendResult] = []
     by_id = {d.pk: d for d in claimed}
-    for (_notification_id, channel), group in groups.items():
-        provider, unavailable = get_provider(channel)
+    apps = apps_by_slug({app for _, _, app in groups})
+    for (_notification_id, channel, app), group in groups.items():
+        # A device is sent with its own app's credentials only.
+        if app == DEFAULT_APP:
+            provider, unavailable = get_provider(channel)
+        elif app in apps:
+            provider, unavailable = get_provider(channel, apps[app])
+        else:
+            provider, unavailable = None, f"the device's app {app!r} does not exist"
         if provider is None:
             finished.extend(_finish(d, DeliveryStatus.SKIPPED, unavailable) for d in group)
             continue

@@ -11,7 +11,7 @@ from delivery.services import (
     NotificationRequest,
     payload_size,
 )
-from devices.serializers import TOPIC_NAME_PATTERN
+from devices.serializers import TOPIC_NAME_PATTERN, validate_app_slug
 from notifyproject.api import PayloadTooLarge, StrictCharField
 
 MAX_TARGETS = 10_000  # users or devices named in one request; larger audiences use topics
@@ -151,6 +151,10 @@ class NotificationCreateSerializer(serializers.Serializer):
     route = serializers.ChoiceField(choices=Route.choices, default=Route.AUTO)
     push = PushOptionsSerializer(required=False, allow_null=True)
     overrides = OverridesSerializer(required=False, allow_null=True)
+    app = StrictCharField(max_length=40, required=False, allow_null=True, default="")
+
+    def validate_app(self, value):
+        return validate_app_slug(value) if value else ""
 
     def validate(self, attrs):
         attrs["push"] = attrs.get("push") or {}
@@ -207,6 +211,7 @@ class NotificationDetailSerializer(serializers.ModelSerializer):
             "route",
             "push",
             "overrides",
+            "app",
             "recipients",
             "unknown",
             "created_at",

@@ -79,6 +79,7 @@ class NotificationRequest:
     route: str = Route.AUTO
     push: dict = field(default_factory=dict)  # PushOptions fields that are set
     overrides: dict = field(default_factory=dict)
+    app: str = ""  # only this app's devices get push; "" is every app's
 
 
 def push_payload_check(request: NotificationRequest) -> None:
@@ -120,6 +121,7 @@ def notification_send(
     if payload_size(request.title, request.body, request.data) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLargeError(f"title, body and data exceed {MAX_PAYLOAD_BYTES} bytes")
     push_payload_check(request)
+    _app_of_send(sender, request)  # refused before anything is read or written
     now = timezone.now()
     if idempotency_key:
         existing = _idempotent_match(sender.label, idempotency_key, now)
@@ -146,6 +148,7 @@ def notification_send(
         route=request.route,
         push=request.push,
         overrides=request.overrides,
+        app=_app_of_send(sender, request),
         target=request.target,
         unknown=unknown,
         recipients=recipients_count(request.target, unknown),
@@ -167,6 +170,18 @@ def notification_send(
         # A concurrent request with the same key won the insert.
         return Notification.objects.get(sender_label=sender.label, idempotency_key=idempotency_key), False
     return notification, True
+
+
+class AppNotAllowedError(Exception):
+    """A key bound to one app asked to send to another."""
+
+
+def _app_of_send(sender: Sender, request: NotificationRequest) -> str:
+    """A bound key's sends are its app's; anyone else's are what they asked for."""
+    bound = sender.api_key.app if sender.api_key is not None else ""
+    if bound and request.app and request.app != bound:
+        raise AppNotAllowedError(f"This API key sends only to the app {bound!r}.")
+    return bound or request.app
 
 
 def _idempotent_match(sender_label: str, key: str, now: datetime) -> Notification | None:
@@ -274,6 +289,6 @@ def recurring_notification_fire(recurring_id: int) -> Notification | None:
     return notification
 
 
-def api_key_create(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
-    """Create a key; the returned plaintext is the only copy there will ever be."""
-    return ApiKey.objects.create_key(name=name, scopes=sorted(set(scopes)))
+def api_key_create(*, name: str, scopes: list[str], app: str = "") -> tuple[ApiKey, str]:
+    """Create a key (bound to `app` if given); the returned plaintext is the only copy there will be."""
+    return ApiKey.objects.create_key(name=name, scopes=sorted(set(scopes)), app=app)

@@ -23,6 +23,11 @@ from notifyproject.throttling import SendRateThrottle
 IDEMPOTENCY_KEY_MAX_CHARS = 255
 
 
+def notification_of(request, notification_id: int) -> Notification:
+    """The notification, if the caller may see it: a key bound to an app sees only its own sends."""
+    return get_object_or_404(selectors.notifications_visible_to(request.auth), pk=notification_id)
+
+
 def sender_of(request) -> services.Sender:
     if isinstance(request.auth, ApiKey):
         return services.Sender.for_api_key(request.auth)
@@ -55,6 +60,8 @@ class NotificationCreateView(APIView):
             )
         except services.PayloadTooLargeError as exc:
             raise PayloadTooLarge(str(exc)) from None
+        except services.AppNotAllowedError as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
         return Response(
             NotificationAcceptedSerializer(notification).data,
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
@@ -66,7 +73,7 @@ class NotificationDetailView(APIView):
 
     @extend_schema(responses={200: NotificationDetailSerializer})
     def get(self, request, notification_id: int):
-        notification = get_object_or_404(Notification, pk=notification_id)
+        notification = notification_of(request, notification_id)
         notification.counts = selectors.delivery_counts(notification)
         return Response(NotificationDetailSerializer(notification).data)
 
@@ -81,7 +88,7 @@ class NotificationDeliveriesView(generics.ListAPIView):
     pagination_class = DeliveryPagination
 
     def get_queryset(self):
-        notification = get_object_or_404(Notification, pk=self.kwargs["notification_id"])
+        notification = notification_of(self.request, self.kwargs["notification_id"])
         return Delivery.objects.filter(notification=notification).select_related("user")
 
 
@@ -90,7 +97,7 @@ class NotificationCancelView(APIView):
 
     @extend_schema(request=None, responses={200: NotificationDetailSerializer})
     def post(self, request, notification_id: int):
-        get_object_or_404(Notification, pk=notification_id)
+        notification_of(request, notification_id)
         try:
             notification = services.notification_cancel(notification_id)
         except services.NotCancellableError as exc:

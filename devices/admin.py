@@ -1,7 +1,9 @@
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
+from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -12,7 +14,9 @@ from django.views.decorators.http import require_POST
 from delivery.admin_compose import MAX_TEST_DEVICES, devices_test_send
 from delivery.admin_lists import EstimatedCountPaginator
 from delivery.admin_views import SEND_PERMISSION, require_send_permission
-from devices.models import Device, DeviceOwnershipChange, TopicSubscription
+from delivery.push_apps import SECRET_FIELDS, app_save, app_validate
+from devices.models import App, Device, DeviceOwnershipChange, TopicSubscription
+from notifyproject.encryption import EncryptionKeyMissingError, encrypt
 
 
 class OwnershipChangeInline(admin.TabularInline):
@@ -56,8 +60,18 @@ class DeviceAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["clarion-admin/admin.css"]}
 
-    list_display = ("id", "user", "platform", "name", "environment", "active", "last_seen_at", "created_at")
-    list_filter = ("platform", "active", "environment", LastSeenFilter)
+    list_display = (
+        "id",
+        "user",
+        "app",
+        "platform",
+        "name",
+        "environment",
+        "active",
+        "last_seen_at",
+        "created_at",
+    )
+    list_filter = ("app", "platform", "active", "environment", LastSeenFilter)
     search_fields = ("user__username", "name", "=token")
     list_select_related = ("user",)
     raw_id_fields = ("user",)
@@ -146,3 +160,124 @@ class TopicSubscriptionAdmin(admin.ModelAdmin):
     search_fields = ("topic", "user__username")
     raw_id_fields = ("user",)
     list_select_related = ("user",)
+
+
+class AppForm(forms.ModelForm):
+    """Secrets are write-only: typed (or pasted) here, stored encrypted, never shown again."""
+
+    fcm_credentials = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "autocomplete": "off"}),
+        help_text="Paste the Firebase service-account JSON. Leave empty to keep the stored one.",
+    )
+    apns_key = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "autocomplete": "off"}),
+        help_text="Paste the APNs .p8 key (PEM). Leave empty to keep the stored one.",
+    )
+    vapid_private_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(attrs={"size": 60, "autocomplete": "off"}),
+        help_text="base64url or PEM. Leave empty to keep the stored one.",
+    )
+    remove = forms.MultipleChoiceField(
+        required=False,
+        choices=[(field, field) for field in SECRET_FIELDS],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Remove these stored secrets (that platform is then skipped for the app's devices).",
+    )
+
+    fcm_endpoint = forms.URLField(required=False, assume_scheme="https", help_text="Empty: FCM_ENDPOINT.")
+    apns_endpoint = forms.URLField(required=False, assume_scheme="https", help_text="Empty: APNS_ENDPOINT.")
+    apns_sandbox_endpoint = forms.URLField(
+        required=False, assume_scheme="https", help_text="Empty: APNS_SANDBOX_ENDPOINT."
+    )
+
+    class Meta:
+        model = App
+        fields = [
+            "slug",
+            "name",
+            "fcm_credentials",
+            "fcm_endpoint",
+            "apns_key",
+            "apns_key_id",
+            "apns_team_id",
+            "apns_topic",
+            "apns_endpoint",
+            "apns_sandbox_endpoint",
+            "vapid_private_key",
+            "vapid_public_key",
+            "vapid_subject",
+            "remove",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in SECRET_FIELDS:  # never render a stored (encrypted) value back
+            self.initial[field] = ""
+        if self.instance.pk:
+            self.fields["slug"].disabled = True  # devices and keys name the app by it
+
+    def _post_clean(self):
+        super()._post_clean()  # copies the fields onto the instance, plaintext secrets included
+        app = self.instance
+        secrets = {field: self.cleaned_data.get(field) or None for field in SECRET_FIELDS}
+        for field in self.cleaned_data.get("remove") or []:
+            secrets[field] = ""
+        stored = App.objects.filter(pk=app.pk).values(*SECRET_FIELDS).first() if app.pk else None
+        for field in SECRET_FIELDS:  # the instance keeps what is stored; app_save encrypts new ones
+            setattr(app, field, stored[field] if stored else "")
+        self.secrets = secrets
+        if self.errors:
+            return
+        try:
+            app_validate(app, secrets)
+            if any(secrets.values()):
+                encrypt("probe")  # there is a key to store them with
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        except EncryptionKeyMissingError as exc:
+            self.add_error(None, str(exc))
+
+
+@admin.register(App)
+class AppAdmin(admin.ModelAdmin):
+    form = AppForm
+    list_display = ("slug", "name", "fcm_configured", "apns_configured", "webpush_configured", "updated_at")
+    search_fields = ("slug", "name")
+    fieldsets = (
+        (None, {"fields": ("slug", "name")}),
+        ("FCM", {"fields": ("fcm_credentials", "fcm_endpoint")}),
+        (
+            "APNs",
+            {
+                "fields": (
+                    "apns_key",
+                    "apns_key_id",
+                    "apns_team_id",
+                    "apns_topic",
+                    "apns_endpoint",
+                    "apns_sandbox_endpoint",
+                )
+            },
+        ),
+        ("Web Push", {"fields": ("vapid_private_key", "vapid_public_key", "vapid_subject")}),
+        ("Stored secrets", {"fields": ("remove",)}),
+    )
+
+    def save_model(self, request, obj, form, change):
+        app_save(app=obj, secrets=form.secrets)  # validated in the form; encrypts the secrets
+
+    @admin.display(boolean=True, description="FCM")
+    def fcm_configured(self, obj: App) -> bool:
+        return bool(obj.fcm_credentials)
+
+    @admin.display(boolean=True, description="APNs")
+    def apns_configured(self, obj: App) -> bool:
+        return bool(obj.apns_key)
+
+    @admin.display(boolean=True, description="Web Push")
+    def webpush_configured(self, obj: App) -> bool:
+        return bool(obj.vapid_private_key)

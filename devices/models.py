@@ -1,7 +1,12 @@
 import hashlib
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
+
+# The app the environment's FCM_*, APNS_* and VAPID_* variables define; never stored as a row.
+DEFAULT_APP = "default"
+APP_SLUG_PATTERN = r"^[a-z0-9-]{1,40}$"
 
 
 class Platform(models.TextChoices):
@@ -15,6 +20,44 @@ class ApnsEnvironment(models.TextChoices):
     SANDBOX = "sandbox", "Sandbox"
 
 
+class App(models.Model):
+    """One product's push credentials (a rider app, a driver app, staging), besides `default`.
+
+    Secrets (the FCM service account, the APNs .p8 key, the VAPID private key) are stored
+    encrypted with CLARION_ENCRYPTION_KEYS (notifyproject/encryption.py); write them through
+    devices.services.app_save, which encrypts. docs/apps.md.
+    """
+
+    slug = models.CharField(
+        max_length=40,
+        unique=True,
+        validators=[RegexValidator(APP_SLUG_PATTERN, "1-40 lowercase letters, digits or hyphens.")],
+    )
+    name = models.CharField(max_length=200, blank=True, default="")
+    fcm_credentials = models.TextField(blank=True, default="", help_text="Encrypted service-account JSON.")
+    fcm_endpoint = models.URLField(blank=True, default="", help_text="Empty: the instance's FCM_ENDPOINT.")
+    apns_key = models.TextField(blank=True, default="", help_text="Encrypted .p8 key (PEM).")
+    apns_key_id = models.CharField(max_length=20, blank=True, default="")
+    apns_team_id = models.CharField(max_length=20, blank=True, default="")
+    apns_topic = models.CharField(max_length=255, blank=True, default="", help_text="The app's bundle id.")
+    apns_endpoint = models.URLField(blank=True, default="", help_text="Empty: the instance's APNS_ENDPOINT.")
+    apns_sandbox_endpoint = models.URLField(
+        blank=True, default="", help_text="Empty: the instance's APNS_SANDBOX_ENDPOINT."
+    )
+    vapid_private_key = models.TextField(blank=True, default="", help_text="Encrypted VAPID private key.")
+    vapid_public_key = models.CharField(max_length=100, blank=True, default="")
+    vapid_subject = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Providers rebuild an app's clients when this moves (delivery/providers/__init__.py).
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+
 def token_digest(token: str) -> str:
     """Fixed-size key for uniqueness: tokens and endpoints are too long to index as-is."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -24,6 +67,9 @@ class Device(models.Model):
     """One push address of one user: an FCM token, an APNs token or a Web Push subscription."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices")
+    # The app whose credentials send to it: DEFAULT_APP or an App's slug (a slug, not a key, so
+    # the environment-defined default needs no row).
+    app = models.CharField(max_length=40, default=DEFAULT_APP)
     platform = models.CharField(max_length=16, choices=Platform.choices)
     # FCM registration token, APNs hex token, or the Web Push endpoint URL.
     token = models.TextField()
@@ -40,7 +86,10 @@ class Device(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["platform", "token_digest"], name="device_unique_platform_token")
+            # One address has one owner within an app.
+            models.UniqueConstraint(
+                fields=["app", "platform", "token_digest"], name="device_unique_app_platform_token"
+            )
         ]
         indexes = [
             models.Index(fields=["user", "active"], name="device_user_active"),

@@ -5,8 +5,8 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from devices import validation
-from devices.models import ApnsEnvironment, Device, Platform
+from devices import selectors, validation
+from devices.models import DEFAULT_APP, ApnsEnvironment, Device, Platform
 from devices.services import PushAddress
 from notifyproject.api import StrictCharField
 
@@ -48,6 +48,10 @@ class DeviceRegistrationSerializer(serializers.Serializer):
     environment = serializers.ChoiceField(
         choices=ApnsEnvironment.choices, required=False, default=ApnsEnvironment.PRODUCTION
     )
+    app = StrictCharField(max_length=40, required=False, allow_null=True, default=DEFAULT_APP)
+
+    def validate_app(self, value):
+        return validate_app_slug(value)
 
     def validate(self, attrs):
         platform = attrs["platform"]
@@ -87,10 +91,19 @@ class DeviceRegistrationSerializer(serializers.Serializer):
             raise serializers.ValidationError({field: exc.messages}) from None
 
 
+def validate_app_slug(value: str | None) -> str:
+    """An app's slug (null: the default app); an unknown one is a 400 naming `app`."""
+    if value is None:
+        return DEFAULT_APP
+    if not selectors.app_exists(value):
+        raise serializers.ValidationError(f"No app named {value!r}.")
+    return value
+
+
 class DeviceSerializer(serializers.ModelSerializer):
     class Meta:
         model = Device
-        fields = ["id", "platform", "name", "active", "created_at", "last_seen_at"]
+        fields = ["id", "platform", "app", "name", "active", "created_at", "last_seen_at"]
         read_only_fields = fields
 
 

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from knox.models import AuthToken
 
-from devices.models import Device, DeviceOwnershipChange, TopicSubscription, token_digest
+from devices.models import DEFAULT_APP, Device, DeviceOwnershipChange, TopicSubscription, token_digest
 
 User = get_user_model()
 
@@ -24,8 +24,10 @@ class PushAddress:
     auth: str = ""
 
 
-def device_register(*, user, address: PushAddress, name: str = "") -> tuple[Device, bool]:
-    """Register an address for `user`; one address has one owner, so it moves if needed.
+def device_register(
+    *, user, address: PushAddress, name: str = "", app: str = DEFAULT_APP
+) -> tuple[Device, bool]:
+    """Register an address for `user` in `app`; one address has one owner per app, so it may move.
 
     Returns (device, created). Re-registration refreshes `last_seen_at`, reactivates a
     device deactivated by a provider, and records an ownership move.
@@ -36,12 +38,13 @@ def device_register(*, user, address: PushAddress, name: str = "") -> tuple[Devi
             with transaction.atomic():
                 device = (
                     Device.objects.select_for_update()
-                    .filter(platform=address.platform, token_digest=digest)
+                    .filter(app=app, platform=address.platform, token_digest=digest)
                     .first()
                 )
                 if device is None:
                     device = Device.objects.create(
                         user=user,
+                        app=app,
                         platform=address.platform,
                         token=address.token,
                         name=name,

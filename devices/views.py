@@ -86,6 +86,7 @@ class DeviceListCreateView(generics.ListAPIView):
             user=request.user,
             address=serializer.validated_data["address"],
             name=serializer.validated_data["name"],
+            app=serializer.validated_data["app"],
         )
         return Response(
             DeviceSerializer(device).data,

@@ -271,6 +271,10 @@ VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY", "")
 VAPID_PUBLIC_KEY = os.environ.get("VAPID_PUBLIC_KEY", "")
 VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "")
 WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = env_flag("WEBPUSH_ALLOW_PRIVATE_ENDPOINTS")
+# Fernet keys (comma-separated) that encrypt apps' stored push credentials: the first encrypts,
+# all decrypt (rotation, docs/apps.md). Unset: DEBUG derives a development key from SECRET_KEY;
+# otherwise storing credentials is refused.
+CLARION_ENCRYPTION_KEYS = env_list("CLARION_ENCRYPTION_KEYS", [])
 
 CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
 

@@ -26,6 +26,8 @@ from delivery.models import Route
 from delivery.serializers import NotificationAcceptedSerializer
 from delivery.services import NotificationRequest, Sender, notification_send
 from devices.authentication import user_for_token
+from devices.models import DEFAULT_APP
+from devices.selectors import apps_by_slug
 from notifyproject.api import error_body
 from notifyproject.permissions import IsEndUser
 from realtime.consumers import parse_cursor
@@ -289,14 +291,20 @@ async def events(request):
 
 @require_GET
 def webpush_key(request):
-    """The VAPID public key browsers subscribe with; 404 when this deployment has no Web Push."""
-    if not settings.VAPID_PUBLIC_KEY:
-        return _error(
-            404,
-            "webpush_not_configured",
-            "Web Push is not configured on this server (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY).",
-        )
-    response = JsonResponse({"public_key": settings.VAPID_PUBLIC_KEY})
+    """The VAPID public key browsers subscribe with (`?app=` for an app's own); 404 without Web Push."""
+    slug = request.GET.get("app") or DEFAULT_APP
+    if slug == DEFAULT_APP:
+        public_key = settings.VAPID_PUBLIC_KEY
+        missing = "Web Push is not configured on this server (set VAPID_PUBLIC_KEY and VAPID_PRIVATE_KEY)."
+    else:
+        app = apps_by_slug([slug]).get(slug)
+        if app is None:
+            return _error(404, "not_found", f"No app named {slug[:40]!r}.")
+        public_key = app.vapid_public_key if app.vapid_private_key else ""
+        missing = f"Web Push is not configured for the app {slug!r}."
+    if not public_key:
+        return _error(404, "webpush_not_configured", missing)
+    response = JsonResponse({"public_key": public_key})
     response["Access-Control-Allow-Origin"] = "*"
     response["Cache-Control"] = "public, max-age=300"
     return response

@@ -22,9 +22,9 @@ import httpcore
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from django.conf import settings
 
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
+from delivery.providers.credentials import AppCredentials
 from delivery.providers.transport import BackgroundLoop, client_ssl_context, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -158,35 +158,47 @@ class _Request:
     body: bytes
 
 
-def _not_configured_reason() -> str:
-    required = ("APNS_KEY", "APNS_KEY_ID", "APNS_TEAM_ID", "APNS_TOPIC")
-    missing = [name for name in required if not getattr(settings, name)]
+def _not_configured_reason(creds: AppCredentials) -> str:
+    key = ("APNS_KEY", creds.apns_key_path) if creds.is_default else ("an APNs key", creds.apns_key_pem)
+    required = dict([key])
+    required.update(
+        APNS_KEY_ID=creds.apns_key_id, APNS_TEAM_ID=creds.apns_team_id, APNS_TOPIC=creds.apns_topic
+    )
+    missing = [name for name, value in required.items() if not value]
     if missing:
-        return f"apns provider is not configured: set {', '.join(missing)}"
+        return f"apns provider is not configured{creds.label()}: set {', '.join(missing)}"
     return ""
 
 
 class ApnsProvider:
-    """Token-based APNs; safe to call from many threads at once."""
+    """Token-based APNs; safe to call from many threads at once.
+
+    One instance per app: its own provider token (key id, team), topic and connections.
+    """
 
     platform = "apns"
 
-    def __init__(self) -> None:
-        self._reason = _not_configured_reason()
-        self._loop = BackgroundLoop("clarion-apns")
+    def __init__(self, credentials: AppCredentials | None = None) -> None:
+        creds = credentials or AppCredentials.from_settings()
+        self._reason = _not_configured_reason(creds)
+        self._loop = BackgroundLoop(f"clarion-apns-{creds.app}")
         if self._reason:
             return
         try:
-            key = load_pem_private_key(Path(settings.APNS_KEY).read_bytes(), password=None)
+            pem = (
+                creds.apns_key_pem.encode() if creds.apns_key_pem else Path(creds.apns_key_path).read_bytes()
+            )
+            key = load_pem_private_key(pem, password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise ValueError("not an EC (P-256) key")
         except (OSError, ValueError, TypeError) as exc:
-            self._reason = f"apns provider is not configured: cannot load APNS_KEY {settings.APNS_KEY}: {exc}"
+            source = f"APNS_KEY {creds.apns_key_path}" if creds.is_default else "the APNs key"
+            self._reason = f"apns provider is not configured{creds.label()}: cannot load {source}: {exc}"
             return
-        self._token = ProviderToken(key, settings.APNS_KEY_ID, settings.APNS_TEAM_ID)
-        self._topic = settings.APNS_TOPIC
-        self._endpoints = {"production": settings.APNS_ENDPOINT, "sandbox": settings.APNS_SANDBOX_ENDPOINT}
-        self._extra_ca = settings.APNS_CA_BUNDLE or None
+        self._token = ProviderToken(key, creds.apns_key_id, creds.apns_team_id)
+        self._topic = creds.apns_topic
+        self._endpoints = {"production": creds.apns_endpoint, "sandbox": creds.apns_sandbox_endpoint}
+        self._extra_ca = creds.apns_ca_bundle or None
 
     def not_configured_reason(self) -> str:
         return self._reason

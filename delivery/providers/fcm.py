@@ -22,12 +22,13 @@ import firebase_admin
 import google.auth.exceptions
 import requests
 import requests.adapters
-from django.conf import settings
 from django.utils import timezone
-from firebase_admin import _messaging_encoder, credentials, exceptions, messaging
+from firebase_admin import _messaging_encoder, exceptions, messaging
+from firebase_admin import credentials as credentials_module
 
 from delivery.providers.apns import apns_collapse_id
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
+from delivery.providers.credentials import AppCredentials
 from delivery.providers.transport import ca_bundle_from_env, parse_retry_after
 from delivery.providers.webpush import web_push_topic
 
@@ -201,19 +202,26 @@ def fcm_payload_size(encoded: dict) -> int:
     return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def _not_configured_reason() -> str:
-    if not settings.FCM_CREDENTIALS:
+def _not_configured_reason(creds: AppCredentials) -> str:
+    if creds.is_default and not creds.fcm_credentials_path:
         return "fcm provider is not configured: set FCM_CREDENTIALS (path to a service-account JSON)"
+    if not creds.is_default and not creds.fcm_credentials_json:
+        return f"fcm provider is not configured{creds.label()}: the app has no FCM credentials"
     return ""
 
 
 class FcmProvider:
-    """FCM for Android, iOS and web apps registered with Firebase; safe to call from many threads."""
+    """FCM for Android, iOS and web apps registered with Firebase; safe to call from many threads.
+
+    One instance per app (its own firebase-admin app, OAuth token, connections and threads).
+    """
 
     platform = "fcm"
 
-    def __init__(self) -> None:
-        self._reason = _not_configured_reason()
+    def __init__(self, credentials: AppCredentials | None = None) -> None:
+        creds = credentials or AppCredentials.from_settings()
+        self._endpoint = creds.fcm_endpoint or GOOGLE_FCM_ENDPOINT
+        self._reason = _not_configured_reason(creds)
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._app: firebase_admin.App | None = None
@@ -223,11 +231,13 @@ class FcmProvider:
         if self._reason:
             return
         try:  # parse now, so a bad file shows up as the reason instead of as failed sends
-            info = json.loads(Path(settings.FCM_CREDENTIALS).read_text())
-            self._certificate = credentials.Certificate(info)
+            info = json.loads(creds.fcm_credentials_json or Path(creds.fcm_credentials_path).read_text())
+            self._certificate = credentials_module.Certificate(info)
         except (OSError, ValueError) as exc:
-            path = settings.FCM_CREDENTIALS
-            self._reason = f"fcm provider is not configured: FCM_CREDENTIALS {path}: {exc}"
+            source = (
+                f"FCM_CREDENTIALS {creds.fcm_credentials_path}" if creds.is_default else "FCM credentials"
+            )
+            self._reason = f"fcm provider is not configured{creds.label()}: {source}: {exc}"
             return
         self._token_uri = info.get("token_uri", "")
 
@@ -295,7 +305,7 @@ class FcmProvider:
                     name=f"clarion-fcm-{uuid.uuid4().hex}",  # ours alone, never the default app
                 )
                 service = messaging._get_messaging_service(app)
-                endpoint = settings.FCM_ENDPOINT or GOOGLE_FCM_ENDPOINT
+                endpoint = self._endpoint
                 point_messaging_at(service, endpoint)
                 merge_overrides_when_encoding()
                 credential = app.credential.get_credential()

@@ -35,6 +35,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
+from delivery.providers.credentials import AppCredentials
 from delivery.providers.transport import (
     BackgroundLoop,
     b64url_decode,
@@ -185,37 +186,44 @@ class _Request:
     body: bytes
 
 
-def _not_configured_reason() -> str:
-    missing = [name for name in ("VAPID_PRIVATE_KEY", "VAPID_SUBJECT") if not getattr(settings, name)]
+def _not_configured_reason(creds: AppCredentials) -> str:
+    values = {"VAPID_PRIVATE_KEY": creds.vapid_private_key, "VAPID_SUBJECT": creds.vapid_subject}
+    missing = [name for name, value in values.items() if not value]
     if missing:
-        return f"webpush provider is not configured: set {', '.join(missing)}"
-    if not settings.VAPID_SUBJECT.startswith(("mailto:", "https:")):
-        return "webpush provider is not configured: VAPID_SUBJECT must be a mailto: or https: URI"
+        return f"webpush provider is not configured{creds.label()}: set {', '.join(missing)}"
+    if not creds.vapid_subject.startswith(("mailto:", "https:")):
+        subject_rule = "VAPID_SUBJECT must be a mailto: or https: URI"
+        return f"webpush provider is not configured{creds.label()}: {subject_rule}"
     return ""
 
 
 class WebPushProvider:
-    """Web Push to any RFC 8030 push service; safe to call from many threads at once."""
+    """Web Push to any RFC 8030 push service; safe to call from many threads at once.
+
+    One instance per app: its own VAPID identity and connections.
+    """
 
     platform = "webpush"
 
-    def __init__(self) -> None:
-        self._reason = _not_configured_reason()
-        self._loop = BackgroundLoop("clarion-webpush")
+    def __init__(self, credentials: AppCredentials | None = None) -> None:
+        creds = credentials or AppCredentials.from_settings()
+        self._reason = _not_configured_reason(creds)
+        self._loop = BackgroundLoop(f"clarion-webpush-{creds.app}")
         if self._reason:
             return
         try:
-            key = load_vapid_private_key(settings.VAPID_PRIVATE_KEY)
+            key = load_vapid_private_key(creds.vapid_private_key)
         except ValueError as exc:
-            self._reason = f"webpush provider is not configured: VAPID_PRIVATE_KEY: {exc}"
+            self._reason = f"webpush provider is not configured{creds.label()}: VAPID_PRIVATE_KEY: {exc}"
             return
         public = vapid_public_key(key)
-        if settings.VAPID_PUBLIC_KEY and settings.VAPID_PUBLIC_KEY.rstrip("=") != public:
+        if creds.vapid_public_key and creds.vapid_public_key.rstrip("=") != public:
             self._reason = (
-                "webpush provider is not configured: VAPID_PUBLIC_KEY is not VAPID_PRIVATE_KEY's public key"
+                f"webpush provider is not configured{creds.label()}: "
+                "VAPID_PUBLIC_KEY is not VAPID_PRIVATE_KEY's public key"
             )
             return
-        self._vapid = VapidHeaders(key, settings.VAPID_SUBJECT)
+        self._vapid = VapidHeaders(key, creds.vapid_subject)
 
     def not_configured_reason(self) -> str:
         return self._reason

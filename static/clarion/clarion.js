@@ -483,10 +483,13 @@
   /**
    * Register the service worker, subscribe with the server's VAPID key and register the
    * subscription as a device (platform "webpush"). Resolves to the device.
+   * The app (options.app, else the constructor's `app`, else the server's default app) picks
+   * the VAPID key and is the device's app.
    */
   Clarion.prototype.enableWebPush = function (options) {
     var self = this;
     options = options || {};
+    var app = options.app || self.options.app || "";
     if (!root.navigator || !root.navigator.serviceWorker || typeof root.PushManager !== "function") {
       return Promise.reject(new Error("web_push_unsupported"));
     }
@@ -494,7 +497,8 @@
     return this.requestPermission()
       .then(function (permission) {
         if (permission !== "granted") throw new Error("permission_" + permission);
-        return root.fetch(self.baseUrl + "/api/v1/webpush/key/", { credentials: "omit" });
+        var keyUrl = self.baseUrl + "/api/v1/webpush/key/" + (app ? "?app=" + encodeURIComponent(app) : "");
+        return root.fetch(keyUrl, { credentials: "omit" });
       })
       .then(function (response) {
         if (response.status === 404) throw new Error("webpush_not_configured");
@@ -534,6 +538,7 @@
             platform: "webpush",
             subscription: { endpoint: json.endpoint, keys: { p256dh: json.keys.p256dh, auth: json.keys.auth } },
             name: options.name || "Browser",
+            app: app || null,
           }),
         });
       })

@@ -9,7 +9,7 @@ from tests.conftest import assert_error, webpush_keys
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/devices/"
 APNS_TOKEN = "a1" * 32
-DEVICE_FIELDS = {"id", "platform", "name", "active", "created_at", "last_seen_at"}
+DEVICE_FIELDS = {"id", "platform", "app", "name", "active", "created_at", "last_seen_at"}
 
 
 def webpush_body(endpoint="https://push.example.net/send/abc123", **keys):
@@ -29,6 +29,7 @@ class TestRegister:
         body = response.json()
         assert set(body) == DEVICE_FIELDS
         assert body["platform"] == "fcm" and body["name"] == "Pixel 8" and body["active"] is True
+        assert body["app"] == "default"
         assert Device.objects.get(pk=body["id"]).user == alice
 
     def test_apns_device_keeps_its_environment(self, alice_client):

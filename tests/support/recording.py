@@ -24,6 +24,9 @@ def _client() -> redis.Redis:
 class RecordingProvider:
     platform = "recording"
 
+    def __init__(self, credentials=None):
+        self.app = credentials.app if credentials is not None else "default"
+
     def not_configured_reason(self) -> str:
         return ""
 
@@ -63,6 +66,7 @@ class RecordingProvider:
                         "delivery_id": target.delivery_id,
                         "device_id": target.device_id,
                         "token": target.token,
+                        "app": self.app,
                         "notification_id": message.notification_id,
                         "title": message.title,
                         "body": message.body,
