@@ -35,7 +35,8 @@ from delivery.models import (
 )
 from delivery.resend import NotResendableError, deliveries_resend, notification_resend_failed
 from delivery.services import NotCancellableError, notification_cancel
-from devices.models import Device, Platform, token_digest
+from devices.models import DEFAULT_APP, App, Device, Platform, token_digest
+from devices.selectors import app_exists
 
 User = get_user_model()
 
@@ -47,13 +48,48 @@ class ApiKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
         choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple, required=True
     )
+    app = forms.CharField(
+        required=False,
+        max_length=40,
+        help_text="An app's slug binds the key: it sends only to that app's devices and reads only its "
+        "own sends. Empty: instance-wide.",
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["name", "scopes", "expiry_date", "revoked"]
+        fields = ["name", "scopes", "app", "expiry_date", "revoked"]
 
     def clean_scopes(self) -> list[str]:
         return sorted(set(self.cleaned_data["scopes"]))  # stored as api_key_create stores them
+
+    def clean_app(self) -> str:
+        app = self.cleaned_data.get("app") or ""
+        if app and not app_exists(app):
+            raise forms.ValidationError(f"No app named {app!r}.")
+        return app
+
+
+class AppListFilter(admin.SimpleListFilter):
+    """By app: the default one and every stored app (a slug column, no join)."""
+
+    title = "app"
+    parameter_name = "app"
+    field = "app"
+
+    def lookups(self, request, model_admin):
+        return [
+            (DEFAULT_APP, DEFAULT_APP),
+            *((slug, slug) for slug in App.objects.values_list("slug", flat=True)),
+        ]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
+class DeviceAppListFilter(AppListFilter):
+    """A delivery's app is its device's."""
+
+    field = "device__app"
 
 
 @admin.register(ApiKey)
@@ -61,8 +97,17 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     """Create (the key is shown once, by the base class), scope, revoke; never shows a hash."""
 
     form = ApiKeyForm
-    list_display = ("name", "prefix", "scope_list", "created", "last_used_at", "expiry_date", "revoked")
-    list_filter = ("revoked", "created", "last_used_at")
+    list_display = (
+        "name",
+        "prefix",
+        "scope_list",
+        "app",
+        "created",
+        "last_used_at",
+        "expiry_date",
+        "revoked",
+    )
+    list_filter = ("revoked", AppListFilter, "created", "last_used_at")
     search_fields = ("name", "prefix")
     actions = ["revoke"]
 
@@ -220,9 +265,19 @@ class NotificationAdmin(SendPermissionMixin, admin.ModelAdmin):
     class Media:
         css = {"all": ["clarion-admin/admin.css"]}
 
-    list_display = ("id", "summary", "status", "sender", "recipients", "deliveries", "created_at", "send_at")
+    list_display = (
+        "id",
+        "summary",
+        "status",
+        "app",
+        "sender",
+        "recipients",
+        "deliveries",
+        "created_at",
+        "send_at",
+    )
     list_display_links = ("id", "summary")
-    list_filter = ("status", "route", "priority", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", "route", "priority", AppListFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=id", "title", "collapse_key")
     search_help_text = "Notification id, title (contains) or collapse key (contains)."
     list_select_related = ("sender_key", "sender_user")
@@ -235,11 +290,12 @@ class NotificationAdmin(SendPermissionMixin, admin.ModelAdmin):
     deliveries_per_page = 25
     fieldsets = (
         (None, {"fields": ("status", "sender", "target_display", "recipients", "unknown")}),
-        ("Message", {"fields": ("title", "body", "data", "url", "icon")}),
+        ("Message", {"fields": ("title", "body", "data", "url", "icon", "push", "overrides")}),
         (
             "Delivery",
             {
                 "fields": (
+                    "app",
                     "route",
                     "priority",
                     "ttl",
@@ -475,6 +531,7 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
         "user",
         "channel",
         "device_link",
+        "device_app",
         "status",
         "attempts",
         "provider_message_id",
@@ -488,6 +545,7 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
         DeviceFilter,
         "status",
         "channel",
+        DeviceAppListFilter,
         CreatedFilter,
         HasErrorFilter,
         ErrorTextFilter,
@@ -495,7 +553,7 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
     # Searching is custom (get_search_results); the field only switches the search box on.
     search_fields = ("user__username",)
     search_help_text = "Exact username, device token or Web Push endpoint, or a delivery id."
-    list_select_related = ("notification", "user")
+    list_select_related = ("notification", "user", "device")
     ordering = ("-created_at",)
     paginator = EstimatedCountPaginator
     show_full_result_count = False
@@ -542,6 +600,10 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
             reverse("admin:devices_device_change", args=[obj.device_id]),
             obj.device_id,
         )
+
+    @admin.display(description="App")
+    def device_app(self, obj: Delivery) -> str:
+        return obj.device.app if obj.device_id is not None else "–"
 
     @admin.display(description="Error")
     def error_plain(self, obj: Delivery) -> str:
