@@ -15,6 +15,10 @@ is the median of `--runs` timed runs (min–max) after a warm-up.
     python -m bench.providers            # full sizes (about 16 minutes)
     python -m bench.providers --quick    # 2,000 / 5,000 / 5,000 (about 3 minutes)
     python -m bench.providers --only w6 --runs 1
+    python -m bench.providers --quick --only w7 --apps 2   # devices spread over two apps
+
+With `--apps 2`, every second device belongs to a second app whose stored credentials point at
+the same fakes: each platform then runs two clients per worker (connections, OAuth token, JWT).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from pathlib import Path
 
 from bench import harness
 
-DB_NAME = "clarion_bench_providers"
+DB_NAME = os.environ.get("BENCH_PROVIDERS_DB", "clarion_bench_providers")
+SECOND_APP = "bench-second"
 REDIS_URL = os.environ.get("BENCH_PROVIDERS_REDIS_URL", "redis://127.0.0.1:6379/12")
 BASELINE_SETTINGS = "bench.providers_baseline_settings"
 RUN_TIMEOUT_SECS = 600
@@ -234,6 +239,30 @@ def load_devices(cursor, platform: str, count: int, subscriptions: list[dict] | 
     )
 
 
+def second_app(env: dict) -> None:
+    """An app with the default app's credentials (the same fakes), stored encrypted like any app."""
+    from delivery.push_apps import app_save
+    from devices.models import App
+
+    app = App(
+        slug=SECOND_APP,
+        fcm_endpoint=env["FCM_ENDPOINT"],
+        apns_key_id=env["APNS_KEY_ID"],
+        apns_team_id=env["APNS_TEAM_ID"],
+        apns_topic=env["APNS_TOPIC"],
+        apns_endpoint=env["APNS_ENDPOINT"],
+        apns_sandbox_endpoint=env["APNS_SANDBOX_ENDPOINT"],
+        vapid_public_key=env["VAPID_PUBLIC_KEY"],
+        vapid_subject=env["VAPID_SUBJECT"],
+    )
+    secrets = {
+        "fcm_credentials": Path(env["FCM_CREDENTIALS"]).read_text(),
+        "apns_key": Path(env["APNS_KEY"]).read_text(),
+        "vapid_private_key": env["VAPID_PRIVATE_KEY"],
+    }
+    app_save(app=app, secrets=secrets)
+
+
 def fcm_token(i: int) -> str:
     return f"fcm-token-{i}"
 
@@ -420,6 +449,10 @@ class Bench:
 
             connection.close()  # the database is about to be dropped and made anew
         database_url = harness.scratch_database(DB_NAME)
+        if self.args.apps > 1:  # the second app's credentials are stored encrypted; workers decrypt
+            from cryptography.fernet import Fernet
+
+            os.environ.setdefault("CLARION_ENCRYPTION_KEYS", Fernet.generate_key().decode())
         self.env = harness.bench_env(
             database_url,
             REDIS_URL=REDIS_URL,
@@ -441,6 +474,9 @@ class Bench:
                 load_dpn_devices(cursor)
             if "webpush" in platforms:
                 self.webpush_groups = load_django_webpush(cursor, 100)
+            if self.args.apps > 1:
+                second_app(fakes.env)
+                cursor.execute("UPDATE devices_device SET app = %s WHERE id %% 2 = 0", [SECOND_APP])
             cursor.execute("ANALYZE")
         from delivery.services import api_key_create
 
@@ -863,6 +899,7 @@ def main(argv=None) -> Bench:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="issue5,w6,w7", help="comma-separated: issue5, w6, w7")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the workers during the timed runs")
+    parser.add_argument("--apps", type=int, choices=(1, 2), default=1, help="spread the devices over 2 apps")
     parser.add_argument("--serve-fakes", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_fakes:

@@ -16,7 +16,7 @@ class ApiKey(AbstractAPIKey):
     scopes = models.JSONField(default=list, blank=True)
     # An app's slug: the key then sends only to that app's devices and reads and cancels only
     # what it sent. Empty: instance-wide.
-    app = models.CharField(max_length=40, blank=True, default="")
+    app = models.CharField(max_length=40, blank=True, default="", db_default="")
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(AbstractAPIKey.Meta):
@@ -102,10 +102,10 @@ class Notification(models.Model):
     route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
     # The rich push fields (badge, sound, image, ...; see delivery/providers/base.PushOptions)
     # and {"fcm"|"apns"|"webpush": {...}} merged last into each provider's own message.
-    push = models.JSONField(default=dict, blank=True)
-    overrides = models.JSONField(default=dict, blank=True)
+    push = models.JSONField(default=dict, blank=True, db_default={})
+    overrides = models.JSONField(default=dict, blank=True, db_default={})
     # Push goes only to this app's devices (an app's slug); empty: every app's. Realtime is unaffected.
-    app = models.CharField(max_length=40, blank=True, default="")
+    app = models.CharField(max_length=40, blank=True, default="", db_default="")
 
     # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}
     target = models.JSONField(default=dict)

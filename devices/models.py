@@ -69,7 +69,7 @@ class Device(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices")
     # The app whose credentials send to it: DEFAULT_APP or an App's slug (a slug, not a key, so
     # the environment-defined default needs no row).
-    app = models.CharField(max_length=40, default=DEFAULT_APP)
+    app = models.CharField(max_length=40, default=DEFAULT_APP, db_default=DEFAULT_APP)
     platform = models.CharField(max_length=16, choices=Platform.choices)
     # FCM registration token, APNs hex token, or the Web Push endpoint URL.
     token = models.TextField()

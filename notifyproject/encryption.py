@@ -23,7 +23,8 @@ class DecryptionError(Exception):
 
 
 def _development_key() -> bytes:
-    return base64.urlsafe_b64encode(hashlib.sha256(f"clarion-at-rest:{settings.SECRET_KEY}".encode()).digest())
+    digest = hashlib.sha256(f"clarion-at-rest:{settings.SECRET_KEY}".encode()).digest()
+    return base64.urlsafe_b64encode(digest)
 
 
 def _keys() -> MultiFernet:
