@@ -170,17 +170,19 @@ def _push_deliveries(notification, user_ids, fully, realtime_users, now) -> list
     devices = Device.objects.filter(reach, active=True)
     if notification.app:  # a send for one app reaches only that app's devices
         devices = devices.filter(app=notification.app)
-    devices = list(devices.values_list("pk", "user_id", "platform"))
+    # Grouped by app and platform, so each send task's slice is (mostly) one provider call:
+    # deliveries_send calls a provider once per (notification, platform, app), one after another.
+    devices = sorted(devices.values_list("app", "platform", "pk", "user_id"))
     if not devices:
         return []
     quiet_ends = (
-        quiet_hours_ends(list({uid for _, uid, _ in devices}), now)
+        quiet_hours_ends(list({uid for _, _, _, uid in devices}), now)
         if notification.priority == Priority.NORMAL
         else {}
     )
     held_until = now + timedelta(seconds=settings.CLARION_ACK_TIMEOUT_SECS) if route == Route.AUTO else None
     deliveries = []
-    for device_id, user_id, platform in devices:
+    for _app, platform, device_id, user_id in devices:
         not_before = [
             t for t in (held_until if user_id in realtime_users else None, quiet_ends.get(user_id)) if t
         ]

@@ -1,5 +1,6 @@
 """Request parsing and response shapes for notifications, deliveries and the inbox."""
 
+import orjson
 from rest_framework import serializers
 
 from delivery.models import Delivery, DeliveryStatus, Notification, Priority, Route
@@ -116,6 +117,11 @@ class OverridesSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
+        for name, value in attrs.items():
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits, which no provider takes
+                raise serializers.ValidationError({name: ["Numbers must fit in 64 bits."]}) from None
         return {key: value for key, value in attrs.items() if value}
 
 

@@ -1,7 +1,7 @@
 """The one interface every push provider implements, and the shapes it speaks in."""
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Protocol
 
@@ -24,7 +24,10 @@ class PushOptions:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "PushOptions":
-        return cls(**{key: value for key, value in (values or {}).items() if value is not None})
+        known = {f.name for f in fields(cls)}
+        return cls(
+            **{key: value for key, value in (values or {}).items() if key in known and value is not None}
+        )
 
 
 @dataclass(frozen=True)

@@ -290,3 +290,26 @@ class TestAfterCommitFailures:
 
         assert Notification.objects.get(pk=notification.pk).status == NotificationStatus.DISPATCHED
         assert Delivery.objects.get(notification=notification).status == "queued"  # left for the sweeper
+
+
+def test_push_deliveries_are_written_grouped_by_app_and_platform(alice, bob, recorder, eager_tasks, fan_out):
+    """Send tasks take consecutive slices; grouped rows make each slice one provider call, not several."""
+    from devices.models import App
+
+    App.objects.create(slug="rider")
+    for user in (alice, bob):
+        for app in ("rider", "default"):
+            device(user, "apns", token=f"{user.pk:02x}{len(app):02x}" * 16, app=app)
+            device(user, "fcm", app=app)
+    notification = send({"users": ["alice", "bob"]}, route="push")
+    fan_out(notification.pk)
+
+    written = list(
+        Delivery.objects.filter(notification=notification)
+        .order_by("pk")
+        .values_list("device__app", "channel")
+    )
+    assert written == sorted(written) and len(written) == 8
+    assert {(entry["app"], entry["token"]) for entry in recorder.sent()} == {
+        (app, token) for app, token in Delivery.objects.values_list("device__app", "device__token")
+    }

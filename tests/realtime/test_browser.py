@@ -128,3 +128,69 @@ def test_with_websockets_refused_long_polling_delivers(start_web, start_worker, 
     transports = page.evaluate("window.clarionDemo.received.map(m => m.transport)")
     assert transports == ["poll"]
     assert received_ids(page) == [notification.pk]
+
+
+def test_the_service_worker_shows_a_web_push_with_its_image_and_thread_tag(start_web, browser):
+    """The payload the Web Push provider encrypts, delivered to the real sw.js through DevTools."""
+    import json
+
+    from django.utils import timezone
+
+    from delivery.providers import PushMessage, PushOptions
+    from delivery.providers.webpush import web_push_payload
+
+    web = start_web()
+    context = browser.new_context()
+    context.grant_permissions(["notifications"], origin=web.url)
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(f"{web.url}/")
+        cdp = context.new_cdp_session(page)
+        registrations: list[dict] = []
+        cdp.on(
+            "ServiceWorker.workerRegistrationUpdated",
+            lambda event: registrations.extend(event["registrations"]),
+        )
+        cdp.send("ServiceWorker.enable")
+        page.evaluate("navigator.serviceWorker.register('/sw.js', {scope: '/'}).then(() => true)")
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+
+        def registered() -> bool:
+            page.evaluate("0")  # lets Playwright dispatch the DevTools events that arrived
+            return any(r["scopeURL"] == f"{web.url}/" for r in registrations)
+
+        wait_until(registered, 30, message="the service worker's registration")
+        registration_id = next(r["registrationId"] for r in registrations if r["scopeURL"] == f"{web.url}/")
+        message = PushMessage(
+            notification_id=7,
+            title="Lunch?",
+            body="Bob asks",
+            data={"thread": "42"},
+            url="",
+            icon="",
+            priority="normal",
+            expires_at=timezone.now(),
+            collapse_key="",
+            options=PushOptions(badge=3, image="https://cdn.example/p.png", thread_id="thread-42"),
+        )
+        payload = web_push_payload(message).decode()
+        assert json.loads(payload)["badge_count"] == 3
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": web.url, "registrationId": registration_id, "data": payload},
+        )
+        shown_js = (
+            "navigator.serviceWorker.ready.then(r => r.getNotifications())"
+            ".then(ns => ns.map(n => ({title: n.title, body: n.body, tag: n.tag, image: n.image})))"
+        )
+        wait_until(lambda: page.evaluate(shown_js), 30, message="the notification")
+        (shown,) = page.evaluate(shown_js)
+        assert shown == {
+            "title": "Lunch?",
+            "body": "Bob asks",
+            "tag": "thread-42",
+            "image": "https://cdn.example/p.png",
+        }
+    finally:
+        context.close()
