@@ -182,7 +182,7 @@ class NotificationCreateSerializer(serializers.Serializer):
 class NotificationAcceptedSerializer(serializers.ModelSerializer):
     class Meta:
         model = Notification
-        fields = ["id", "status", "recipients", "created_at", "unknown"]
+        fields = ["id", "status", "recipients", "created_at", "unknown", "app"]
 
 
 class CountsSerializer(serializers.Serializer):

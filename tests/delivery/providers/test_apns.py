@@ -189,6 +189,8 @@ def test_close_stops_the_event_loop_thread(fake_apns):
     apns = ApnsProvider()
     apns.send(push_message(), targets([APNS_DEVICE]))
     loop_thread = apns._loop._thread
-    assert loop_thread in threading.enumerate() and loop_thread.name == "clarion-apns"
+    assert (
+        loop_thread in threading.enumerate() and loop_thread.name == "clarion-apns-default"
+    )  # one loop per app
     apns.close()
     assert not loop_thread.is_alive()

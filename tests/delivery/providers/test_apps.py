@@ -306,7 +306,12 @@ def test_a_bound_key_sends_only_to_its_apps_devices(
     register_all(alice_client, fake_push_service, vapid_keys[1], None, "default")
     riders = register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider")
 
-    notification = post_and_send(rider_key_client, fan_out)
+    response = rider_key_client.post(
+        SEND_URL, {"to": {"users": ["alice"]}, "title": "Hi", "route": "push"}, format="json"
+    )
+    assert response.status_code == 202 and response.json()["app"] == "rider"
+    fan_out(response.json()["id"])
+    notification = Notification.objects.get(pk=response.json()["id"])
 
     assert notification.app == "rider"
     assert rider_key_client.get(f"{SEND_URL}{notification.pk}/").json()["app"] == "rider"
