@@ -55,12 +55,13 @@ class ClientTokenView(APIView):
     def post(self, request):
         serializer = ClientTokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = services.end_user_get_or_create(serializer.validated_data["user"])
-        if not user.is_active:
-            raise exceptions.PermissionDenied("That user is deactivated.")
-        token, expires_at = services.end_user_token_create(
-            user=user, ttl=timedelta(seconds=serializer.validated_data["ttl"])
-        )
+        try:
+            token, expires_at = services.client_token_create(
+                username=serializer.validated_data["user"],
+                ttl=timedelta(seconds=serializer.validated_data["ttl"]),
+            )
+        except services.ClientTokenRefusedError as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
         return Response({"token": token, "expires_at": expires_at}, status=status.HTTP_201_CREATED)
 
 

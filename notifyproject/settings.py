@@ -235,6 +235,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# Seconds between re-checks of open realtime streams' tokens: a stream whose token expired or
+# was revoked ends at the next check. Unset: 30 (realtime.node.TOKEN_RECHECK_SECS).
+CLARION_TOKEN_RECHECK_SECS = float(os.environ.get("CLARION_TOKEN_RECHECK_SECS") or 0) or None
+
 # Rate limits (DRF syntax "N/s|min|hour|day"); see notifyproject/throttling.py.
 # Password guessing: a person signs in a few times a day, not 20 times a minute.
 CLARION_LOGIN_RATE = os.environ.get("CLARION_LOGIN_RATE", "20/min")

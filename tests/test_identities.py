@@ -1,0 +1,66 @@
+"""Identities: client tokens only for end users; staff powers only with this site's session."""
+
+import pytest
+from knox.models import AuthToken
+from rest_framework.test import APIClient
+
+from tests.conftest import assert_error
+from tests.delivery.factories import send
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "flags", [{"is_staff": True}, {"is_superuser": True}, {"is_staff": True, "is_superuser": True}]
+)
+def test_a_send_key_cannot_mint_a_client_token_for_a_staff_or_superuser_account(
+    api_key_client, make_user, flags
+):
+    make_user("ops", password="pw-for-ops-1", **flags)
+    response = api_key_client("send").post("/api/v1/client-tokens/", {"user": "ops"}, format="json")
+    error = assert_error(response, 403, "permission_denied")
+    assert "end users" in error["message"]
+    assert AuthToken.objects.count() == 0
+
+
+def test_a_staff_session_cannot_mint_a_client_token_for_staff_either(make_user):
+    make_user("root", is_superuser=True)
+    client = APIClient()
+    client.force_login(make_user("ops", is_staff=True))
+    assert_error(client.post("/api/v1/client-tokens/", {"user": "root"}, format="json"), 403)
+    assert AuthToken.objects.count() == 0
+
+
+def test_an_end_user_token_of_a_staff_account_carries_no_staff_powers(make_user, client_for, alice):
+    staff = make_user("ops", password="pw-for-ops-1", is_staff=True, is_superuser=True)
+    notification = send({"users": ["alice"]}, title="for alice only")
+    urls = [
+        f"/api/v1/notifications/{notification.pk}/",
+        f"/api/v1/notifications/{notification.pk}/deliveries/",
+    ]
+
+    by_token = client_for(staff)  # e.g. from /api/v1/auth/token/, or minted before this rule
+    for url in urls:
+        assert_error(by_token.get(url), 403, "permission_denied")
+    assert_error(
+        by_token.post("/api/v1/notifications/", {"to": {"broadcast": True}, "title": "x"}, format="json"), 403
+    )
+    assert_error(by_token.post(f"/api/v1/notifications/{notification.pk}/cancel/"), 403)
+    assert_error(by_token.post("/api/v1/client-tokens/", {"user": "eve"}, format="json"), 403)
+    assert by_token.get("/api/v1/devices/").status_code == 200  # still an end user of its own
+
+    by_session = APIClient()
+    by_session.force_login(staff)
+    for url in urls:
+        assert by_session.get(url).status_code == 200
+
+
+def test_a_password_token_of_a_staff_account_is_an_end_user_token(make_user, alice):
+    make_user("ops", password="pw-for-ops-1", is_staff=True)
+    notification = send({"users": ["alice"]}, title="x")
+    response = APIClient().post(
+        "/api/v1/auth/token/", {"username": "ops", "password": "pw-for-ops-1"}, format="json"
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert_error(client.get(f"/api/v1/notifications/{notification.pk}/"), 403)
