@@ -3,7 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from notifyproject import openapi  # noqa: F401 - registers the auth schemes with drf-spectacular
+from notifyproject.admin_login import ThrottledAdminAuthenticationForm
 from notifyproject.health import healthz, metrics
+
+admin.site.login_form = ThrottledAdminAuthenticationForm  # failed sign-ins are limited
 
 urlpatterns = [
     path("admin/", admin.site.urls),
