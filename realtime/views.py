@@ -46,8 +46,9 @@ SSE_HEARTBEAT_MAX_SECS = 25
 SSE_IDLE_TIMEOUT_SECS = 300
 SSE_RETRY_MILLIS = 2000  # the browser's reconnect delay after a stream ends
 SSE_QUEUE_CHUNKS = 64  # events between the writer and the HTTP response, per stream
-# Cross-origin pages (the product's own web app) authenticate with ?token=, so they need
-# CORS; session requests never get it.
+# Cross-origin pages (the product's own web app) authenticate with `Authorization: Token`
+# (or `?token=` from older clients), so they need CORS, preflight included (cached 10 min);
+# session requests never get it.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "Authorization, Last-Event-ID",
