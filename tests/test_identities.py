@@ -4,6 +4,7 @@ import pytest
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from notifyproject import identities
 from tests.conftest import assert_error
 from tests.delivery.factories import send
 
@@ -64,3 +65,40 @@ def test_a_password_token_of_a_staff_account_is_an_end_user_token(make_user, ali
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
     assert_error(client.get(f"/api/v1/notifications/{notification.pk}/"), 403)
+
+
+class TestTokenParsing:
+    """One parser for every transport (notifyproject/identities.py)."""
+
+    token = "ct_" + "ab" * 32
+
+    @pytest.mark.parametrize(
+        "scope",
+        [
+            {"subprotocols": ["clarion.v1", f"clarion.token.{token}"]},
+            {"headers": [(b"authorization", f"Token {token}".encode())]},
+            {"query_string": f"after=3&token={token}".encode()},
+            {"subprotocols": [f"clarion.token.{token}"], "query_string": b"token=ct_other"},
+        ],
+        ids=["subprotocol", "header", "query", "subprotocol first"],
+    )
+    def test_a_websocket_presents_its_token_on_any_transport(self, scope):
+        assert identities.scope_token(scope) == self.token
+
+    def test_the_server_selects_its_subprotocol_never_the_token(self):
+        offered = {"subprotocols": [f"clarion.token.{self.token}", "clarion.v1"]}
+        assert identities.selected_subprotocol(offered) == "clarion.v1"
+        assert identities.selected_subprotocol({"subprotocols": [f"clarion.token.{self.token}"]}) is None
+
+    @pytest.mark.parametrize("header", ["Token", "Token a b", "token  "])
+    def test_a_malformed_token_header_is_refused_not_ignored(self, header):
+        with pytest.raises(identities.MalformedCredentialsError):
+            identities.authorization_credentials(header, identities.TOKEN_SCHEME)
+        assert identities.scope_token({"headers": [(b"authorization", header.encode())]}) is None
+
+    def test_other_schemes_are_left_to_their_authenticator(self):
+        assert identities.authorization_credentials(f"Bearer {self.token}", identities.TOKEN_SCHEME) is None
+        assert (
+            identities.authorization_credentials(f"bearer {self.token}", identities.API_KEY_SCHEME)
+            == self.token
+        )
