@@ -86,7 +86,8 @@ class TestFailedSignIns:
             {"username": "carol", "password": "correct horse battery", "next": "/admin/"},
             HTTP_X_FORWARDED_FOR="198.51.100.77",
         )
-        assert page.status_code == 200  # the form again, not the redirect of a sign-in
+        assert page.status_code == 429  # the form again, not the redirect of a sign-in
+        assert int(page["Retry-After"]) > 60
         assert "Too many failed sign-ins" in page.content.decode()
         assert "_auth_user_id" not in client.session
         assert_error(sign_in(APIClient(), "correct horse battery", forwarded_for="198.51.100.78"), 429)
