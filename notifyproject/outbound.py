@@ -188,6 +188,25 @@ def response_error(status: int, body: bytes = b"") -> str:
     return f"{status} {phrase} ({token})" if token else f"{status} {phrase}"
 
 
+def transport_error(exc: BaseException) -> str:
+    """A failed request in our own words: the exception's class and, for a failed connect, where
+    and the errno name. Never the exception's text, which can quote the remote (a parser error
+    quotes the status line, e.g. another protocol's banner).
+    """
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_errno = exc.os_error.errno
+        cause = errno.errorcode.get(os_errno, str(os_errno)) if isinstance(os_errno, int) else "no errno"
+        return f"{name} to {exc.host}:{exc.port} ({cause})"
+    return name
+
+
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL `clean_url()` returned."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def status_phrase(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase
