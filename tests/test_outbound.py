@@ -294,6 +294,22 @@ class TestRecordedErrors:
     def test_a_reason_token_is_kept(self, body, error):
         assert outbound.response_error(int(error[:3]), body) == error
 
+    def test_at_most_a_few_kib_of_an_answer_are_read(self):
+        huge = b'{"reason": "Big", "padding": "' + b"x" * (1 << 20) + b'"}'
+
+        async def run(url: str) -> tuple[int, bytes]:
+            connector = outbound.guarded_connector(allow_private=True)
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                outbound.post(session, url, data=b"payload") as response,
+            ):
+                return response.status, await outbound.read_answer(response)
+
+        with CountingListener(raw_response("400 Bad Request", huge)) as listener:
+            status, body = asyncio.run(run(listener.url()))
+        assert len(body) == outbound.ERROR_BODY_SCAN_BYTES + 1 and huge.startswith(body)
+        assert outbound.response_error(status, body) == "400 Bad Request"  # too long to look into
+
     def test_an_unknown_status_has_a_neutral_phrase(self):
         assert outbound.response_error(599) == "599 Error"
 
