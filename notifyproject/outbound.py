@@ -50,6 +50,8 @@ REASON_TOKEN_KEYS = ("reason", "errno", "error_code", "error")
 ERROR_BODY_SCAN_BYTES = 4096  # a reason token sits in a small JSON body; larger bodies are not read
 # IPv6 ranges that carry an IPv4 address which the network may end up connecting to.
 NAT64_WELL_KNOWN_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+# RFC 8215: a NAT64 prefix for one network's own use; Python 3.11's ipaddress calls it global.
+NAT64_LOCAL_USE_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class UnsafeURLError(ValueError):
@@ -180,7 +182,7 @@ def post(session: aiohttp.ClientSession, url: str, **kwargs):
 
 async def read_answer(response: aiohttp.ClientResponse) -> bytes:
     """The start of an answer's body, at most ERROR_BODY_SCAN_BYTES + 1 bytes: enough for
-    `response_error()` to find a reason token, and no remote can make us hold more.
+    `response_error()` to find a reason token, without holding whatever a remote chooses to send.
     """
     chunks: list[bytes] = []
     size = 0
@@ -252,6 +254,8 @@ def _refusal_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
             return _refusal_kind(embedded)
         if address.scope_id:
             return "link-local"
+        if address in NAT64_LOCAL_USE_PREFIX:
+            return "private"
     if address.is_loopback:
         return "loopback"
     if address.is_unspecified:

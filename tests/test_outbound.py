@@ -68,6 +68,7 @@ class TestCleanUrl:
             "https://[::ffff:10.0.0.1]/x",
             "https://[64:ff9b::7f00:1]/x",  # NAT64 of 127.0.0.1
             "https://[2002:7f00:1::]/x",  # 6to4 of 127.0.0.1
+            "https://[64:ff9b:1::1]/x",  # a network's own NAT64 prefix
             "https://localhost/x",
             "https://LOCALHOST:8443/x",
             "https://localhost./x",
