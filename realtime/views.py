@@ -95,8 +95,6 @@ class PollWaiter:
     kind = "poll"
     linger_secs = POLL_LINGER_SECS
     heartbeat = False
-    token_digest: str | None = None
-    token_expires_at = None
 
     def __init__(self, user, token=None):
         self.user_id = user.pk
@@ -107,8 +105,8 @@ class PollWaiter:
         self.node = None
         self.cursor: int | None = None  # where this poll answers from, once known
         self.frames: dict[int, str] = {}  # cursor → frame, at most POLL_PAGE
-        if token is not None:
-            self.token_digest, self.token_expires_at = token.digest, token.expires_at
+        self.token_digest = token.digest if token is not None else None
+        self.token_expires_at = token.expires_at if token is not None else None
 
     def offer(self, cursor, frame) -> None:
         if len(self.frames) < POLL_PAGE:
