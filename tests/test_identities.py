@@ -4,6 +4,7 @@ import pytest
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from devices.services import end_user_token_create
 from notifyproject import identities
 from tests.conftest import assert_error
 from tests.delivery.factories import send
@@ -102,3 +103,19 @@ class TestTokenParsing:
             identities.authorization_credentials(f"bearer {self.token}", identities.API_KEY_SCHEME)
             == self.token
         )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_against_a_running_server_a_send_key_gets_no_staff_token(start_web, api_key_client, make_user, alice):
+    import httpx
+
+    web = start_web()
+    ops = make_user("ops", password="pw-for-ops-1", is_staff=True, is_superuser=True)
+    notification = send({"users": ["alice"]}, title="for alice only")
+    key = {"Authorization": f"Bearer {api_key_client('send').key}"}
+    refused = httpx.post(f"{web.url}/api/v1/client-tokens/", json={"user": "ops"}, headers=key, timeout=10)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+    staff_token, _ = end_user_token_create(user=ops, ttl=None)  # e.g. one minted before the rule
+    as_ops = {"Authorization": f"Token {staff_token}"}
+    read = httpx.get(f"{web.url}/api/v1/notifications/{notification.pk}/", headers=as_ops, timeout=10)
+    assert read.status_code == 403
