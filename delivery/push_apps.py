@@ -9,10 +9,7 @@ import contextlib
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from delivery.providers.apns import ApnsProvider
 from delivery.providers.credentials import AppCredentials
-from delivery.providers.fcm import FcmProvider
-from delivery.providers.webpush import WebPushProvider, load_vapid_private_key, vapid_public_key
 from devices.models import DEFAULT_APP, App
 from notifyproject.encryption import decrypt, encrypt
 
@@ -23,6 +20,12 @@ VAPID_FIELDS = ("vapid_public_key", "vapid_subject")
 
 def app_credentials_problems(app: App, secrets: dict[str, str]) -> dict[str, str]:
     """Field → why a provider would not take these credentials; only platforms given any are judged."""
+    # Imported here, not at the top: every process loads the admin (which imports this module),
+    # and the provider SDKs take seconds to import on a busy machine.
+    from delivery.providers.apns import ApnsProvider
+    from delivery.providers.fcm import FcmProvider
+    from delivery.providers.webpush import WebPushProvider
+
     creds = AppCredentials(
         app=app.slug or "new",
         fcm_credentials_json=secrets.get("fcm_credentials", ""),
@@ -77,6 +80,8 @@ def app_validate(app: App, secrets: dict[str, str | None]) -> None:
         field: current[field] if secrets.get(field) is None else secrets[field] for field in SECRET_FIELDS
     }
     if plain["vapid_private_key"] and not app.vapid_public_key:
+        from delivery.providers.webpush import load_vapid_private_key, vapid_public_key
+
         with contextlib.suppress(ValueError):  # a bad key is reported by the provider check below
             app.vapid_public_key = vapid_public_key(load_vapid_private_key(plain["vapid_private_key"]))
     app.full_clean(exclude=[*SECRET_FIELDS])

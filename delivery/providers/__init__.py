@@ -14,7 +14,7 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from delivery.providers.base import Outcome, PushMessage, PushOptions, PushProvider, PushTarget, SendResult
-from devices.models import DEFAULT_APP
+from delivery.providers.credentials import DEFAULT_APP
 from notifyproject.encryption import DecryptionError, EncryptionKeyMissingError
 
 __all__ = [

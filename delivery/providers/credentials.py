@@ -10,8 +10,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from devices.models import DEFAULT_APP, App
 from notifyproject.encryption import decrypt
+
+# The environment-defined app; devices.models.DEFAULT_APP names the same (providers do not import
+# the devices app, so it is spelled here too; tests/delivery/providers/test_apps.py checks both).
+DEFAULT_APP = "default"
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,9 @@ class AppCredentials:
         )
 
     @classmethod
-    def from_app(cls, app: App) -> AppCredentials:
-        """A stored app's credentials, decrypted; endpoints it leaves empty are the instance's."""
+    def from_app(cls, app) -> AppCredentials:
+        """A stored app's (a devices.models.App row) credentials, decrypted; endpoints it leaves
+        empty are the instance's."""
         return cls(
             app=app.slug,
             fcm_credentials_json=decrypt(app.fcm_credentials),

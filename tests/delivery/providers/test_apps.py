@@ -346,3 +346,10 @@ def test_a_bound_key_reads_and_cancels_only_what_it_sent(
 def test_create_api_key_refuses_an_unknown_app(db):
     with pytest.raises(CommandError, match="No app named 'nope'"):
         call_command("create_api_key", "k", "--app=nope", stdout=io.StringIO())
+
+
+def test_the_providers_and_the_devices_app_name_the_same_default_app():
+    from delivery.providers import credentials
+    from devices import models
+
+    assert credentials.DEFAULT_APP == models.DEFAULT_APP == "default"
