@@ -26,7 +26,7 @@ from delivery.models import Route
 from delivery.serializers import NotificationAcceptedSerializer
 from delivery.services import NotificationRequest, Sender, notification_send
 from devices.authentication import user_for_token
-from notifyproject.api import error_body
+from notifyproject.api import InputSerializer, error_body
 from notifyproject.permissions import IsEndUser
 from realtime.consumers import parse_cursor
 from realtime.node import get_node
@@ -339,7 +339,7 @@ class SelfTestRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
 
 
-class SelfTestSerializer(serializers.Serializer):
+class SelfTestSerializer(InputSerializer):
     title = serializers.CharField(max_length=200, required=False, default="Hello from Clarion")
     body = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
     route = serializers.ChoiceField(choices=Route.choices, required=False, default=Route.AUTO)
