@@ -130,6 +130,7 @@ class MessageSerializer(serializers.Serializer):
     url = serializers.CharField()
     icon = serializers.CharField()
     created_at = serializers.DateTimeField()
+    read_at = serializers.DateTimeField(allow_null=True, help_text="When the user first acknowledged it.")
 
 
 class InboxPageSerializer(serializers.Serializer):

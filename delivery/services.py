@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from delivery.models import (
     ApiKey,
+    Channel,
     Delivery,
     DeliveryStatus,
     InboxMessage,
@@ -23,6 +24,7 @@ from delivery.models import (
     Priority,
     RecurringNotification,
     Route,
+    UserStream,
 )
 from delivery.selectors import recipients_count, unknown_targets
 from notifyproject import metrics
@@ -195,25 +197,44 @@ def notification_cancel(notification_id: int) -> Notification:
 def inbox_ack(*, user, notification_id: int) -> bool:
     """The user has seen this message: mark their deliveries delivered, hold back pending push.
 
-    False when the user has no such message. The user's other clients are told (`read`).
+    False when the user has no such message. The first ack reads it: `read_at` and the next read
+    position are recorded, the user's realtime clients are told (`read`) and the pushes already
+    shown on their devices are withdrawn (docs/realtime.md, "Read everywhere").
     """
     now = timezone.now()
     with transaction.atomic():
-        updated = InboxMessage.objects.filter(user=user, notification_id=notification_id).update(read_at=now)
-        if not updated:
+        # The stream row first, as the fan-out locks it: one lock order, so no deadlock, and read
+        # positions follow commit order as cursors do.
+        stream = UserStream.objects.select_for_update().filter(user=user).first()
+        message = InboxMessage.objects.filter(user=user, notification_id=notification_id).first()
+        if stream is None or message is None:
             return False
         mine = Delivery.objects.filter(user=user, notification_id=notification_id)
+        first_read = message.read_at is None
+        shown_push = []
+        if first_read:
+            shown_push = list(
+                mine.exclude(channel=Channel.REALTIME)
+                .filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.DELIVERED])
+                .values_list("pk", flat=True)
+            )
         mine.filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]).update(
             status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now
         )
-        mine.filter(status=DeliveryStatus.QUEUED, channel="realtime").update(
+        mine.filter(status=DeliveryStatus.QUEUED, channel=Channel.REALTIME).update(
             status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
         )
         # auto routing's held-back push (and quiet-hours push) is no longer needed.
-        mine.filter(status=DeliveryStatus.QUEUED).exclude(channel="realtime").update(
+        mine.filter(status=DeliveryStatus.QUEUED).exclude(channel=Channel.REALTIME).update(
             status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
         )
-        transaction.on_commit(lambda: _publish_read(user.pk, notification_id), robust=True)
+        if first_read:
+            read_seq = stream.last_read_seq + 1  # the row is locked: no one else moves it meanwhile
+            UserStream.objects.filter(pk=stream.pk).update(last_read_seq=read_seq)
+            InboxMessage.objects.filter(pk=message.pk).update(read_at=now, read_seq=read_seq)
+            transaction.on_commit(lambda: _publish_read(user.pk, notification_id), robust=True)
+            if shown_push:
+                transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)
     return True
 
 
@@ -221,6 +242,12 @@ def _publish_read(user_id: int, notification_id: int) -> None:
     from realtime.publish import publish_read
 
     publish_read(user_id, notification_id)
+
+
+def _enqueue_withdraw(delivery_ids: list[int]) -> None:
+    from delivery.tasks import push_withdraw
+
+    push_withdraw.delay(delivery_ids)
 
 
 def recurring_notification_fire(recurring_id: int) -> Notification | None:

@@ -35,6 +35,10 @@ HELP = {
         "counter",
         "Realtime frames not published (Redis failed, publisher behind); clients replay them.",
     ),
+    "clarion_push_withdrawals_total": (
+        "counter",
+        "Pushes asking a device to remove a notification read elsewhere, by channel and outcome.",
+    ),
     "clarion_provider_latency_seconds": ("histogram", "Duration of one provider send call, by channel."),
     "clarion_connected_users": ("gauge", "Users with at least one live realtime connection."),
     "clarion_broker_queue_length": ("gauge", "Tasks waiting in the Celery queue."),
@@ -48,11 +52,15 @@ HELP = {
 ROUTES = ("auto", "all", "realtime", "push")
 PUSH_CHANNELS = ("fcm", "apns", "webpush")
 PUSH_OUTCOMES = ("sent", "failed", "expired", "cancelled", "skipped")
+WITHDRAW_OUTCOMES = ("sent", "retry", "token_dead", "failed")  # delivery.providers.Outcome
 DOCUMENTED_SERIES: dict[str, list[dict]] = {
     "clarion_notifications_total": [{"route": route} for route in ROUTES],
     "clarion_deliveries_total": [{"channel": "realtime", "status": "sent"}]
     + [{"channel": channel, "status": status} for channel in PUSH_CHANNELS for status in PUSH_OUTCOMES],
     "clarion_retries_total": [{"channel": channel} for channel in PUSH_CHANNELS],
+    "clarion_push_withdrawals_total": [
+        {"channel": channel, "outcome": outcome} for channel in PUSH_CHANNELS for outcome in WITHDRAW_OUTCOMES
+    ],
     "clarion_realtime_published_total": [{}],
     "clarion_realtime_publish_dropped_total": [{}],
     "clarion_provider_latency_seconds": [{"channel": channel} for channel in PUSH_CHANNELS],

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from delivery.fanout import notification_fan_out
 from delivery.models import Channel, Route
+from delivery.providers import Outcome
 from notifyproject import metrics
 from tests.delivery.factories import device, send
 from tests.support.processes import wait_until
@@ -182,6 +183,7 @@ def test_every_documented_series_is_exposed_at_zero_before_any_traffic(client):
 def test_the_documented_label_values_match_the_models():
     assert set(metrics.ROUTES) == set(Route.values)
     assert set(metrics.PUSH_CHANNELS) == set(Channel.values) - {Channel.REALTIME}
+    assert set(metrics.WITHDRAW_OUTCOMES) == {outcome.value for outcome in Outcome}
 
 
 def test_histogram_buckets_are_cumulative_in_ascending_le_then_sum_and_count(client):

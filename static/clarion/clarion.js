@@ -86,6 +86,7 @@
     this._timers = {};
     this._shown = {};
     this._pollAbort = null;
+    this._readCursor = null; // long-polling's read position (the answer's read_cursor)
   }
 
   Clarion.prototype.on = function (event, handler) {
@@ -371,6 +372,7 @@
     // The token goes in the query: a header would need a CORS preflight on every poll.
     var query = ["timeout=" + this.options.pollTimeoutSecs];
     if (this.cursor !== null) query.push("after=" + this.cursor);
+    if (this._readCursor !== null) query.push("read_after=" + this._readCursor);
     if (this.options.token) query.push("token=" + encodeURIComponent(this.options.token));
     var abort = typeof AbortController === "function" ? new AbortController() : null;
     this._pollAbort = abort;
@@ -396,6 +398,11 @@
           self._receive(message, "poll");
         });
         if (self.cursor === null || page.cursor > self.cursor) self._saveCursor(page.cursor);
+        // Reads made on other clients since the last answer (in memory: a new page starts from now).
+        (page.read || []).forEach(function (id) {
+          self._read(id);
+        });
+        if (typeof page.read_cursor === "number") self._readCursor = page.read_cursor;
         self._pollOnce();
       })
       .catch(function (error) {

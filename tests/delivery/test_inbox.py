@@ -1,8 +1,11 @@
 """Inbox, acknowledgements and preferences endpoints."""
 
-import pytest
+from datetime import datetime
 
-from delivery.models import Delivery
+import pytest
+from django.utils import timezone
+
+from delivery.models import Delivery, InboxMessage
 from tests.conftest import assert_error
 from tests.delivery.factories import device, send
 
@@ -19,7 +22,17 @@ def test_inbox_pages_oldest_first_with_a_cursor(alice, alice_client, eager_tasks
         ids.append(notification.pk)
     page = alice_client.get("/api/v1/inbox/?limit=2").json()
     assert [m["id"] for m in page["results"]] == ids[:2]
-    assert set(page["results"][0]) == {"id", "cursor", "title", "body", "data", "url", "icon", "created_at"}
+    assert set(page["results"][0]) == {
+        "id",
+        "cursor",
+        "title",
+        "body",
+        "data",
+        "url",
+        "icon",
+        "created_at",
+        "read_at",
+    }
     rest = alice_client.get(f"/api/v1/inbox/?after={page['cursor']}").json()
     assert [m["id"] for m in rest["results"]] == ids[2:]
     empty = alice_client.get(f"/api/v1/inbox/?after={rest['cursor']}").json()
@@ -37,6 +50,23 @@ def test_ack_marks_the_users_deliveries_delivered(alice, alice_client, recorder,
     fan_out(notification.pk)
     assert alice_client.post(f"/api/v1/inbox/{notification.pk}/ack/").status_code == 204
     assert Delivery.objects.get().status == "delivered"
+
+
+def test_the_inbox_shows_when_each_message_was_first_read(alice, alice_client, eager_tasks, fan_out):
+    read, unread = send({"users": ["alice"]}, title="read"), send({"users": ["alice"]}, title="unread")
+    fan_out(read.pk)
+    fan_out(unread.pk)
+    assert [m["read_at"] for m in alice_client.get("/api/v1/inbox/").json()["results"]] == [None, None]
+
+    assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
+    first, second = alice_client.get("/api/v1/inbox/").json()["results"]
+    assert first["id"] == read.pk and second["read_at"] is None
+    read_at = datetime.fromisoformat(first["read_at"])
+    assert abs((timezone.now() - read_at).total_seconds()) < 60
+    # A second ack (another device) does not move it: read_at is the first read.
+    assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
+    assert alice_client.get("/api/v1/inbox/").json()["results"][0]["read_at"] == first["read_at"]
+    assert InboxMessage.objects.get(notification=read).read_seq == 1
 
 
 def test_ack_of_someone_elses_message_is_404(alice, bob_client, eager_tasks, fan_out):
