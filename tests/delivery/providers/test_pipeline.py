@@ -174,3 +174,21 @@ def test_a_read_notification_is_withdrawn_from_the_devices_it_was_pushed_to(
     with django_capture_on_commit_callbacks(execute=True):
         assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
     assert len(peer.withdrawals()) == 2
+
+
+def test_a_withdrawal_the_provider_could_not_take_is_retried_and_a_dead_token_deactivated(
+    peer, alice, alice_client, eager_tasks, fan_out, django_capture_on_commit_callbacks
+):
+    busy, gone = peer.add_device(alice), peer.add_device(alice)
+    notification = send({"users": ["alice"]}, route="push", title="read soon")
+    fan_out(notification.pk)
+    peer.fail_once(busy)
+    peer.kill(gone)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_client.post(f"/api/v1/inbox/{notification.pk}/ack/").status_code == 204
+
+    token_of = getattr(peer, "token_of", lambda device: device.token)
+    assert peer.withdrawals() == [(token_of(busy), notification.pk)]  # the task's retry got through
+    gone.refresh_from_db()
+    assert gone.active is False and gone.deactivated_reason.startswith(peer.dead_reason)
