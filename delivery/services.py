@@ -232,16 +232,16 @@ def inbox_ack(*, user, notification_id: int) -> bool:
             read_seq = stream.last_read_seq + 1  # the row is locked: no one else moves it meanwhile
             UserStream.objects.filter(pk=stream.pk).update(last_read_seq=read_seq)
             InboxMessage.objects.filter(pk=message.pk).update(read_at=now, read_seq=read_seq)
-            transaction.on_commit(lambda: _publish_read(user.pk, notification_id), robust=True)
+            transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
             if shown_push:
                 transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)
     return True
 
 
-def _publish_read(user_id: int, notification_id: int) -> None:
+def _publish_read(user_id: int, notification_id: int, read_cursor: int) -> None:
     from realtime.publish import publish_read
 
-    publish_read(user_id, notification_id)
+    publish_read(user_id, notification_id, read_cursor)
 
 
 def _enqueue_withdraw(delivery_ids: list[int]) -> None:

@@ -22,8 +22,9 @@ def notification_frame(message: dict) -> str:
     return orjson.dumps({"type": "notification", **message}).decode()
 
 
-def read_frame(notification_id: int) -> str:
-    return orjson.dumps({"type": "read", "id": notification_id}).decode()
+def read_frame(notification_id: int, read_cursor: int) -> str:
+    """`read_cursor` is the user's read position: a client resumes reads from it (`read_after`)."""
+    return orjson.dumps({"type": "read", "id": notification_id, "read_cursor": read_cursor}).decode()
 
 
 def stream_positions(user_ids: list[int]) -> dict[int, int]:

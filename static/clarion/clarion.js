@@ -86,7 +86,7 @@
     this._timers = {};
     this._shown = {};
     this._pollAbort = null;
-    this._readCursor = null; // long-polling's read position (the answer's read_cursor)
+    this._readCursor = null; // the last read position heard (WebSocket frames, poll answers)
   }
 
   Clarion.prototype.on = function (event, handler) {
@@ -221,6 +221,7 @@
     var query = [];
     if (this.options.token) query.push("token=" + encodeURIComponent(this.options.token));
     if (this.cursor !== null) query.push("after=" + this.cursor);
+    if (this._readCursor !== null) query.push("read_after=" + this._readCursor);
     return query.length ? url + "?" + query.join("&") : url;
   };
 
@@ -259,7 +260,7 @@
         return;
       }
       if (frame.type === "notification") self._receive(frame, "websocket");
-      else if (frame.type === "read") self._read(frame.id);
+      else if (frame.type === "read") self._read(frame.id, frame.read_cursor);
       else if (frame.type === "error") self._emit("error", frame);
     };
     socket.onclose = function (event) {
@@ -402,7 +403,7 @@
         (page.read || []).forEach(function (id) {
           self._read(id);
         });
-        if (typeof page.read_cursor === "number") self._readCursor = page.read_cursor;
+        self._read(null, page.read_cursor);
         self._pollOnce();
       })
       .catch(function (error) {
@@ -426,7 +427,12 @@
     if (this.options.autoAck) this.ack(message.id);
   };
 
-  Clarion.prototype._read = function (id) {
+  Clarion.prototype._read = function (id, readCursor) {
+    // The read position to resume from after a reconnect (read_after), kept in memory.
+    if (typeof readCursor === "number" && (this._readCursor === null || readCursor > this._readCursor)) {
+      this._readCursor = readCursor;
+    }
+    if (id === null) return;
     var shown = this._shown[id];
     if (shown) {
       shown.close();

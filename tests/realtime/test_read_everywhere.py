@@ -6,12 +6,14 @@ import time
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from delivery.models import Notification
 from tests.conftest import assert_error
 from tests.delivery.factories import send
-from tests.realtime.conftest import wait_online
+from tests.realtime.conftest import recv_json, recv_type, wait_online
 from tests.realtime.test_poll_and_sse import Response, poll
+from tests.realtime.test_websocket import close_code
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,6 +26,11 @@ def ack(web, token: str, notification_id: int) -> None:
         timeout=10,
     )
     assert response.status_code == 204, response.text
+
+
+def open_socket(web, token: str, **params):
+    query = "&".join(f"{name}={value}" for name, value in {"token": token, **params}.items())
+    return connect(f"{web.ws_url}/ws/v1/notifications/?{query}", open_timeout=10)
 
 
 def next_event(lines) -> dict:
@@ -119,4 +126,28 @@ def test_sse_streams_a_read_made_on_another_client(start_web, start_worker, alic
         ack(web, phone, notification.pk)
         read = next_event(lines)
     assert read["event"] == "read"
-    assert json.loads(read["data"]) == {"type": "read", "id": notification.pk}
+    assert json.loads(read["data"]) == {"type": "read", "id": notification.pk, "read_cursor": 1}
+
+
+def test_a_websocket_reconnecting_with_read_after_gets_the_reads_it_missed(
+    start_web, start_worker, alice, token_for
+):
+    web = start_web()
+    start_worker()
+    phone, tab = token_for(alice), token_for(alice)
+    one, two = (send({"users": ["alice"]}, title=t, route="all") for t in ("one", "two"))
+    dispatched(one, two)
+    with open_socket(web, tab, after=0) as ws:
+        assert [recv_type(ws, "notification")["id"] for _ in range(2)] == [one.pk, two.pk]
+        ack(web, phone, one.pk)
+        assert recv_type(ws, "read") == {"type": "read", "id": one.pk, "read_cursor": 1}
+    ack(web, phone, two.pk)  # while the tab is away
+
+    with open_socket(web, tab, after=2, read_after=1) as ws:
+        assert recv_type(ws, "read") == {"type": "read", "id": two.pk, "read_cursor": 2}
+    with open_socket(web, tab, after=2, read_after=2) as ws:  # up to date: nothing to replay
+        ws.send(json.dumps({"type": "ping"}))
+        assert recv_json(ws) == {"type": "pong"}
+    with open_socket(web, tab, read_after="x") as ws:
+        assert recv_json(ws)["code"] == "bad_cursor"
+        assert close_code(ws) == 4400
