@@ -194,6 +194,10 @@ def notification_cancel(notification_id: int) -> Notification:
     return notification
 
 
+# A push in one of these states may be on the device's screen: a read withdraws it.
+SHOWN_PUSH_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.DELIVERED)
+
+
 def inbox_ack(*, user, notification_id: int) -> bool:
     """The user has seen this message: mark their deliveries delivered, hold back pending push.
 
@@ -203,35 +207,47 @@ def inbox_ack(*, user, notification_id: int) -> bool:
     """
     now = timezone.now()
     with transaction.atomic():
-        # The stream row first, as the fan-out locks it: one lock order, so no deadlock, and read
-        # positions follow commit order as cursors do.
-        stream = UserStream.objects.select_for_update().filter(user=user).first()
-        message = InboxMessage.objects.filter(user=user, notification_id=notification_id).first()
-        if stream is None or message is None:
+        # The message, with the user's stream row locked (the fan-out also locks it first: one
+        # lock order, so no deadlock), so read positions follow commit order as cursors do.
+        found = (
+            UserStream.objects.select_for_update(of=("self",))
+            .filter(user=user, user__inbox__notification_id=notification_id)
+            .values_list("last_read_seq", "user__inbox__pk", "user__inbox__read_at")
+            .first()
+        )
+        if found is None:
             return False
-        mine = Delivery.objects.filter(user=user, notification_id=notification_id)
-        first_read = message.read_at is None
-        shown_push = []
-        if first_read:
-            shown_push = list(
-                mine.exclude(channel=Channel.REALTIME)
-                .filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.DELIVERED])
-                .values_list("pk", flat=True)
+        last_read_seq, message_pk, read_at = found
+        deliveries = list(
+            Delivery.objects.filter(user=user, notification_id=notification_id).values_list(
+                "pk", "channel", "status"
             )
-        mine.filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]).update(
-            status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now
         )
-        mine.filter(status=DeliveryStatus.QUEUED, channel=Channel.REALTIME).update(
-            status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
-        )
-        # auto routing's held-back push (and quiet-hours push) is no longer needed.
-        mine.filter(status=DeliveryStatus.QUEUED).exclude(channel=Channel.REALTIME).update(
-            status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
-        )
-        if first_read:
-            read_seq = stream.last_read_seq + 1  # the row is locked: no one else moves it meanwhile
-            UserStream.objects.filter(pk=stream.pk).update(last_read_seq=read_seq)
-            InboxMessage.objects.filter(pk=message.pk).update(read_at=now, read_seq=read_seq)
+        seen, realtime_unsent, push_unneeded, shown_push = [], [], [], []
+        for pk, channel, status in deliveries:
+            if status in (DeliveryStatus.SENT, DeliveryStatus.SENDING):
+                seen.append(pk)
+            elif status == DeliveryStatus.QUEUED:
+                (realtime_unsent if channel == Channel.REALTIME else push_unneeded).append(pk)
+            if channel != Channel.REALTIME and status in SHOWN_PUSH_STATUSES:
+                shown_push.append(pk)
+        if seen:
+            Delivery.objects.filter(
+                pk__in=seen, status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]
+            ).update(status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now)
+        if realtime_unsent:
+            Delivery.objects.filter(pk__in=realtime_unsent, status=DeliveryStatus.QUEUED).update(
+                status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+            )
+        if push_unneeded:
+            # auto routing's held-back push (and quiet-hours push) is no longer needed.
+            Delivery.objects.filter(pk__in=push_unneeded, status=DeliveryStatus.QUEUED).update(
+                status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
+            )
+        if read_at is None:
+            read_seq = last_read_seq + 1  # the row is locked: no one moves it meanwhile
+            UserStream.objects.filter(user=user).update(last_read_seq=read_seq)
+            InboxMessage.objects.filter(pk=message_pk).update(read_at=now, read_seq=read_seq)
             transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
             if shown_push:
                 transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)
