@@ -1,7 +1,7 @@
 /* Clarion browser client: one file, no build step, no dependencies.
  *
  *   var clarion = new Clarion({url: "https://push.example.com", token: "ct_..."});
- *   clarion.on("notification", function (message) { ... });   // {id, cursor, title, body, data, url, icon, created_at}
+ *   clarion.on("notification", function (message) { ... });   // {id, cursor, title, body, data, url, icon, created_at, read_at}
  *   clarion.on("read", function (id) { ... });                // read on another tab or device: clear it
  *   clarion.on("status", function (status, detail) { ... });  // connecting, open, polling, reconnecting, unauthorized, replaced, closed
  *   clarion.connect();
