@@ -244,10 +244,18 @@ def inbox_ack(*, user, notification_id: int) -> bool:
             Delivery.objects.filter(pk__in=push_unneeded, status=DeliveryStatus.QUEUED).update(
                 status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
             )
-        if read_at is None:
-            read_seq = last_read_seq + 1  # the row is locked: no one moves it meanwhile
+        read_seq = last_read_seq + 1  # the stream row is locked (and was re-read when we got it)
+        # read_at as the query above saw it may predate a concurrent ack that held the lock
+        # first (PostgreSQL re-reads only the locked row), so the update re-checks it.
+        first_read = (
+            read_at is None
+            and InboxMessage.objects.filter(pk=message_pk, read_at__isnull=True).update(
+                read_at=now, read_seq=read_seq
+            )
+            == 1
+        )
+        if first_read:
             UserStream.objects.filter(user=user).update(last_read_seq=read_seq)
-            InboxMessage.objects.filter(pk=message_pk).update(read_at=now, read_seq=read_seq)
             transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
             if shown_push:
                 transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)

@@ -117,3 +117,44 @@ class TestPreferences:
         error = assert_error(alice_client.put(self.url, body, format="json"), 400, "validation_error")
         assert any(key == field or key.startswith(field + ".") for key in error["fields"]), error
         assert alice_client.get(self.url).json() == {"quiet_hours": None, "muted_topics": []}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_acks_and_fan_outs_give_each_message_one_read_position(alice, bob):
+    """Acks (two clients, overlapping) race fan-outs to the same user: no deadlock, no error,
+    and the read positions are 1..n, one per message, in the order the reads committed."""
+    import concurrent.futures
+
+    from django.db import connections
+
+    from delivery.fanout import notification_fan_out
+    from delivery.services import inbox_ack
+
+    messages = []
+    for i in range(20):
+        notification = send({"users": ["alice", "bob"]}, title=f"m{i}", route="all")
+        notification_fan_out(notification.pk)
+        messages.append(notification.pk)
+
+    def acks(ids) -> list[bool]:
+        try:
+            return [inbox_ack(user=alice, notification_id=notification_id) for notification_id in ids]
+        finally:
+            connections.close_all()
+
+    def fan_outs() -> None:
+        try:
+            for i in range(10):
+                notification_fan_out(send({"users": ["alice", "bob"]}, title=f"new {i}", route="all").pk)
+        finally:
+            connections.close_all()
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        forward, backward = pool.submit(acks, messages), pool.submit(acks, list(reversed(messages)))
+        fanned = pool.submit(fan_outs)
+        assert forward.result(timeout=120) == backward.result(timeout=120) == [True] * 20
+        fanned.result(timeout=120)
+    read = InboxMessage.objects.filter(user=alice, read_at__isnull=False)
+    assert sorted(read.values_list("notification_id", flat=True)) == messages
+    assert sorted(read.values_list("read_seq", flat=True)) == list(range(1, 21))
+    assert alice.userstream.last_read_seq == 20
