@@ -13,7 +13,7 @@ from delivery.services import (
     payload_size,
 )
 from devices.serializers import TOPIC_NAME_PATTERN, validate_app_slug
-from notifyproject.api import PayloadTooLarge, StrictCharField
+from notifyproject.api import InputSerializer, PayloadTooLarge, StrictCharField
 
 MAX_TARGETS = 10_000  # users or devices named in one request; larger audiences use topics
 MAX_BADGE = 2**31 - 1  # FCM's notification_count is an int32
@@ -44,7 +44,7 @@ def _name_field() -> StrictCharField:
     return StrictCharField(max_length=MAX_PUSH_TEXT_CHARS, required=False, allow_null=True)
 
 
-class PushOptionsSerializer(serializers.Serializer):
+class PushOptionsSerializer(InputSerializer):
     """The rich push fields; mapped onto each platform in delivery/providers (docs/providers.md)."""
 
     badge = _StrictIntegerField(min_value=0, max_value=MAX_BADGE, required=False, allow_null=True)
@@ -75,7 +75,7 @@ class PushOptionsSerializer(serializers.Serializer):
         return {key: value for key, value in attrs.items() if value is not None and value is not False}
 
 
-class OverridesSerializer(serializers.Serializer):
+class OverridesSerializer(InputSerializer):
     """Per-provider JSON deep-merged last into each provider's own message."""
 
     fcm = serializers.DictField(required=False, allow_null=True)
@@ -125,14 +125,14 @@ class OverridesSerializer(serializers.Serializer):
         return {key: value for key, value in attrs.items() if value}
 
 
-class TargetSerializer(serializers.Serializer):
+class TargetSerializer(InputSerializer):
     users = serializers.ListField(
         child=StrictCharField(max_length=150), required=False, max_length=MAX_TARGETS
     )
     devices = serializers.ListField(
         child=serializers.IntegerField(min_value=1), required=False, max_length=MAX_TARGETS
     )
-    topic = serializers.RegexField(TOPIC_NAME_PATTERN, required=False, allow_null=True)
+    topic = serializers.RegexField(TOPIC_NAME_PATTERN, required=False)
     broadcast = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs):
@@ -143,7 +143,7 @@ class TargetSerializer(serializers.Serializer):
         return attrs
 
 
-class NotificationCreateSerializer(serializers.Serializer):
+class NotificationCreateSerializer(InputSerializer):
     to = TargetSerializer()
     title = StrictCharField(max_length=1024, required=False, allow_blank=True, default="")
     body = StrictCharField(max_length=MAX_PAYLOAD_BYTES, required=False, allow_blank=True, default="")
@@ -153,7 +153,7 @@ class NotificationCreateSerializer(serializers.Serializer):
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     ttl = serializers.IntegerField(min_value=0, max_value=MAX_TTL_SECS, default=DEFAULT_TTL_SECS)
     collapse_key = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
-    send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    send_at = serializers.DateTimeField(required=False, default=None)
     route = serializers.ChoiceField(choices=Route.choices, default=Route.AUTO)
     push = PushOptionsSerializer(required=False, allow_null=True)
     overrides = OverridesSerializer(required=False, allow_null=True)
@@ -250,6 +250,7 @@ class MessageSerializer(serializers.Serializer):
     url = serializers.CharField()
     icon = serializers.CharField()
     created_at = serializers.DateTimeField()
+    read_at = serializers.DateTimeField(allow_null=True, help_text="When the user first acknowledged it.")
 
 
 class InboxPageSerializer(serializers.Serializer):

@@ -55,21 +55,25 @@ def apns_collapse_id(collapse_key: str) -> str:
     return uuid.uuid5(APNS_ID_NAMESPACE, collapse_key).hex
 
 
-def apns_id(delivery_id: int) -> str:
-    return str(uuid.uuid5(APNS_ID_NAMESPACE, f"delivery:{delivery_id}"))
+def apns_id(delivery_id: int, withdraw: bool = False) -> str:
+    kind = "withdraw" if withdraw else "delivery"  # a withdrawal is its own request, not a retry
+    return str(uuid.uuid5(APNS_ID_NAMESPACE, f"{kind}:{delivery_id}"))
 
 
 def apns_is_background(message: PushMessage) -> bool:
-    """Silent, or nothing to show: a background (content-available) push."""
-    return message.options.silent or not (message.title or message.body)
+    """A withdrawal, silent, or nothing to show: a background (content-available) push."""
+    return message.withdraw or message.options.silent or not (message.title or message.body)
 
 
 def apns_payload(message: PushMessage) -> dict:
     """What the app receives: `aps` plus Clarion's id, data, url, icon and image, then the overrides.
 
     A background push carries only content-available in `aps`: Apple drops background pushes
-    that also alert, badge or play a sound.
+    that also alert, badge or play a sound. A withdrawal is a background push
+    `{"type": "read", "id"}`: the app removes the delivered notification whose payload has that id.
     """
+    if message.withdraw:
+        return {"aps": {"content-available": 1}, "type": "read", "id": message.notification_id}
     options = message.options
     if apns_is_background(message):
         aps: dict = {"content-available": 1}
@@ -218,7 +222,7 @@ class ApnsProvider:
             _Request(
                 target.delivery_id,
                 f"{self._endpoint(target)}/3/device/{target.token}",
-                [*shared, (b"apns-id", apns_id(target.delivery_id).encode())],
+                [*shared, (b"apns-id", apns_id(target.delivery_id, message.withdraw).encode())],
                 body,
             )
             for target in targets

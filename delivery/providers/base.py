@@ -43,6 +43,9 @@ class PushMessage:
     priority: str  # "normal" | "high"
     expires_at: datetime
     collapse_key: str
+    # Not a notification: tells the device to remove the one it shows for notification_id (read
+    # elsewhere). Each provider sends it as a silent data/background push (docs/providers.md).
+    withdraw: bool = False
     options: PushOptions = PushOptions()
     # {"fcm": {...}, "apns": {...}, "webpush": {...}}: deep-merged last into each provider's message.
     overrides: dict = field(default_factory=dict)

@@ -98,7 +98,11 @@ def web_push_topic(collapse_key: str) -> str:
 
 
 def web_push_payload(message: PushMessage) -> bytes:
-    """What the service worker gets (before encryption), with the overrides merged last."""
+    """What the service worker gets (before encryption), with the overrides merged last; a
+    withdrawal is `{"type": "read", "id"}`, on which /sw.js closes the notification it showed for
+    that id."""
+    if message.withdraw:
+        return orjson.dumps({"type": "read", "id": message.notification_id})
     options = message.options
     payload = {
         "id": message.notification_id,

@@ -3,6 +3,8 @@
  * sender set them, "image", "tag" (the thread: a newer message of a thread replaces the older)
  * and "badge_count" (the app badge, where the browser has one)) and opens
  * the message's url on click, focusing an open tab of that url when there is one.
+ * A {"type":"read","id"} push (the message was read on another device or tab) closes the
+ * notification shown for that id instead.
  * No dependencies, no build step. See docs/realtime.md.
  */
 "use strict";
@@ -23,6 +25,10 @@ self.addEventListener("push", function (event) {
     } catch (e) {
       message = { title: "Notification", body: event.data.text() };
     }
+  }
+  if (message.type === "read") {
+    event.waitUntil(closeRead(message.id));
+    return;
   }
   var options = {
     body: message.body || "",
@@ -50,6 +56,20 @@ self.addEventListener("push", function (event) {
     })
   );
 });
+
+function closeRead(id) {
+  return self.registration.getNotifications().then(function (shown) {
+    shown.forEach(function (notification) {
+      var data = notification.data || {};
+      if (notification.tag === "clarion-" + id || data.id === id) notification.close();
+    });
+    return self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  }).then(function (windows) {
+    windows.forEach(function (client) {
+      client.postMessage({ type: "clarion-read", id: id });
+    });
+  });
+}
 
 self.addEventListener("notificationclick", function (event) {
   event.notification.close();

@@ -353,3 +353,44 @@ def test_the_providers_and_the_devices_app_name_the_same_default_app():
     from devices import models
 
     assert credentials.DEFAULT_APP == models.DEFAULT_APP == "default"
+
+
+def test_a_withdrawal_reaches_each_device_through_its_own_apps_credentials(
+    rider,
+    fake_apns,
+    fake_push_service,
+    vapid_keys,
+    alice_client,
+    sender_client,
+    eager_tasks,
+    fan_out,
+    django_capture_on_commit_callbacks,
+):
+    default = register_all(alice_client, fake_push_service, vapid_keys[1], None, "default")
+    riders = register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider")
+    notification = post_and_send(sender_client, fan_out)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_client.post(f"/api/v1/inbox/{notification.pk}/ack/").status_code == 204
+
+    def withdrawals(fake_notifications):
+        return [
+            (n.token, n.headers["apns-topic"]) for n in fake_notifications if n.payload.get("type") == "read"
+        ]
+
+    assert withdrawals(fake_apns.notifications) == [(DEFAULT_APNS_TOKEN, "com.example.clarion")]
+    assert withdrawals(rider["apns"].notifications) == [(RIDER_APNS_TOKEN, "com.example.rider")]
+    assert [m.message["data"].get("clarion_type") for m in rider["fcm"].messages] == [None, "read"]
+    read_pushes = {
+        m.subscription_id: m.vapid_key
+        for m in fake_push_service.messages
+        if json.loads(m.plaintext).get("type")
+    }
+    assert read_pushes == {
+        default["subscription_id"]: vapid_keys[1],
+        riders["subscription_id"]: rider["vapid_public"],
+    }
+    for phone in (*default.values(), *riders.values()):
+        if isinstance(phone, Device):
+            phone.refresh_from_db()
+            assert phone.active, phone.deactivated_reason
