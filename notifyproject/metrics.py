@@ -52,7 +52,7 @@ HELP = {
 ROUTES = ("auto", "all", "realtime", "push")
 PUSH_CHANNELS = ("fcm", "apns", "webpush")
 PUSH_OUTCOMES = ("sent", "failed", "expired", "cancelled", "skipped")
-WITHDRAW_OUTCOMES = ("sent", "retry", "token_dead", "failed")  # delivery.providers.Outcome
+WITHDRAW_OUTCOMES = ("sent", "retry", "token_dead", "failed", "skipped")  # delivery.providers.Outcome
 DOCUMENTED_SERIES: dict[str, list[dict]] = {
     "clarion_notifications_total": [{"route": route} for route in ROUTES],
     "clarion_deliveries_total": [{"channel": "realtime", "status": "sent"}]
