@@ -226,7 +226,7 @@ REST_FRAMEWORK = {
         "notifyproject.api.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["notifyproject.strict_json.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "notifyproject.api.CursorPagination",
@@ -252,8 +252,11 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
 }
 
-# Request bodies: a device or a send is a few KB; 256 KB leaves room without inviting abuse.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+# Request bodies, in bytes: a device or a send is a few KB; 256 KB leaves room without inviting
+# abuse. Larger bodies are refused with 413 before they are read (notifyproject/request_guards.py,
+# notifyproject/daphne_body_limit.py), whatever their declared or actual length.
+CLARION_MAX_BODY_BYTES = env_int("CLARION_MAX_BODY_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CLARION_MAX_BODY_BYTES
 
 # --- Push providers (configured in later modules; read here so one place lists them) ----
 FCM_CREDENTIALS = os.environ.get("FCM_CREDENTIALS", "")
