@@ -34,6 +34,9 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_TTL_SECS = 28 * 24 * 3600  # FCM's and Web Push services' longest retention
 DEFAULT_TTL_SECS = MAX_TTL_SECS
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# How far ahead a send may be scheduled: ten years is past any real reminder, and keeps every
+# date computed from send_at (send_at + ttl) far from datetime's year-9999 end.
+MAX_SCHEDULE_AHEAD = timedelta(days=3653)
 
 
 class PayloadTooLargeError(ValueError):

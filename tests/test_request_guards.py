@@ -4,7 +4,6 @@ Against a real daphne over raw sockets, since daphne itself reads the body befor
 application runs; and against the ASGI application directly, for servers that stream bodies.
 """
 
-import asyncio
 import json
 import socket
 import time
@@ -12,8 +11,9 @@ import time
 import pytest
 from django.conf import settings
 
-from notifyproject.asgi import application
+from tests.support.asgi import asgi_request
 
+URL = "/api/v1/notifications/"
 TWO_GB = 2 * 1024**3
 # A refusal "at once": well under any time a client would take to send what it declared.
 PROMPT_SECS = 5.0
@@ -112,64 +112,21 @@ class TestBodyLimitInDaphne:
         assert status == 202, body
 
 
-def _asgi_call(scope_overrides: dict, body_messages: list[dict]) -> tuple[int, bytes, int]:
-    """Run the ASGI application on one HTTP request; returns (status, body, messages received)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/notifications/",
-        "raw_path": b"/api/v1/notifications/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        **scope_overrides,
-    }
-
-    async def run():
-        pending = list(body_messages)
-        received = 0
-        answered = asyncio.Event()
-        sent = []
-
-        async def receive():
-            nonlocal received
-            if pending:
-                received += 1
-                return pending.pop(0)
-            await answered.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                answered.set()
-
-        await asyncio.wait_for(application(scope, receive, send), 20)
-        start = next(m for m in sent if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return start["status"], body, received
-
-    return asyncio.run(run())
-
-
 class TestBodyLimitInTheApplication:
     """For ASGI servers that stream the body to the application as it arrives."""
 
     def test_a_declared_oversized_body_is_refused_without_reading_it(self):
         endless = [{"type": "http.request", "body": b"x" * 65536, "more_body": True}] * 10_000
         headers = [(b"host", b"127.0.0.1"), (b"content-length", str(TWO_GB).encode())]
-        status, body, received = _asgi_call({"headers": headers}, endless)
+        status, _headers, body, received = asgi_request(
+            URL, method="POST", headers=headers, body_messages=endless
+        )
         assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
         assert received == 0
 
     def test_an_undeclared_body_stops_being_read_past_the_limit(self):
         chunk = 65536
         endless = [{"type": "http.request", "body": b"x" * chunk, "more_body": True}] * 10_000
-        status, body, received = _asgi_call({}, endless)
+        status, _headers, body, received = asgi_request(URL, method="POST", body_messages=endless)
         assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
         assert received == settings.CLARION_MAX_BODY_BYTES // chunk + 1
