@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass
 
 from django import forms
-from django.forms.fields import InvalidJSONInput
 from django.db.models import Count, Q
+from django.forms.fields import InvalidJSONInput
 from rest_framework.exceptions import APIException
 
 from delivery.audiences import AudienceTooLargeError, audience_target, usernames_parse
