@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "knox",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from this instance
     "django_celery_beat",
     "channels",
     "devices",
@@ -72,6 +73,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "notifyproject.api.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "notifyproject.csp.ContentSecurityPolicyMiddleware",
     "notifyproject.staticfiles.AsyncCapableWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -250,6 +252,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Swagger UI from drf-spectacular-sidecar's static files, not a public CDN at @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Request bodies, in bytes: a device or a send is a few KB; 256 KB leaves room without inviting
@@ -332,7 +338,57 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", True)
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def env_proxy_ssl_header(name: str, default: tuple[str, str] | None) -> tuple[str, str] | None:
+    """`Header-Name: value` as Django's (META key, value) pair; `off` for none."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value.lower() == "off":
+        return None
+    header, separator, expected = value.partition(":")
+    if not separator or not header.strip() or not expected.strip():
+        raise ImproperlyConfigured(
+            f"{name} must look like 'X-Forwarded-Proto: https' or be 'off', got {value!r}."
+        )
+    return ("HTTP_" + header.strip().upper().replace("-", "_"), expected.strip())
+
+
+# --- HTTPS (docs/security.md, Input limits and browser hardening) ------------------------
+# The request header (and its value) by which the reverse proxy in front says the client used
+# HTTPS. Trust it only behind a proxy that always sets or strips it. Default outside DEBUG:
+# `X-Forwarded-Proto: https`; `off` disables it.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header(
+    "SECURE_PROXY_SSL_HEADER", None if DEBUG else ("HTTP_X_FORWARDED_PROTO", "https")
+)
+# 1: redirect plain-HTTP requests to HTTPS (default off: usually the proxy does it). Health and
+# metrics stay reachable over HTTP for probes inside the network.
+SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# Strict-Transport-Security max-age in seconds (default 0: no header). Browsers then refuse
+# plain HTTP to this host for that long: set it once HTTPS works, e.g. 31536000 (a year).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD")
+
+# Content-Security-Policy of every page (notifyproject/csp.py): scripts, styles, images and
+# connections from this origin only, no plugins, no framing. The demo page, the API docs
+# (Swagger UI served from this instance) and the admin need nothing more.
+CLARION_CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 LOGGING = {
     "version": 1,
