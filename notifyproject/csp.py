@@ -1,8 +1,9 @@
-"""Content-Security-Policy on every response (Django 5.2 has none built in).
+"""Content-Security-Policy on every HTML page (Django 5.2 has none built in).
 
 The policy is CLARION_CONTENT_SECURITY_POLICY. Pages keep their scripts and styles in static
 files, so no inline script or style needs an exception; a response that set its own header
-keeps it.
+keeps it. Only documents get it: the service worker (/sw.js) runs under the policy of its own
+script response, and the notifications it shows may carry icons from the app's own hosts.
 """
 
 from django.conf import settings
@@ -17,6 +18,7 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         policy = settings.CLARION_CONTENT_SECURITY_POLICY
-        if policy and HEADER not in response:
+        is_page = response.get("Content-Type", "").startswith("text/html")
+        if policy and is_page and HEADER not in response:
             response[HEADER] = policy
         return response

@@ -372,7 +372,7 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD")
 
-# Content-Security-Policy of every page (notifyproject/csp.py): scripts, styles, images and
+# Content-Security-Policy of every HTML page (notifyproject/csp.py): scripts, styles, images and
 # connections from this origin only, no plugins, no framing. The demo page, the API docs
 # (Swagger UI served from this instance) and the admin need nothing more.
 CLARION_CONTENT_SECURITY_POLICY = "; ".join(

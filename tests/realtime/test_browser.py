@@ -48,7 +48,10 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context()
+    # wait_for_function polls by evaluating its string in the page, which the demo page's
+    # Content-Security-Policy (no 'unsafe-eval') refuses; tests/test_browser_hardening.py
+    # drives the page under the policy.
+    context = browser.new_context(bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     yield page
