@@ -333,6 +333,8 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "/admin/login/"
+# Database sessions that ignore a cookie no session could have (a NUL in it reached PostgreSQL).
+SESSION_ENGINE = "notifyproject.sessions"
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", True)

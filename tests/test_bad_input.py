@@ -9,6 +9,8 @@ import base64
 import json
 
 import pytest
+from django.conf import settings
+from websockets.exceptions import ConnectionClosed
 
 from delivery.models import Delivery, InboxMessage, Notification
 from devices.models import Device, MutedTopic, TopicSubscription
@@ -230,3 +232,25 @@ def test_a_websocket_handshake_with_nul_in_its_token_is_refused_not_a_500(start_
         connect(f"{web.ws_url}/ws/v1/notifications/?token=ct_a%00b", open_timeout=10)
     assert refused.value.response.status_code == 403
     assert not any("Traceback" in line for line in web.output)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_cookie_with_an_escaped_nul_is_no_session_not_a_server_error(start_web):
+    """Django decodes octal escapes in a quoted cookie value, so `"...\\000..."` put a NUL into
+    the session lookup on every page, API call and socket."""
+    import httpx
+    from websockets.sync.client import connect
+
+    web = start_web()
+    cookie = f'{settings.SESSION_COOKIE_NAME}="abcdefgh\\000ijklmnop"'
+    with httpx.Client(base_url=web.url, headers={"Cookie": cookie}, timeout=10) as http:
+        assert http.get("/").status_code == 200
+        assert http.get("/admin/").status_code == 302  # to the login page
+        for path in ("/api/v1/devices/", "/api/v1/poll/?timeout=0"):
+            response = http.get(path)
+            assert response.status_code == 401, (path, response.text)
+            assert response.json()["error"]["code"] == "not_authenticated"
+    url = f"{web.ws_url}/ws/v1/notifications/"
+    with connect(url, additional_headers={"Cookie": cookie}) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 4401
