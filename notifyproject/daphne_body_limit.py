@@ -33,11 +33,17 @@ def _discard(data: bytes) -> None:
 def body_limited_request_class(base, max_body_bytes: int):
     """A subclass of daphne's request class that refuses bodies over `max_body_bytes`."""
 
+    from twisted.web.http import HTTPChannel
+
     class BodyLimitedRequest(base):
         def gotLength(self, length):  # noqa: N802 - Twisted's name
             self._body_bytes = 0
             self._body_refused = False
-            if length is not None and length > max_body_bytes:
+            # HTTP/1.1 only: an HTTP/2 stream (daphne over TLS with ALPN) is answered through
+            # its own framing, which the raw answer below would break; there the ASGI layer's
+            # limit applies, after buffering.
+            self._body_limited = isinstance(self.channel, HTTPChannel)
+            if self._body_limited and length is not None and length > max_body_bytes:
                 self.content = io.BytesIO()
                 # Twisted answers `Expect: 100-continue` right after this call; a refused body
                 # must not be invited.
@@ -47,13 +53,15 @@ def body_limited_request_class(base, max_body_bytes: int):
             super().gotLength(length)
 
         def handleContentChunk(self, data):  # noqa: N802 - Twisted's name
+            if not self._body_limited:
+                return super().handleContentChunk(data)
             if self._body_refused:
-                return
+                return None
             self._body_bytes += len(data)
             if self._body_bytes > max_body_bytes:
                 self._refuse_body()
-                return
-            super().handleContentChunk(data)
+                return None
+            return super().handleContentChunk(data)
 
         def requestReceived(self, command, path, version):  # noqa: N802 - Twisted's name
             if getattr(self, "_body_refused", False):
