@@ -72,8 +72,11 @@ class RequestGuard:
             message = "NUL characters are not allowed in the URL."
             return await _answer(send, 400, orjson.dumps(error_body("bad_request", message)))
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            return await _answer(send, PAYLOAD_TOO_LARGE, payload_too_large_body(self.max_body_bytes))
+        if declared is not None:
+            if declared > self.max_body_bytes:
+                return await _answer(send, PAYLOAD_TOO_LARGE, payload_too_large_body(self.max_body_bytes))
+            # The server frames the body by its Content-Length: it cannot grow past it.
+            return await self.inner(scope, receive, send)
         limited = _LimitedBody(receive, send, self.max_body_bytes)
         return await self.inner(scope, limited.receive, limited.send)
 
