@@ -91,6 +91,14 @@ class TestNulInJson:
         assert_error(alice_client.put("/api/v1/topics/news%00/subscription/"), 400)
         assert not TopicSubscription.objects.exists()
 
+    def test_an_idempotency_key_with_nul_is_400(self, sender):
+        body = json.dumps({"to": {"users": ["alice"]}, "title": "x"})
+        response = sender.post(
+            NOTIFICATIONS, body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k\x00"
+        )
+        assert "Idempotency-Key" in assert_error(response, 400, "validation_error")["fields"]
+        assert nothing_sent()
+
 
 class TestJsonShape:
     def test_data_nested_thousands_deep_is_400(self, sender):
