@@ -58,13 +58,19 @@ def healthz(request):
 
 
 def _connected_users() -> float | None:
-    from realtime import presence
+    from realtime.presence import connected_users_count
 
-    counter = getattr(presence, "connected_users_count", None)
     try:
-        return float(counter()) if counter else None
+        return float(connected_users_count())
     except Exception:  # noqa: BLE001 - a gauge must not break the scrape
         return None
+
+
+def _realtime_fast_path_enabled() -> float | None:
+    from realtime.transport import fast_path_enabled
+
+    enabled = fast_path_enabled()
+    return None if enabled is None else float(enabled)
 
 
 def _broker_queue_length() -> float | None:
@@ -112,6 +118,7 @@ def metrics(request):
             "clarion_connected_users": _connected_users(),
             "clarion_broker_queue_length": _broker_queue_length(),
             "clarion_oldest_due_delivery_seconds": _oldest_due_delivery_secs(),
+            "clarion_realtime_fast_path_enabled": _realtime_fast_path_enabled(),
         }
     )
     return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
