@@ -1,4 +1,5 @@
-"""Operations: GET /healthz (do the database, channel layer and broker answer?) and GET /metrics."""
+"""Operations: GET /healthz (do the database, channel layer and broker answer, and is this web
+process's realtime node subscribed to its Redis channel?) and GET /metrics."""
 
 import hmac
 
@@ -47,12 +48,29 @@ def _check_broker() -> str:
         return f"error: {type(exc).__name__}"
 
 
+def _check_realtime_node() -> str | None:
+    """Realtime frames reach this process through its node's Redis subscription (realtime/node.py).
+
+    None where no node runs (a process that is not an ASGI server, e.g. the test client);
+    under daphne the ASGI application starts the node on the first request.
+    """
+    from realtime.node import local_nodes
+
+    states = [node.subscription_health() for node in local_nodes()]
+    if not states:
+        return None
+    return next((state for state in states if state != "ok"), "ok")
+
+
 def healthz(request):
     checks = {
         "database": _check_database(),
         "channel_layer": _check_channel_layer(),
         "broker": _check_broker(),
     }
+    realtime_node = _check_realtime_node()
+    if realtime_node is not None:
+        checks["realtime_node"] = realtime_node
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(checks, status=200 if healthy else 503)
 
