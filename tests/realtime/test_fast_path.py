@@ -1,6 +1,8 @@
 """The WebSocket fast path (realtime/transport.py): used under the pinned daphne, checked once,
 and replaced by the ASGI send, loudly, when daphne, autobahn or Twisted change under it."""
 
+import functools
+import logging
 import re
 import socket
 import sys
@@ -15,6 +17,7 @@ from django.test import Client
 from twisted.internet import tcp
 from websockets.sync.client import connect
 
+from realtime import transport
 from realtime.transport import check_fast_path
 from tests.delivery.factories import send
 from tests.realtime.conftest import open_socket, recv_json, recv_type, wait_online
@@ -117,3 +120,28 @@ def test_the_check_names_what_an_upgrade_took_away():
     finally:
         left.close()
         right.close()
+
+
+@pytest.mark.django_db
+def test_a_missing_attribute_turns_the_fast_path_off_with_a_warning_and_gauge(client, monkeypatch, caplog):
+    """The check runs on the process's first connection; frames then go through ASGI send
+    (delivered that way under a real daphne: test_a_daphne_that_hides_its_protocol_...)."""
+    monkeypatch.setattr(transport, "_check", None)  # this process has had no connection yet
+    left, right = socket.socketpair()
+    try:
+        protocol = _connected_protocol(left)
+        del protocol.transport._tempDataLen
+        send = functools.partial(_handle_reply, protocol)  # how daphne hands over `send`
+        with caplog.at_level(logging.WARNING, logger="realtime.transport"):
+            assert transport.open_socket(send) is None  # the consumer writes through `send`
+            assert transport.open_socket(send) is None  # checked once: one warning
+        warnings = [r.getMessage() for r in caplog.records if r.name == "realtime.transport"]
+        assert len(warnings) == 1 and "transport._tempDataLen" in warnings[0], warnings
+        assert f"{GAUGE} 0" in client.get("/metrics").content.decode().splitlines()
+    finally:
+        left.close()
+        right.close()
+
+
+async def _handle_reply(protocol, message):
+    """Where daphne's `send` leads (daphne.server.Server.handle_reply); never called here."""
