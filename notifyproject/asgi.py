@@ -26,6 +26,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime.auth import SessionsForCookieSockets  # noqa: E402
 from realtime.longwait import LongWaitEndpoints  # noqa: E402
+from realtime.node import StartRealtimeNode  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = RequestGuard(
@@ -40,6 +41,7 @@ application = RequestGuard(
     ),
     max_body_bytes=settings.CLARION_MAX_BODY_BYTES,
 )
+application = StartRealtimeNode(application)  # the node's subscription is up before a socket needs it
 
 if settings.CLARION_EMBEDDED_WORKER:
     from notifyproject.embedded import start_embedded_worker
