@@ -26,6 +26,7 @@ from delivery.models import (
 )
 from delivery.selectors import recipients_count, unknown_targets
 from notifyproject import metrics
+from webhooks import events as webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -195,19 +196,30 @@ def notification_cancel(notification_id: int) -> Notification:
 def inbox_ack(*, user, notification_id: int) -> bool:
     """The user has seen this message: mark their deliveries delivered, hold back pending push.
 
-    False when the user has no such message. The user's other clients are told (`read`).
+    False when the user has no such message. The user's other clients are told (`read`);
+    the first ack is the `notification.read` event, each delivery delivered a `delivery.delivered`.
     """
     now = timezone.now()
     with transaction.atomic():
-        updated = InboxMessage.objects.filter(user=user, notification_id=notification_id).update(read_at=now)
-        if not updated:
+        message = InboxMessage.objects.filter(user=user, notification_id=notification_id)
+        first_read = message.filter(read_at__isnull=True).update(read_at=now)
+        if not first_read and not message.exists():
             return False
+        if first_read:
+            webhook_events.notification_read(user=user, notification_id=notification_id)
         mine = Delivery.objects.filter(user=user, notification_id=notification_id)
-        mine.filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]).update(
-            status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now
+        webhook_events.deliveries_update(
+            mine.filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]),
+            status=DeliveryStatus.DELIVERED,
+            delivered_at=now,
+            updated_at=now,
         )
-        mine.filter(status=DeliveryStatus.QUEUED, channel="realtime").update(
-            status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+        webhook_events.deliveries_update(
+            mine.filter(status=DeliveryStatus.QUEUED, channel="realtime"),
+            status=DeliveryStatus.DELIVERED,
+            delivered_at=now,
+            sent_at=now,
+            updated_at=now,
         )
         # auto routing's held-back push (and quiet-hours push) is no longer needed.
         mine.filter(status=DeliveryStatus.QUEUED).exclude(channel="realtime").update(

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "devices",
     "delivery",
     "realtime",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -274,6 +275,17 @@ WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = env_flag("WEBPUSH_ALLOW_PRIVATE_ENDPOINTS")
 
 CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
 
+# Webhooks (docs/webhooks.md). `1` lets webhook URLs point at loopback/private addresses or
+# http:// (registration and every connect are checked otherwise); off by default.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_flag("WEBHOOK_ALLOW_PRIVATE_URLS")
+# Seconds an endpoint has to answer one POST before the attempt counts as failed (the contract's 10).
+CLARION_WEBHOOK_TIMEOUT_SECS = float(os.environ.get("CLARION_WEBHOOK_TIMEOUT", "10"))
+# First retry wait in seconds; each further one doubles (jittered, capped at 2 h), for 24 h.
+CLARION_WEBHOOK_RETRY_BASE_SECS = float(os.environ.get("CLARION_WEBHOOK_RETRY_BASE", "5"))
+# Events `sending` this long belong to a dead worker and are sent again (an attempt takes at
+# most the timeout above plus a few seconds).
+CLARION_WEBHOOK_SENDING_STALE_SECS = env_int("CLARION_WEBHOOK_SENDING_STALE_SECS", 120)
+
 # One provider per platform, by import path (tests and deployments swap them here).
 CLARION_PROVIDERS = {
     "fcm": "delivery.providers.fcm.FcmProvider",
@@ -304,6 +316,10 @@ CLARION_STALE_DEVICE_DAYS = env_int("CLARION_STALE_DEVICE_DAYS", 60)
 CELERY_BEAT_SCHEDULE = {
     "clarion-sweep": {"task": "delivery.tasks.due_work_sweep", "schedule": CLARION_SWEEP_INTERVAL_SECS},
     "clarion-retention": {"task": "delivery.tasks.data_retention_sweep", "schedule": 3600.0},
+    "clarion-webhook-sweep": {
+        "task": "webhooks.tasks.webhook_due_sweep",
+        "schedule": CLARION_SWEEP_INTERVAL_SECS,
+    },
 }
 
 # /metrics is open unless this is set; then Prometheus must send it as a Bearer token.
