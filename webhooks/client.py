@@ -144,3 +144,12 @@ def webhook_client() -> WebhookClient:
         if _client is None:
             _client = WebhookClient()
         return _client
+
+
+def reset_webhook_client() -> None:
+    """Close the process's pooled connections (tests; a deployment never needs to)."""
+    global _client
+    with _client_lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()

@@ -3,6 +3,15 @@ import pytest
 from tests.webhooks.receiver import Receiver
 
 
+@pytest.fixture(autouse=True)
+def _fresh_connection_pool():
+    """Each test's receivers are new servers: no kept-alive connection outlives its test."""
+    from webhooks.client import reset_webhook_client
+
+    yield
+    reset_webhook_client()
+
+
 @pytest.fixture
 def receiver():
     server = Receiver().start()
@@ -21,3 +30,22 @@ def second_receiver():
 def private_urls_allowed(settings):
     """Loopback receivers are private addresses: allowed here as WEBHOOK_ALLOW_PRIVATE_URLS=1 would."""
     settings.WEBHOOK_ALLOW_PRIVATE_URLS = True
+
+
+@pytest.fixture
+def make_webhook(db):
+    """A webhook registered by a new API key (or the given one) for the given events."""
+    from delivery.services import api_key_create
+    from webhooks.services import Owner, webhook_create
+
+    def make(url: str, events=("delivery.sent",), api_key=None, **fields):
+        if api_key is None:
+            api_key, _ = api_key_create(name="hooks", scopes=["send"])
+        webhook = webhook_create(owner=Owner(api_key=api_key), url=url, events=list(events))
+        if fields:
+            for name, value in fields.items():
+                setattr(webhook, name, value)
+            webhook.save()
+        return webhook
+
+    return make

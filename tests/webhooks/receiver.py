@@ -38,10 +38,12 @@ class Receiver:
                     receiver.connections += 1
                 super().setup()
 
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.arrived:
-                    receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                     rule = receiver._rules.popleft() if receiver._rules else receiver.default
                     receiver.arrived.notify_all()
                 if rule == "hang":
@@ -82,7 +84,9 @@ class Receiver:
         """Block until at least `count` requests arrived; the requests so far."""
         with self.arrived:
             if not self.arrived.wait_for(lambda: len(self.requests) >= count, timeout):
-                raise AssertionError(f"{len(self.requests)} of {count} webhook requests arrived in {timeout} s")
+                raise AssertionError(
+                    f"{len(self.requests)} of {count} webhook requests arrived in {timeout} s"
+                )
             return list(self.requests)
 
     def start(self) -> "Receiver":

@@ -37,7 +37,10 @@ class TestRegistration:
         client = api_key_client("send")
         assert list(assert_error(register(client, events=["delivery.lost"]), 400)["fields"]) == ["events.0"]
         assert "events" in assert_error(register(client, events=[]), 400)["fields"]
-        assert "url" in assert_error(client.post(URL, {"events": ["delivery.sent"]}, format="json"), 400)["fields"]
+        assert (
+            "url"
+            in assert_error(client.post(URL, {"events": ["delivery.sent"]}, format="json"), 400)["fields"]
+        )
         assert Webhook.objects.count() == 0
 
     def test_needs_the_send_scope(self, api_key_client, anon):
