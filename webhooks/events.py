@@ -23,13 +23,26 @@ from django.utils import timezone
 from delivery.models import Delivery, DeliveryStatus, Notification
 from devices.models import Device
 from webhooks import signals
-from webhooks.models import EventType, Webhook, WebhookEvent
+from webhooks.bulk import insert_rows
+from webhooks.models import EventStatus, EventType, Webhook, WebhookEvent
 from webhooks.signing import message_id_generate
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PER_TASK = 100  # one task posts this many events concurrently (see webhooks/sending.py)
-INSERT_BATCH_ROWS = 1000
+EVENT_COLUMNS = (
+    "webhook_id",
+    "event_type",
+    "message_id",
+    "body",
+    "created_at",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "enqueued_at",
+    "last_error",
+    "updated_at",
+)
 
 DELIVERY_EVENTS = {
     DeliveryStatus.SENT: EventType.DELIVERY_SENT,
@@ -189,7 +202,7 @@ def record(events: list[Event], listeners: Listeners) -> None:
         return
     now = timezone.now()
     timestamp = iso(now)
-    rows: list[WebhookEvent] = []
+    rows: list[tuple] = []
     for event in events:
         body = None
         for subscription in listeners.subscriptions:
@@ -197,21 +210,13 @@ def record(events: list[Event], listeners: Listeners) -> None:
                 continue
             if body is None:
                 body = orjson.dumps({"type": event.type, "timestamp": timestamp, "data": event.data}).decode()
-            rows.append(
-                WebhookEvent(
-                    webhook_id=subscription.webhook_id,
-                    event_type=event.type,
-                    message_id=message_id_generate(),
-                    body=body,
-                    next_attempt_at=now,
-                    enqueued_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            rows.append((subscription.webhook_id, event.type, message_id_generate(), body, now))
     if rows:
-        WebhookEvent.objects.bulk_create(rows, batch_size=INSERT_BATCH_ROWS)
-        ids = [row.pk for row in rows]
+        ids = insert_rows(
+            WebhookEvent,
+            EVENT_COLUMNS,
+            [(*row, EventStatus.PENDING, 0, now, now, "", now) for row in rows],
+        )
         transaction.on_commit(lambda: event_sends_enqueue(ids), robust=True)
     signalled = [event for event in events if event.type in listeners.signal_types]
     if signalled:

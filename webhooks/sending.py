@@ -18,11 +18,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from webhooks.bulk import insert_rows, update_rows
 from webhooks.client import Answer, Post, webhook_client
 from webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
 from webhooks.signing import signed_headers
@@ -37,6 +38,17 @@ RETRY_CAP_SECS = 2 * 3600  # the longest wait between two attempts
 # the admin); any 2xx resets the clock. Longer than RETRY_WINDOW, so one bad day is survived.
 DISABLE_AFTER = timedelta(days=5)
 MAX_COUNTDOWN_SECS = 120  # longer waits are left to the sweeper, not the broker
+ATTEMPT_COLUMNS = ("event_id", "webhook_id", "attempt", "status_code", "error", "duration_ms", "created_at")
+# Column → SQL type, for the one UPDATE that records retries and give-ups.
+UNFINISHED_COLUMNS = {
+    "status": "text",
+    "next_attempt_at": "timestamptz",
+    "enqueued_at": "timestamptz",
+    "last_status_code": "integer",
+    "last_error": "text",
+    "updated_at": "timestamptz",
+    "claim": "uuid",
+}
 
 
 def retry_delay_secs(attempts: int) -> float:
@@ -83,18 +95,18 @@ def events_record(claimed: list[WebhookEvent], answers: list[Answer], claim: uui
     given_up: list[WebhookEvent] = []
     healthy: set[int] = set()
     failing: set[int] = set()
-    attempts = []
+    attempts: list[tuple] = []
     for answer in answers:
         event = by_id[answer.event_id]
         attempts.append(
-            WebhookAttempt(
-                event_id=event.pk,
-                webhook_id=event.webhook_id,
-                attempt=event.attempts,
-                status_code=answer.status_code,
-                error=answer.error,
-                duration_ms=answer.duration_ms,
-                created_at=now,
+            (
+                event.pk,
+                event.webhook_id,
+                event.attempts,
+                answer.status_code,
+                answer.error,
+                answer.duration_ms,
+                now,
             )
         )
         event.last_status_code, event.last_error, event.updated_at = answer.status_code, answer.error, now
@@ -117,7 +129,7 @@ def events_record(claimed: list[WebhookEvent], answers: list[Answer], claim: uui
     failing -= healthy
 
     with transaction.atomic():
-        WebhookAttempt.objects.bulk_create(attempts)
+        insert_rows(WebhookAttempt, ATTEMPT_COLUMNS, attempts)
         ours = WebhookEvent.objects.filter(claim=claim, status=EventStatus.SENDING)
         for status_code, ids in succeeded.items():
             ours.filter(pk__in=ids).update(
@@ -128,21 +140,25 @@ def events_record(claimed: list[WebhookEvent], answers: list[Answer], claim: uui
                 updated_at=now,
             )
         unfinished = retries + given_up
-        for event in unfinished:
-            event.claim = None
         if unfinished:
-            still_ours = set(ours.filter(pk__in=[e.pk for e in unfinished]).values_list("pk", flat=True))
-            WebhookEvent.objects.bulk_update(
-                [e for e in unfinished if e.pk in still_ours],
+            update_rows(
+                WebhookEvent,
+                UNFINISHED_COLUMNS,
                 [
-                    "status",
-                    "next_attempt_at",
-                    "enqueued_at",
-                    "last_status_code",
-                    "last_error",
-                    "claim",
-                    "updated_at",
+                    (
+                        e.pk,
+                        e.status,
+                        e.next_attempt_at,
+                        e.enqueued_at,
+                        e.last_status_code,
+                        e.last_error,
+                        now,
+                        None,
+                    )
+                    for e in unfinished
                 ],
+                where="{table}.claim = %s AND {table}.status = 'sending'",
+                where_params=[claim.hex if connection.vendor == "sqlite" else claim],
             )
         if healthy:
             Webhook.objects.filter(pk__in=healthy).update(failing_since=None, last_success_at=now)

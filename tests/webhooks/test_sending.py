@@ -201,3 +201,17 @@ class TestSendAgainAndAttempts:
         ]
         assert results[1]["error"] == "502 Bad Gateway" and results[0]["error"] == ""
         assert {"webhook_id", "event", "status_code", "error", "attempt", "created_at"} <= set(results[0])
+
+
+def test_events_older_than_the_retention_period_are_purged_with_their_attempts(make_webhook, settings):
+    from delivery.lifecycle import data_retention_sweep
+
+    webhook = make_webhook("https://hooks.example.com/x")
+    old = event_for(webhook, age=timedelta(days=settings.CLARION_RETENTION_DAYS, minutes=1))
+    WebhookAttempt.objects.create(
+        event=old, webhook=webhook, attempt=1, status_code=200, created_at=old.created_at
+    )
+    recent = event_for(webhook, age=timedelta(days=1))
+    assert data_retention_sweep()["webhook_events_deleted"] == 1
+    assert list(WebhookEvent.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert WebhookAttempt.objects.count() == 0
