@@ -308,7 +308,7 @@ CLARION_STALE_WORK_SECS = env_int("CLARION_STALE_WORK_SECS", 30)
 CLARION_SENDING_STALE_SECS = env_int("CLARION_SENDING_STALE_SECS", 300)
 # Recipients per fan-out transaction.
 CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 500)
-# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry), in seconds.
+# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry, webhook retries), in seconds.
 CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
 # Data lifecycle: delivery rows older than this are deleted; devices unseen this long are deactivated.
 CLARION_RETENTION_DAYS = env_int("CLARION_RETENTION_DAYS", 30)
@@ -316,10 +316,6 @@ CLARION_STALE_DEVICE_DAYS = env_int("CLARION_STALE_DEVICE_DAYS", 60)
 CELERY_BEAT_SCHEDULE = {
     "clarion-sweep": {"task": "delivery.tasks.due_work_sweep", "schedule": CLARION_SWEEP_INTERVAL_SECS},
     "clarion-retention": {"task": "delivery.tasks.data_retention_sweep", "schedule": 3600.0},
-    "clarion-webhook-sweep": {
-        "task": "webhooks.tasks.webhook_due_sweep",
-        "schedule": CLARION_SWEEP_INTERVAL_SECS,
-    },
 }
 
 # /metrics is open unless this is set; then Prometheus must send it as a Bearer token.

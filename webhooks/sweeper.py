@@ -1,4 +1,4 @@
-"""Recovery for the outbox (beat, every CLARION_SWEEP_INTERVAL seconds).
+"""Recovery for the outbox (beat's sweep task, every CLARION_SWEEP_INTERVAL seconds).
 
 - events `sending` far longer than any attempt can take belong to a worker that died: they
   go back to `pending` (at-least-once: the receiver may see that attempt twice, with the same
