@@ -256,3 +256,22 @@ class TestOwnership:
             by_b.pk,
         }
         assert [verified(r, scoped.secret)["data"]["notification"] for r in receiver.requests] == [by_a.pk]
+
+
+def test_the_receiver_example_in_the_docs_verifies_a_real_delivery(
+    alice, receiver, make_webhook, private_urls_allowed, push_to
+):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+    example = (
+        docs.read_text().split("### A receiver in a few lines")[1].split("```python\n")[1].split("```")[0]
+    )
+    webhook = make_webhook(receiver.url)
+    push_to(alice)
+    (received,) = receiver.wait_for(1)
+    namespace: dict = {}
+    exec(example.replace('SECRET = "whsec_..."', f'SECRET = "{webhook.secret}"'), namespace)
+    assert namespace["verify"](received.headers, received.body)["type"] == "delivery.sent"
+    with pytest.raises(ValueError, match="bad signature"):
+        namespace["verify"](received.headers, received.body + b" ")
