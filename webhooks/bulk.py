@@ -20,21 +20,39 @@ def adapt(value):
     return value
 
 
-def insert_rows(model: type[Model], columns: tuple[str, ...], rows: list[tuple]) -> list[int]:
-    """INSERT the rows (values in `columns` order); their new ids, in order."""
+def insert_rows(
+    model: type[Model], columns: dict[str, str], rows: list[tuple], *, where: str = ""
+) -> list[int]:
+    """INSERT the rows (values in `columns` order; `columns` maps a column to its SQL type).
+
+    `where` keeps only the rows it holds for, as a condition on `v`, the rows' alias (e.g.
+    that the webhook they name still exists). Returns the new ids.
+    """
     table = connection.ops.quote_name(model._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    names = list(columns)
+    row = _values_row(list(columns.values()))
     ids: list[int] = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[start : start + ROWS_PER_STATEMENT]
             params = [adapt(value) for values in chunk for value in values]
             cursor.execute(
-                f"INSERT INTO {table} ({names}) VALUES {', '.join([row] * len(chunk))} RETURNING id", params
+                f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row] * len(chunk))}) "
+                f"INSERT INTO {table} ({', '.join(connection.ops.quote_name(c) for c in names)}) "
+                f"SELECT {', '.join(f'v.{c}' for c in names)} FROM v"
+                + (f" WHERE {where}" if where else "")
+                + " RETURNING id",
+                params,
             )
             ids += [found[0] for found in cursor.fetchall()]
     return ids
+
+
+def _values_row(types: list[str]) -> str:
+    """One row of a VALUES list: typed on PostgreSQL (a bare parameter there is text or unknown)."""
+    if connection.vendor == "postgresql":
+        return "(" + ", ".join(f"CAST(%s AS {sql_type})" for sql_type in types) + ")"
+    return "(" + ", ".join(["%s"] * len(types)) + ")"
 
 
 def update_rows(
@@ -45,9 +63,7 @@ def update_rows(
     `where` adds a condition on the table, named `{table}` in it (e.g. that a claim is still ours).
     """
     table = connection.ops.quote_name(model._meta.db_table)
-    postgres = connection.vendor == "postgresql"
-    casts = ["bigint", *columns.values()]
-    row = "(" + ", ".join(f"CAST(%s AS {cast})" if postgres else "%s" for cast in casts) + ")"
+    row = _values_row(["bigint", *columns.values()])
     names = ["id", *columns]
     assignments = ", ".join(f"{connection.ops.quote_name(c)} = v.{c}" for c in columns)
     updated = 0

@@ -11,13 +11,15 @@ subscribed and no signal receiver, nothing is read or written beyond one small q
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from delivery.models import Delivery, DeliveryStatus, Notification
@@ -30,19 +32,24 @@ from webhooks.signing import message_id_generate
 logger = logging.getLogger(__name__)
 
 EVENTS_PER_TASK = 100  # one task posts this many events concurrently (see webhooks/sending.py)
-EVENT_COLUMNS = (
-    "webhook_id",
-    "event_type",
-    "message_id",
-    "body",
-    "created_at",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "enqueued_at",
-    "last_error",
-    "updated_at",
-)
+EVENT_COLUMNS = {
+    "webhook_id": "bigint",
+    "event_type": "text",
+    "message_id": "text",
+    "body": "text",
+    "created_at": "timestamptz",
+    "status": "text",
+    "attempts": "integer",
+    "next_attempt_at": "timestamptz",
+    "enqueued_at": "timestamptz",
+    "last_error": "text",
+    "updated_at": "timestamptz",
+}
+# The list of webhooks is read at most this often per process (and at once after a change in
+# this process): a status change costs no query for it while nobody listens. A webhook created
+# in another process hears of changes from at most this long after; one deleted or disabled
+# meanwhile gets nothing, because the INSERT checks it is still there and active.
+SUBSCRIPTIONS_TTL_SECS = 1.0
 
 DELIVERY_EVENTS = {
     DeliveryStatus.SENT: EventType.DELIVERY_SENT,
@@ -81,17 +88,44 @@ class Listeners:
     def of(cls, event_types: Iterable[str]) -> Listeners:
         wanted = frozenset(event_types)
         subscriptions = tuple(
-            Subscription(pk, frozenset(events) & wanted, api_key_id, everything)
-            for pk, events, api_key_id, everything in Webhook.objects.filter(active=True).values_list(
-                "pk", "events", "api_key_id", "all_notifications"
-            )
-            if wanted.intersection(events)
+            Subscription(pk, events & wanted, api_key_id, everything)
+            for pk, events, api_key_id, everything in active_webhooks()
+            if wanted & events
         )
         signal_types = frozenset(t for t in wanted if signals.BY_EVENT[t].has_listeners())
         return cls(subscriptions, signal_types)
 
     def __bool__(self) -> bool:
         return bool(self.subscriptions or self.signal_types)
+
+
+_webhooks_cache: tuple[float, list[tuple]] = (0.0, [])
+
+
+def active_webhooks() -> list[tuple[int, frozenset[str], int | None, bool]]:
+    """(id, events, api key id, all notifications) of every active webhook, cached briefly."""
+    global _webhooks_cache
+    expires, rows = _webhooks_cache
+    if time.monotonic() < expires:
+        return rows
+    rows = [
+        (pk, frozenset(events), api_key_id, everything)
+        for pk, events, api_key_id, everything in Webhook.objects.filter(active=True).values_list(
+            "pk", "events", "api_key_id", "all_notifications"
+        )
+    ]
+    _webhooks_cache = (time.monotonic() + SUBSCRIPTIONS_TTL_SECS, rows)
+    return rows
+
+
+def forget_active_webhooks(**kwargs) -> None:
+    """A webhook changed in this process: read the list again on the next status change."""
+    global _webhooks_cache
+    _webhooks_cache = (0.0, [])
+
+
+post_save.connect(forget_active_webhooks, sender=Webhook, dispatch_uid="webhooks.forget_active")
+post_delete.connect(forget_active_webhooks, sender=Webhook, dispatch_uid="webhooks.forget_active")
 
 
 @dataclass(frozen=True)
@@ -212,10 +246,12 @@ def record(events: list[Event], listeners: Listeners) -> None:
                 body = orjson.dumps({"type": event.type, "timestamp": timestamp, "data": event.data}).decode()
             rows.append((subscription.webhook_id, event.type, message_id_generate(), body, now))
     if rows:
+        webhooks = connection.ops.quote_name(Webhook._meta.db_table)
         ids = insert_rows(
             WebhookEvent,
             EVENT_COLUMNS,
             [(*row, EventStatus.PENDING, 0, now, now, "", now) for row in rows],
+            where=f"EXISTS (SELECT 1 FROM {webhooks} w WHERE w.id = v.webhook_id AND w.active)",
         )
         transaction.on_commit(lambda: event_sends_enqueue(ids), robust=True)
     signalled = [event for event in events if event.type in listeners.signal_types]

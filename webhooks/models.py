@@ -62,7 +62,9 @@ class WebhookEvent(models.Model):
     so retries are byte-for-byte the same message.
     """
 
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="outbox")
+    # No database constraint: a status change must never fail because its webhook was deleted
+    # meanwhile (the INSERT checks it exists; the ORM still deletes a webhook's events with it).
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="outbox", db_constraint=False)
     event_type = models.CharField(max_length=32, choices=EventType.choices)
     message_id = models.CharField(max_length=40)
     body = models.TextField()

@@ -38,7 +38,15 @@ RETRY_CAP_SECS = 2 * 3600  # the longest wait between two attempts
 # the admin); any 2xx resets the clock. Longer than RETRY_WINDOW, so one bad day is survived.
 DISABLE_AFTER = timedelta(days=5)
 MAX_COUNTDOWN_SECS = 120  # longer waits are left to the sweeper, not the broker
-ATTEMPT_COLUMNS = ("event_id", "webhook_id", "attempt", "status_code", "error", "duration_ms", "created_at")
+ATTEMPT_COLUMNS = {
+    "event_id": "bigint",
+    "webhook_id": "bigint",
+    "attempt": "integer",
+    "status_code": "integer",
+    "error": "text",
+    "duration_ms": "integer",
+    "created_at": "timestamptz",
+}
 # Column → SQL type, for the one UPDATE that records retries and give-ups.
 UNFINISHED_COLUMNS = {
     "status": "text",
@@ -66,6 +74,8 @@ def webhook_events_send(event_ids: list[int]) -> None:
     claimed = list(
         WebhookEvent.objects.filter(claim=claim, status=EventStatus.SENDING).select_related("webhook")
     )
+    orphans = WebhookEvent.objects.filter(claim=claim).exclude(pk__in=[event.pk for event in claimed])
+    orphans.delete()  # their webhook was deleted while the change that recorded them committed
     if not claimed:
         return
     unwanted = [event for event in claimed if not event.webhook.active]

@@ -56,9 +56,13 @@ def webhook_delete(*, owner: Owner, webhook_id: int) -> bool:
 
 def webhooks_enable(webhook_ids: list[int]) -> int:
     """Enable disabled endpoints again (admin); the failure clock starts afresh."""
-    return Webhook.objects.filter(pk__in=webhook_ids, active=False).update(
+    from webhooks.events import forget_active_webhooks
+
+    enabled = Webhook.objects.filter(pk__in=webhook_ids, active=False).update(
         active=True, disabled_at=None, disabled_reason="", failing_since=None
     )
+    forget_active_webhooks()
+    return enabled
 
 
 def events_send_again(event_ids: list[int]) -> int:

@@ -4,12 +4,15 @@ from tests.webhooks.receiver import Receiver
 
 
 @pytest.fixture(autouse=True)
-def _fresh_connection_pool():
-    """Each test's receivers are new servers: no kept-alive connection outlives its test."""
+def _fresh_webhook_state():
+    """Each test's receivers are new servers: no kept-alive connection outlives its test, and
+    no webhook of a rolled-back test stays in the process's list of active ones."""
     from webhooks.client import reset_webhook_client
+    from webhooks.events import forget_active_webhooks
 
     yield
     reset_webhook_client()
+    forget_active_webhooks()
 
 
 @pytest.fixture

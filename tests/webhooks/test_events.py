@@ -275,3 +275,20 @@ def test_the_receiver_example_in_the_docs_verifies_a_real_delivery(
     assert namespace["verify"](received.headers, received.body)["type"] == "delivery.sent"
     with pytest.raises(ValueError, match="bad signature"):
         namespace["verify"](received.headers, received.body + b" ")
+
+
+def test_a_webhook_deleted_by_another_process_gets_nothing_and_fails_no_send(
+    alice, receiver, make_webhook, private_urls_allowed, push_to
+):
+    from django.db import connection
+
+    from webhooks.events import active_webhooks
+
+    webhook = make_webhook(receiver.url)
+    assert [row[0] for row in active_webhooks()] == [webhook.pk]  # this process still lists it
+    with connection.cursor() as cursor:  # as another process's DELETE would: no signal here
+        cursor.execute("DELETE FROM webhooks_webhook WHERE id = %s", [webhook.pk])
+    _, delivery = push_to(alice)
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    assert WebhookEvent.objects.count() == 0 and receiver.requests == []
