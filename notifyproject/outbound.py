@@ -13,9 +13,10 @@ Every URL a user or integrator supplies (Web Push endpoints, webhook URLs) goes 
    rebinds after registration, is caught there.
 
 Redirects are never followed: callers send with `post()` (or pass `allow_redirects=False`), so a
-3xx answer is recorded as the status it is. The text recorded about an answer is `response_error()`:
-status, phrase and at most a short reason token, never the remote's free text (which would turn a
-delivery log into a port scanner or a data leak). Tests: tests/test_outbound.py and
+3xx answer is recorded as the status it is. At most a few KiB of an answer are read
+(`read_answer()`), and what is recorded about it is `response_error()`: status, phrase and at
+most a short reason token, never the remote's free text (which would turn a delivery log into a
+port scanner or a data leak). Tests: tests/test_outbound.py and
 tests/delivery/providers/test_webpush_ssrf.py; docs/security.md.
 """
 
@@ -46,9 +47,11 @@ UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f\\]")
 # A provider's reason token in an error answer (autopush `errno`, FCM `reason`): an identifier.
 REASON_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 REASON_TOKEN_KEYS = ("reason", "errno", "error_code", "error")
-ERROR_BODY_SCAN_BYTES = 4096  # a reason token sits in a small JSON body; larger bodies are not parsed
+ERROR_BODY_SCAN_BYTES = 4096  # a reason token sits in a small JSON body; larger bodies are not read
 # IPv6 ranges that carry an IPv4 address which the network may end up connecting to.
 NAT64_WELL_KNOWN_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+# RFC 8215: a NAT64 prefix for one network's own use; Python 3.11's ipaddress calls it global.
+NAT64_LOCAL_USE_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class UnsafeURLError(ValueError):
@@ -177,6 +180,21 @@ def post(session: aiohttp.ClientSession, url: str, **kwargs):
     return session.post(url, **kwargs)
 
 
+async def read_answer(response: aiohttp.ClientResponse) -> bytes:
+    """The start of an answer's body, at most ERROR_BODY_SCAN_BYTES + 1 bytes: enough for
+    `response_error()` to find a reason token, without holding whatever a remote chooses to send.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= ERROR_BODY_SCAN_BYTES:
+        chunk = await response.content.read(ERROR_BODY_SCAN_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def response_error(status: int, body: bytes = b"") -> str:
     """What to record about an unsuccessful answer: `400 Bad Request` or `400 Bad Request (TOKEN)`.
 
@@ -236,6 +254,8 @@ def _refusal_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
             return _refusal_kind(embedded)
         if address.scope_id:
             return "link-local"
+        if address in NAT64_LOCAL_USE_PREFIX:
+            return "private"
     if address.is_loopback:
         return "loopback"
     if address.is_unspecified:

@@ -254,7 +254,7 @@ async def _post(session: aiohttp.ClientSession, request: _Request) -> SendResult
     try:
         answer = outbound.post(session, request.url, data=request.body, headers=request.headers)
         async with answer as response:
-            content = await response.read()
+            content = await outbound.read_answer(response)
     except aiohttp.InvalidURL:
         return SendResult(request.delivery_id, Outcome.FAILED, error="INVALID_URL: aiohttp cannot parse it")
     except TimeoutError:
