@@ -24,9 +24,6 @@ MAX_CONNECTIONS = 100  # concurrent POSTs (= connections) per process
 MAX_CONNECTIONS_PER_ENDPOINT = 20  # so one slow receiver cannot hold every connection
 KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
 BATCH_MARGIN_SECS = 5  # a whole batch may take the per-attempt timeout plus this
-# Answers are read to the end (so the connection can be kept) up to this size; a larger one
-# is cut off and its connection closed.
-MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ async def _post(session: aiohttp.ClientSession, post: Post, timeout: aiohttp.Cli
         async with outbound.post(
             session, post.url, data=post.body, headers=post.headers, timeout=timeout
         ) as response:
-            content = await _read_some(response)
+            content = await outbound.read_answer(response)
     except TimeoutError:
         return answer(None, f"TIMEOUT: no answer within {timeout.total:g} s")
     except aiohttp.InvalidURL:
@@ -115,16 +112,6 @@ async def _post(session: aiohttp.ClientSession, post: Post, timeout: aiohttp.Cli
         return answer(response.status)
     # Only the status and a reason token are recorded, never the receiver's free text.
     return answer(response.status, outbound.response_error(response.status, content))
-
-
-async def _read_some(response: aiohttp.ClientResponse) -> bytes:
-    content = b""
-    while len(content) < MAX_ANSWER_BYTES:
-        chunk = await response.content.read(MAX_ANSWER_BYTES)
-        if not chunk:
-            break
-        content += chunk
-    return content
 
 
 async def _close_sessions(resources: dict) -> None:
