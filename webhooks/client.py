@@ -40,6 +40,7 @@ class Answer:
     status_code: int | None  # None: no HTTP answer (refused, timed out, connection error)
     error: str
     duration_ms: int
+    retry: bool = True  # False: trying again cannot help (an address the outbound policy refuses)
 
     @property
     def succeeded(self) -> bool:
@@ -91,8 +92,8 @@ class WebhookClient:
 async def _post(session: aiohttp.ClientSession, post: Post, timeout: aiohttp.ClientTimeout) -> Answer:
     started = time.monotonic()
 
-    def answer(status_code: int | None, error: str = "") -> Answer:
-        return Answer(post.event_id, status_code, error, int((time.monotonic() - started) * 1000))
+    def answer(status_code: int | None, error: str = "", retry: bool = True) -> Answer:
+        return Answer(post.event_id, status_code, error, int((time.monotonic() - started) * 1000), retry)
 
     try:
         async with outbound.post(
@@ -102,11 +103,11 @@ async def _post(session: aiohttp.ClientSession, post: Post, timeout: aiohttp.Cli
     except TimeoutError:
         return answer(None, f"TIMEOUT: no answer within {timeout.total:g} s")
     except aiohttp.InvalidURL:
-        return answer(None, "INVALID_URL: the URL cannot be requested")
+        return answer(None, "INVALID_URL: the URL cannot be requested", retry=False)
     except aiohttp.ClientError as exc:  # refused address, connection refused/reset, DNS, TLS, bad answer
         reason = outbound.refused_reason(exc)
         if reason:
-            return answer(None, f"REFUSED_ADDRESS: {reason}")
+            return answer(None, f"PRIVATE_ADDRESS: {reason}", retry=False)
         return answer(None, f"CONNECTION_ERROR: {outbound.transport_error(exc)}")
     if 200 <= response.status < 300:
         return answer(response.status)

@@ -5,7 +5,9 @@ nothing to send. The POSTs run outside any transaction; their outcomes are writt
 A failed attempt (non-2xx, or no answer within CLARION_WEBHOOK_TIMEOUT_SECS) goes back to
 `pending` with `next_attempt_at` (capped exponential back-off with jitter) for as long as
 the event is younger than RETRY_WINDOW; the database holds the wait, the sweeper and short
-countdowns pick it up. An endpoint whose every attempt failed for DISABLE_AFTER is disabled.
+countdowns pick it up. An address the outbound policy refuses (notifyproject/outbound.py:
+the URL under the current policy, or the address connected to) fails the event at once:
+trying again cannot help. An endpoint whose every attempt failed for DISABLE_AFTER is disabled.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from notifyproject import outbound
 from webhooks.bulk import insert_rows, update_rows
 from webhooks.client import Answer, Post, webhook_client
 from webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
@@ -78,16 +81,29 @@ def webhook_events_send(event_ids: list[int]) -> None:
     orphans.delete()  # their webhook was deleted while the change that recorded them committed
     if not claimed:
         return
-    unwanted = [event for event in claimed if not event.webhook.active]
-    posts = [_post(event) for event in claimed if event.webhook.active]
+    allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS
+    refusals = {w.pk: _why_not(w, allow_private) for w in {event.webhook for event in claimed}}
     answers = webhook_client().post_all(
-        posts,
-        allow_private=settings.WEBHOOK_ALLOW_PRIVATE_URLS,
+        [_post(event) for event in claimed if not refusals[event.webhook_id]],
+        allow_private=allow_private,
         timeout_secs=settings.CLARION_WEBHOOK_TIMEOUT_SECS,
     )
-    for event in unwanted:
-        answers.append(Answer(event.pk, None, "WEBHOOK_DISABLED: the webhook was disabled", 0))
+    answers += [
+        Answer(e.pk, None, refusals[e.webhook_id], 0, retry=False) for e in claimed if refusals[e.webhook_id]
+    ]
     events_record(claimed, answers, claim)
+
+
+def _why_not(webhook: Webhook, allow_private: bool) -> str:
+    """Why nothing may be sent to this webhook now, or "": disabled, or its URL is refused under
+    the current policy (WEBHOOK_ALLOW_PRIVATE_URLS may have been turned off since it was registered)."""
+    if not webhook.active:
+        return "WEBHOOK_DISABLED: the webhook was disabled"
+    try:
+        outbound.clean_url(webhook.url, allow_private=allow_private)
+    except outbound.UnsafeURLError as exc:
+        return f"{exc.code}: {exc}"
+    return ""
 
 
 def _post(event: WebhookEvent) -> Post:
@@ -126,7 +142,7 @@ def events_record(claimed: list[WebhookEvent], answers: list[Answer], claim: uui
             continue
         if not answer.error.startswith("WEBHOOK_DISABLED"):
             failing.add(event.webhook_id)
-        if event.webhook.active and now - event.created_at < RETRY_WINDOW:
+        if answer.retry and event.webhook.active and now - event.created_at < RETRY_WINDOW:
             event.status = EventStatus.PENDING
             delay = retry_delay_secs(event.attempts)
             event.next_attempt_at = now + timedelta(seconds=delay)

@@ -2,6 +2,7 @@
 the disable threshold, "send again", and the attempts API, against a real loopback receiver."""
 
 import json
+import socket
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
 from webhooks.signing import message_id_generate
 
 pytestmark = pytest.mark.django_db
+REBOUND_NAME = "hooks.rebinding.example"
 
 
 def event_for(webhook, *, age=timedelta(0), event_type="delivery.failed") -> WebhookEvent:
@@ -98,7 +100,7 @@ class TestWhereItGoes:
         event.refresh_from_db()
         assert (event.status, event.last_status_code) == (EventStatus.PENDING, 307)
 
-    def test_a_private_address_is_refused_when_connecting(
+    def test_a_url_refused_by_the_current_policy_is_not_sent_to(
         self, receiver, make_webhook, settings, eager_tasks
     ):
         settings.WEBHOOK_ALLOW_PRIVATE_URLS = True
@@ -108,20 +110,27 @@ class TestWhereItGoes:
         send_now(event)
         event.refresh_from_db()
         assert receiver.connections == 0
-        assert event.status == EventStatus.PENDING
-        assert event.last_error == "REFUSED_ADDRESS: 127.0.0.1 is a loopback address"
+        assert event.status == EventStatus.FAILED  # not retried: trying again cannot help
+        assert event.last_error.startswith("INSECURE_SCHEME: ")  # http:// is allowed only with private URLs
         assert event.last_status_code is None
 
     def test_a_name_resolving_to_loopback_is_refused_when_connecting(
-        self, receiver, make_webhook, settings, eager_tasks
+        self, receiver, make_webhook, eager_tasks, monkeypatch
     ):
+        real_getaddrinfo = socket.getaddrinfo
+
+        def rebinding_dns(host, *args, **kwargs):  # the attacker's zone answers loopback
+            return real_getaddrinfo("127.0.0.1" if host == REBOUND_NAME else host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
         port = receiver.server.server_address[1]
-        webhook = make_webhook(f"https://localhost:{port}/hooks")  # as if it had resolved publicly once
+        webhook = make_webhook(f"https://{REBOUND_NAME}:{port}/hooks")  # public when registered
         event = event_for(webhook)
         send_now(event)
         event.refresh_from_db()
         assert receiver.connections == 0
-        assert event.last_error.startswith("REFUSED_ADDRESS: ")
+        assert event.last_error == "PRIVATE_ADDRESS: 127.0.0.1 is a loopback address"
+        assert event.status == EventStatus.FAILED
 
 
 class TestDisabling:
