@@ -25,6 +25,7 @@ class WebhookAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["active"]
+    list_select_related = ["api_key", "created_by"]
     search_fields = ["url", "description"]
     readonly_fields = [
         "api_key",

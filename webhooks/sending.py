@@ -71,14 +71,14 @@ def retry_delay_secs(attempts: int) -> float:
 def webhook_events_send(event_ids: list[int]) -> None:
     now = timezone.now()
     claim = uuid.uuid4()
-    WebhookEvent.objects.filter(
+    count = WebhookEvent.objects.filter(
         pk__in=event_ids, status=EventStatus.PENDING, next_attempt_at__lte=now
     ).update(status=EventStatus.SENDING, claim=claim, attempts=F("attempts") + 1, updated_at=now)
     claimed = list(
         WebhookEvent.objects.filter(claim=claim, status=EventStatus.SENDING).select_related("webhook")
     )
-    orphans = WebhookEvent.objects.filter(claim=claim).exclude(pk__in=[event.pk for event in claimed])
-    orphans.delete()  # their webhook was deleted while the change that recorded them committed
+    if count > len(claimed):  # their webhook was deleted while the change that recorded them committed
+        WebhookEvent.objects.filter(claim=claim).exclude(pk__in=[event.pk for event in claimed]).delete()
     if not claimed:
         return
     allow_private = settings.WEBHOOK_ALLOW_PRIVATE_URLS

@@ -28,7 +28,7 @@ class Owner:
 
 def api_key_is_bound(api_key: ApiKey) -> bool:
     """A key bound to an app hears only of its own sends; an unbound key is instance-wide."""
-    return getattr(api_key, "app_id", None) is not None
+    return bool(getattr(api_key, "app", ""))  # ApiKey.app: the bound app's slug, "" when unbound
 
 
 def webhook_create(*, owner: Owner, url: str, events: list[str], description: str = "") -> Webhook:

@@ -6,6 +6,7 @@ for `delivery.*`, `delivery.models.Notification` for `notification.read`,
 `devices.models.Device` for `device.deactivated`. See docs/python-api.md.
 """
 
+from django.apps import apps
 from django.dispatch import Signal
 
 from webhooks.models import EventType
@@ -27,3 +28,12 @@ BY_EVENT: dict[str, Signal] = {
     EventType.NOTIFICATION_READ: notification_read,
     EventType.DEVICE_DEACTIVATED: device_deactivated,
 }
+
+# Who each signal is sent by, so that receivers connected with `sender=` are found too.
+SENDER_OF = {event: "delivery.Delivery" for event in BY_EVENT if event.startswith("delivery.")}
+SENDER_OF[EventType.NOTIFICATION_READ] = "delivery.Notification"
+SENDER_OF[EventType.DEVICE_DEACTIVATED] = "devices.Device"
+
+
+def has_receivers(event: str) -> bool:
+    return BY_EVENT[event].has_listeners(apps.get_model(SENDER_OF[event]))

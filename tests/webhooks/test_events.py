@@ -224,6 +224,19 @@ class TestSignals:
             signals.delivery_sent.disconnect(dispatch_uid="t")
         assert heard == [("Delivery", "delivery.sent", "sent", "alice")]
 
+    def test_a_receiver_connected_for_its_sender_hears_it_too(self, alice, push_to):
+        from delivery.models import Delivery as DeliveryModel
+
+        heard = []
+        signals.delivery_sent.connect(
+            lambda **kw: heard.append(kw["data"]["id"]), sender=DeliveryModel, weak=False, dispatch_uid="t"
+        )
+        try:
+            _, delivery = push_to(alice)
+        finally:
+            signals.delivery_sent.disconnect(sender=DeliveryModel, dispatch_uid="t")
+        assert heard == [delivery.pk]
+
     def test_only_once_the_transaction_commits(self, alice, push_to, django_capture_on_commit_callbacks):
         notification, _ = push_to(alice)
         heard = []
