@@ -18,11 +18,11 @@ from datetime import datetime
 
 import orjson
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from delivery.models import Delivery, DeliveryStatus, Notification
+from delivery.models import ApiKey, Delivery, DeliveryStatus, Notification
 from devices.models import Device
 from webhooks import signals
 from webhooks.bulk import insert_rows
@@ -108,9 +108,13 @@ def active_webhooks() -> list[tuple[int, frozenset[str], int | None, bool]]:
     expires, rows = _webhooks_cache
     if time.monotonic() < expires:
         return rows
+    # A revoked key's webhooks hear nothing more (deleting the key deletes them).
+    listening = Webhook.objects.filter(active=True).filter(
+        Q(api_key__isnull=True) | Q(api_key__revoked=False)
+    )
     rows = [
         (pk, frozenset(events), api_key_id, everything)
-        for pk, events, api_key_id, everything in Webhook.objects.filter(active=True).values_list(
+        for pk, events, api_key_id, everything in listening.values_list(
             "pk", "events", "api_key_id", "all_notifications"
         )
     ]
@@ -126,6 +130,7 @@ def forget_active_webhooks(**kwargs) -> None:
 
 post_save.connect(forget_active_webhooks, sender=Webhook, dispatch_uid="webhooks.forget_active")
 post_delete.connect(forget_active_webhooks, sender=Webhook, dispatch_uid="webhooks.forget_active")
+post_save.connect(forget_active_webhooks, sender=ApiKey, dispatch_uid="webhooks.forget_active_key")
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,17 @@ class TestEachStatusChange:
         assert (data["channel"], data["status"], data["user"]) == ("realtime", "sent", "alice")
 
 
+class TestRevokedKeys:
+    def test_a_revoked_keys_webhook_hears_nothing_more(
+        self, alice, receiver, make_webhook, private_urls_allowed, push_to
+    ):
+        webhook = make_webhook(receiver.url)
+        webhook.api_key.revoked = True
+        webhook.api_key.save()
+        push_to(alice)
+        assert WebhookEvent.objects.count() == 0 and receiver.requests == []
+
+
 class TestRollback:
     def test_a_rolled_back_change_records_and_posts_nothing(
         self, alice, receiver, make_webhook, private_urls_allowed, push_to, after_commit
