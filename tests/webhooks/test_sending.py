@@ -190,6 +190,10 @@ class TestSendAgainAndAttempts:
         assert (event.status, event.attempts) == (EventStatus.SUCCEEDED, 2)
         page = admin_client.get(f"/admin/webhooks/webhookevent/{event.pk}/change/").content.decode()
         assert event.message_id in page
+        listing = admin_client.get("/admin/webhooks/webhookevent/?status__exact=succeeded").content.decode()
+        assert event.message_id in listing
+        page = admin_client.get(f"/admin/webhooks/webhook/{webhook.pk}/change/").content.decode()
+        assert webhook.url in page and webhook.secret not in page
 
     def test_attempts_api_lists_every_attempt_newest_first(
         self, receiver, private_urls_allowed, api_key_client, in_process
