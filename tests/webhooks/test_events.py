@@ -199,6 +199,23 @@ class TestRevokedKeys:
 
 
 class TestRollback:
+    def test_a_rolled_back_send_posts_nothing(
+        self, alice, receiver, make_webhook, private_urls_allowed, recorder, eager_tasks, after_commit
+    ):
+        make_webhook(receiver.url, events=["delivery.sent"])
+        notification = send({"users": ["alice"]}, route="push")
+        delivery = Delivery.objects.create(
+            notification=notification, user=alice, device=device(alice), channel="fcm"
+        )
+        with after_commit(), pytest.raises(RuntimeError), transaction.atomic():
+            sending.deliveries_send([delivery.pk])
+            raise RuntimeError("the transaction around the send fails")
+        assert WebhookEvent.objects.count() == 0 and receiver.requests == []
+        with after_commit():
+            sending.deliveries_send([delivery.pk])  # the same send, committed this time
+        (received,) = receiver.wait_for(1)
+        assert json.loads(received.body)["data"]["id"] == delivery.pk
+
     def test_a_rolled_back_change_records_and_posts_nothing(
         self, alice, receiver, make_webhook, private_urls_allowed, push_to, after_commit
     ):
