@@ -14,6 +14,7 @@ the worker is Celery prefork ×2, as in W9.
 
 import argparse
 import asyncio
+import socket
 import statistics
 import threading
 import time
@@ -49,9 +50,10 @@ class Receiver:
             app.router.add_post("/hook", hook)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            self.port = listener.getsockname()[1]
+            await web.SockSite(runner, listener).start()
             self._ready.set()
             await asyncio.Event().wait()
 
@@ -81,6 +83,7 @@ def pipeline_with_webhook(worker, connection, recipients: int, receiver: Receive
     reset_events(connection)
     tasks_before = tasks_executed(app)
     received_before = receiver.count
+    cpu_before = worker.cpu_secs()
     began = time.monotonic()
     clarion_start(recipients)()
     harness.wait_for(lambda: count_sent(connection) >= recipients, RUN_TIMEOUT_SECS, interval=0.1)
@@ -88,8 +91,10 @@ def pipeline_with_webhook(worker, connection, recipients: int, receiver: Receive
     harness.wait_for(lambda: count_succeeded(connection) >= recipients, RUN_TIMEOUT_SECS, interval=0.1)
     events_elapsed = time.monotonic() - began
     harness.wait_for_idle_broker(RUN_TIMEOUT_SECS)
+    worker_cpu = worker.cpu_secs() - cpu_before
     tasks = sum(tasks_executed(app).values()) - sum(tasks_before.values())
     return {
+        "worker_cpu": worker_cpu,
         "rows_per_sec": recipients / sent_elapsed,
         "events_per_sec": recipients / events_elapsed,
         "tasks": tasks,
@@ -193,6 +198,10 @@ def report(recipients: int, results: dict) -> None:
     line("Celery tasks, with the webhook", "with", "tasks")
     line("events/s delivered, send to last 2xx", "with", "events_per_sec")
     line("events/s delivered, sender alone", "sender", "events_per_sec")
+    line("worker CPU s, without a webhook", "without", "worker_cpu")
+    line("worker CPU s, with the webhook", "with", "worker_cpu")
+    extra = (median("with", "worker_cpu") - median("without", "worker_cpu")) / recipients * 1e6
+    print(f"{'worker CPU per event (with − without)':<42}{extra:,.0f} µs")
     line("POSTs received, pipeline run", "with", "received")
     line("POSTs received, sender alone", "sender", "received")
     slowdown = median("with", "rows_per_sec") / median("without", "rows_per_sec")
