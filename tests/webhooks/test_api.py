@@ -94,3 +94,16 @@ class TestOwnership:
         webhook = register(client).json()["id"]
         response = client.get(f"{URL}{webhook}/attempts/")
         assert response.status_code == 200 and response.json()["results"] == []
+
+
+def test_staff_register_instance_wide_webhooks_of_their_own(admin_client, api_key_client):
+    response = admin_client.post(
+        URL,
+        {"url": "https://hooks.example.com/staff", "events": ["delivery.sent"]},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    webhook = Webhook.objects.get(pk=response.json()["id"])
+    assert webhook.api_key is None and webhook.all_notifications
+    assert [w["id"] for w in admin_client.get(URL).json()["results"]] == [webhook.pk]
+    assert api_key_client("send").get(URL).json()["results"] == []
