@@ -110,14 +110,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         try:
             after = parse_cursor(query_param(self.scope, "after"))
+            read_after = parse_cursor(query_param(self.scope, "read_after"))
         except ValueError:
-            await self._error("bad_cursor", "after must be a cursor (a non-negative integer).")
+            await self._error("bad_cursor", "after and read_after must be cursors (non-negative integers).")
             await self.close(code=CLOSE_BAD_REQUEST)
             return
         self.subscriber = WebSocketSubscriber(self, user, token)
         attach_flow_control(self.protocol, self.subscriber)
         self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
-        await self.subscriber.open(after)
+        await self.subscriber.open(after, read_after)
 
     async def websocket_disconnect(self, message):
         """Channels' version minus its `close_old_connections` hop (see `dispatch`); no groups here."""
