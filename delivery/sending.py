@@ -26,7 +26,9 @@ from webhooks.events import deliveries_changed
 
 logger = logging.getLogger(__name__)
 
-MAX_COUNTDOWN_SECS = 120  # longer waits are left to the sweeper (see fanout.MAX_COUNTDOWN_SECS)
+# Longest wait handed to the broker as a countdown (retries here, held pushes in fanout.py);
+# longer waits are left to the sweeper, so no task sits in Redis past its visibility timeout.
+MAX_COUNTDOWN_SECS = 120
 
 
 def retry_delay_secs(attempts: int, retry_after_secs: float | None = None) -> float:
