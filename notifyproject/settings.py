@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "devices",
     "delivery",
     "realtime",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -299,6 +300,17 @@ WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = env_flag("WEBPUSH_ALLOW_PRIVATE_ENDPOINTS")
 
 CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
 
+# Webhooks (docs/webhooks.md). `1` lets webhook URLs point at loopback/private addresses or
+# http:// (registration and every connect are checked otherwise); off by default.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_flag("WEBHOOK_ALLOW_PRIVATE_URLS")
+# Seconds an endpoint has to answer one POST before the attempt counts as failed (the contract's 10).
+CLARION_WEBHOOK_TIMEOUT_SECS = float(os.environ.get("CLARION_WEBHOOK_TIMEOUT", "10"))
+# First retry wait in seconds; each further one doubles (jittered, capped at 2 h), for 24 h.
+CLARION_WEBHOOK_RETRY_BASE_SECS = float(os.environ.get("CLARION_WEBHOOK_RETRY_BASE", "5"))
+# Events `sending` this long belong to a dead worker and are sent again (an attempt takes at
+# most the timeout above plus a few seconds).
+CLARION_WEBHOOK_SENDING_STALE_SECS = env_int("CLARION_WEBHOOK_SENDING_STALE_SECS", 120)
+
 # One provider per platform, by import path (tests and deployments swap them here).
 CLARION_PROVIDERS = {
     "fcm": "delivery.providers.fcm.FcmProvider",
@@ -321,7 +333,7 @@ CLARION_STALE_WORK_SECS = env_int("CLARION_STALE_WORK_SECS", 30)
 CLARION_SENDING_STALE_SECS = env_int("CLARION_SENDING_STALE_SECS", 300)
 # Recipients per fan-out transaction.
 CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 500)
-# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry), in seconds.
+# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry, webhook retries), in seconds.
 CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
 # Data lifecycle: delivery rows older than this are deleted; devices unseen this long are deactivated.
 CLARION_RETENTION_DAYS = env_int("CLARION_RETENTION_DAYS", 30)

@@ -14,7 +14,7 @@ from delivery.services import api_key_create
 from devices.services import end_user_token_create
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
-SENDER_PATHS = ("/api/v1/notifications", "/api/v1/client-tokens")
+SENDER_PATHS = ("/api/v1/notifications", "/api/v1/client-tokens", "/api/v1/webhooks")
 
 
 @pytest.fixture
