@@ -104,7 +104,7 @@ def pipeline_with_webhook(worker, connection, recipients: int, receiver: Receive
 
 def sender_alone(connection, events: int, webhook_id: int, receiver: Receiver) -> dict:
     """`events` pending rows written by PostgreSQL, enqueued in tasks of 100 as a commit would."""
-    from webhooks.events import event_sends_enqueue
+    from delivery.webhooks.events import event_sends_enqueue
 
     reset_events(connection)
     with connection.cursor() as cursor:
@@ -158,8 +158,8 @@ def main(argv=None) -> dict:
                     timed_run(worker, connection, recipients, clarion_start(recipients))
                 )
             from delivery.services import api_key_create
-            from webhooks.events import SUBSCRIPTIONS_TTL_SECS
-            from webhooks.services import Owner, webhook_create
+            from delivery.webhooks.events import SUBSCRIPTIONS_TTL_SECS
+            from delivery.webhooks.services import Owner, webhook_create
 
             api_key, _ = api_key_create(name="bench", scopes=["send"])
             webhook = webhook_create(owner=Owner(api_key=api_key), url=receiver.url, events=["delivery.sent"])

@@ -29,11 +29,11 @@ from delivery.models import (
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
 from delivery.sending import MAX_COUNTDOWN_SECS
+from delivery.webhooks.events import deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
 from realtime.presence import users_online
-from webhooks.events import deliveries_update
 
 logger = logging.getLogger(__name__)
 

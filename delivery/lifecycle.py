@@ -32,7 +32,7 @@ def deliveries_purge(now=None) -> int:
 
 def webhook_events_purge(now=None) -> int:
     """Webhook events (and their attempts) are kept as long as deliveries; a pending one is younger."""
-    from webhooks.models import WebhookEvent
+    from delivery.webhooks.models import WebhookEvent
 
     cutoff = (now or timezone.now()) - timedelta(days=settings.CLARION_RETENTION_DAYS)
     deleted = 0

@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.providers import Outcome, PushMessage, PushTarget, SendResult, get_provider
+from delivery.webhooks.events import deliveries_changed
 from devices.services import devices_deactivate
 from notifyproject import metrics
-from webhooks.events import deliveries_changed
 
 logger = logging.getLogger(__name__)
 

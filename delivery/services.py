@@ -27,8 +27,8 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import recipients_count, unknown_targets
+from delivery.webhooks import events as webhook_events
 from notifyproject import metrics
-from webhooks import events as webhook_events
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
-from webhooks.events import deliveries_update
+from delivery.webhooks.events import deliveries_update
 
 logger = logging.getLogger(__name__)
 

@@ -84,7 +84,7 @@ def devices_deactivate(reasons: dict[int, str], *, causes: dict[int, int] | None
     `device.deactivated` event to that notification's sender; the event goes out for the
     devices this call deactivated, with the deactivation, after commit.
     """
-    from webhooks.events import devices_deactivated
+    from delivery.webhooks.events import devices_deactivated
 
     by_reason: dict[str, list[int]] = {}
     for device_id, reason in reasons.items():

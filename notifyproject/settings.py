@@ -68,7 +68,7 @@ INSTALLED_APPS = [
     "devices",
     "delivery",
     "realtime",
-    "webhooks",
+    "delivery.webhooks",
 ]
 
 MIDDLEWARE = [

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, UserStream
 from delivery.selectors import message_payload
-from webhooks.events import deliveries_update
+from delivery.webhooks.events import deliveries_update
 
 REPLAY_PAGE = 200  # messages per query while catching a client up
 

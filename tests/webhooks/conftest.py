@@ -7,8 +7,8 @@ from tests.webhooks.receiver import Receiver
 def _fresh_webhook_state():
     """Each test's receivers are new servers: no kept-alive connection outlives its test, and
     no webhook of a rolled-back test stays in the process's list of active ones."""
-    from webhooks.client import reset_webhook_client
-    from webhooks.events import forget_active_webhooks
+    from delivery.webhooks.client import reset_webhook_client
+    from delivery.webhooks.events import forget_active_webhooks
 
     yield
     reset_webhook_client()
@@ -39,7 +39,7 @@ def private_urls_allowed(settings):
 def make_webhook(db):
     """A webhook registered by a new API key (or the given one) for the given events."""
     from delivery.services import api_key_create
-    from webhooks.services import Owner, webhook_create
+    from delivery.webhooks.services import Owner, webhook_create
 
     def make(url: str, events=("delivery.sent",), api_key=None, **fields):
         if api_key is None:

@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
+from delivery.webhooks.models import Webhook
 from tests.conftest import assert_error
-from webhooks.models import Webhook
 
 pytestmark = pytest.mark.django_db
 

@@ -15,9 +15,9 @@ from django.utils import timezone
 from delivery import sending, sweeper
 from delivery.models import Delivery
 from delivery.services import Sender, api_key_create, inbox_ack
+from delivery.webhooks import signals
+from delivery.webhooks.models import EventStatus, WebhookEvent
 from tests.delivery.factories import device, send
-from webhooks import signals
-from webhooks.models import EventStatus, WebhookEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -322,7 +322,7 @@ def test_a_webhook_deleted_by_another_process_gets_nothing_and_fails_no_change(m
     from django.db import connection
 
     from delivery.models import Delivery
-    from webhooks.events import Event, Listeners, Subscription, record
+    from delivery.webhooks.events import Event, Listeners, Subscription, record
 
     webhook = make_webhook("https://hooks.example.com/x")
     # What this process still believes (its list is up to a second old) ...

@@ -9,9 +9,9 @@ import pytest
 import standardwebhooks
 from django.utils import timezone
 
-from webhooks import sending, services
-from webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
-from webhooks.signing import message_id_generate
+from delivery.webhooks import sending, services
+from delivery.webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
+from delivery.webhooks.signing import message_id_generate
 
 pytestmark = pytest.mark.django_db
 REBOUND_NAME = "hooks.rebinding.example"

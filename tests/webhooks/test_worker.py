@@ -4,9 +4,9 @@ import pytest
 import standardwebhooks
 
 from delivery.models import Delivery
+from delivery.webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 from tests.delivery.factories import device, send, users
 from tests.support.processes import wait_until
-from webhooks.models import EventStatus, WebhookAttempt, WebhookEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

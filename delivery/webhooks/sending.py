@@ -25,11 +25,11 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from delivery.webhooks.bulk import insert_rows, update_rows
+from delivery.webhooks.client import Answer, Post, webhook_client
+from delivery.webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
+from delivery.webhooks.signing import signed_headers
 from notifyproject import outbound
-from webhooks.bulk import insert_rows, update_rows
-from webhooks.client import Answer, Post, webhook_client
-from webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
-from webhooks.signing import signed_headers
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def webhooks_disable_failing(webhook_ids: set[int], now: datetime) -> int:
 
 def retries_schedule(retries: list[WebhookEvent], now: datetime) -> None:
     """Short waits go to the broker as countdowns; the sweeper finds the rest when due."""
-    from webhooks.tasks import webhook_events_send as send_task
+    from delivery.webhooks.tasks import webhook_events_send as send_task
 
     by_second: dict[int, list[int]] = defaultdict(list)
     for event in retries:

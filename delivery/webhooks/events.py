@@ -23,15 +23,15 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from delivery.models import ApiKey, Delivery, DeliveryStatus, Notification
+from delivery.webhooks import signals
+from delivery.webhooks.bulk import insert_rows
+from delivery.webhooks.models import EventStatus, EventType, Webhook, WebhookEvent
+from delivery.webhooks.signing import message_id_generate
 from devices.models import Device
-from webhooks import signals
-from webhooks.bulk import insert_rows
-from webhooks.models import EventStatus, EventType, Webhook, WebhookEvent
-from webhooks.signing import message_id_generate
 
 logger = logging.getLogger(__name__)
 
-EVENTS_PER_TASK = 100  # one task posts this many events concurrently (see webhooks/sending.py)
+EVENTS_PER_TASK = 100  # one task posts this many events concurrently (see delivery/webhooks/sending.py)
 EVENT_COLUMNS = {
     "webhook_id": "bigint",
     "event_type": "text",
@@ -265,7 +265,7 @@ def record(events: list[Event], listeners: Listeners) -> None:
 
 
 def event_sends_enqueue(event_ids: list[int]) -> None:
-    from webhooks.tasks import webhook_events_send
+    from delivery.webhooks.tasks import webhook_events_send
 
     for start in range(0, len(event_ids), EVENTS_PER_TASK):
         webhook_events_send.delay(event_ids[start : start + EVENTS_PER_TASK])

@@ -6,7 +6,7 @@ The outbox's sweep runs inside beat's one sweep task (delivery.tasks.due_work_sw
 
 from celery import shared_task
 
-from webhooks import sending
+from delivery.webhooks import sending
 
 
 @shared_task(name="webhooks.tasks.webhook_events_send")

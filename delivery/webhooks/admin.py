@@ -8,8 +8,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from webhooks import services
-from webhooks.models import Webhook, WebhookAttempt, WebhookEvent
+from delivery.webhooks import services
+from delivery.webhooks.models import Webhook, WebhookAttempt, WebhookEvent
 
 
 @admin.register(Webhook)

@@ -9,7 +9,7 @@ for `delivery.*`, `delivery.models.Notification` for `notification.read`,
 from django.apps import apps
 from django.dispatch import Signal
 
-from webhooks.models import EventType
+from delivery.webhooks.models import EventType
 
 delivery_sent = Signal()
 delivery_delivered = Signal()

@@ -1,9 +1,9 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from delivery.webhooks.models import EventType, Webhook, WebhookAttempt
 from notifyproject.api import StrictCharField
 from notifyproject.outbound import UnsafeURLError, clean_url
-from webhooks.models import EventType, Webhook, WebhookAttempt
 
 MAX_URL_CHARS = 2048
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webhooks import views
+from delivery.webhooks import views
 
 urlpatterns = [
     path("webhooks/", views.WebhookListCreateView.as_view(), name="webhooks"),

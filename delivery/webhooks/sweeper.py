@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from webhooks.events import EVENTS_PER_TASK
-from webhooks.models import EventStatus, WebhookEvent
+from delivery.webhooks.events import EVENTS_PER_TASK
+from delivery.webhooks.models import EventStatus, WebhookEvent
 
 SWEEP_LIMIT = 5000  # rows per step per sweep
 
@@ -32,7 +32,7 @@ def requeue_stuck_sending(now) -> int:
 
 
 def enqueue_due(now) -> int:
-    from webhooks.tasks import webhook_events_send
+    from delivery.webhooks.tasks import webhook_events_send
 
     stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
     due = list(

@@ -9,8 +9,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from delivery.models import ApiKey
-from webhooks.models import EventStatus, Webhook, WebhookEvent
-from webhooks.signing import secret_generate
+from delivery.webhooks.models import EventStatus, Webhook, WebhookEvent
+from delivery.webhooks.signing import secret_generate
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def webhook_delete(*, owner: Owner, webhook_id: int) -> bool:
 
 def webhooks_enable(webhook_ids: list[int]) -> int:
     """Enable disabled endpoints again (admin); the failure clock starts afresh."""
-    from webhooks.events import forget_active_webhooks
+    from delivery.webhooks.events import forget_active_webhooks
 
     enabled = Webhook.objects.filter(pk__in=webhook_ids, active=False).update(
         active=True, disabled_at=None, disabled_reason="", failing_since=None
@@ -83,6 +83,6 @@ def events_send_again(event_ids: list[int]) -> int:
 
 
 def _enqueue(event_ids: list[int]) -> None:
-    from webhooks.events import event_sends_enqueue
+    from delivery.webhooks.events import event_sends_enqueue
 
     event_sends_enqueue(event_ids)

@@ -2,5 +2,6 @@ from django.apps import AppConfig
 
 
 class WebhooksConfig(AppConfig):
-    name = "webhooks"
+    name = "delivery.webhooks"
+    label = "webhooks"
     default_auto_field = "django.db.models.BigAutoField"

@@ -7,16 +7,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from delivery.models import ApiKey
-from notifyproject.api import CursorPagination
-from notifyproject.permissions import CanSend
-from webhooks import services
-from webhooks.models import WebhookAttempt
-from webhooks.serializers import (
+from delivery.webhooks import services
+from delivery.webhooks.models import WebhookAttempt
+from delivery.webhooks.serializers import (
     WebhookAttemptSerializer,
     WebhookCreatedSerializer,
     WebhookCreateSerializer,
     WebhookSerializer,
 )
+from notifyproject.api import CursorPagination
+from notifyproject.permissions import CanSend
 
 
 def owner_of(request) -> services.Owner:
