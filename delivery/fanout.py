@@ -28,6 +28,8 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
+from delivery.sending import MAX_COUNTDOWN_SECS
+from delivery.webhooks.events import deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -215,20 +217,18 @@ def _collapse_older(notification: Notification, user_ids: list[int], now: dateti
     )
 
 
-# Longest wait handed to the broker as a countdown; longer waits are left to the sweeper,
-# so no task sits in Redis past its visibility timeout.
-MAX_COUNTDOWN_SECS = 120
-
-
 def _after_commit(plan: BatchPlan) -> None:
     from delivery.tasks import deliveries_send
     from realtime.publish import publish_messages
 
     if plan.realtime:
         publish_messages(plan.realtime)
-        sent = Delivery.objects.filter(
-            pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED
-        ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
+        sent = deliveries_update(
+            Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=1,
+        )
         metrics.count("clarion_realtime_published_total", len(plan.realtime))
         metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
     for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):

@@ -43,6 +43,10 @@ HELP = {
     "clarion_connected_users": ("gauge", "Users with at least one live realtime connection."),
     "clarion_broker_queue_length": ("gauge", "Tasks waiting in the Celery queue."),
     "clarion_oldest_due_delivery_seconds": ("gauge", "Age of the oldest push delivery due but not sent."),
+    "clarion_realtime_fast_path_enabled": (
+        "gauge",
+        "1 if this web process writes WebSocket frames on daphne's sockets directly, 0 if through ASGI send.",
+    ),
 }
 
 # The label values each counter and histogram is shown with from the start, at 0, so that a

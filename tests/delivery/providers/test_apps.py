@@ -325,7 +325,12 @@ def test_a_bound_key_sends_only_to_its_apps_devices(
 def test_a_bound_key_reads_and_cancels_only_what_it_sent(
     rider_key_client, sender_client, api_key_client, alice
 ):
-    future = {"send_at": "2099-01-01T00:00:00Z", "to": {"users": ["alice"]}, "title": "later"}
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    later = (timezone.now() + timedelta(days=1)).isoformat()
+    future = {"send_at": later, "to": {"users": ["alice"]}, "title": "later"}
     theirs = sender_client.post(SEND_URL, future, format="json").json()["id"]
     mine = rider_key_client.post(SEND_URL, future, format="json").json()["id"]
 

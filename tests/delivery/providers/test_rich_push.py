@@ -187,7 +187,7 @@ def test_a_value_a_provider_would_refuse_is_a_400_naming_the_field(sender_client
         ({"apns": {"aps": "x"}}, "overrides.apns.aps"),
         ({"webpush": []}, "overrides.webpush"),
         ({"gcm": {}}, "overrides.gcm"),
-        ({"webpush": {"n": 2**70}}, "overrides.webpush"),
+        ({"webpush": {"n": 2**70}}, "overrides.webpush.n"),
     ],
 )
 def test_overrides_a_provider_would_refuse_are_a_400_naming_the_field(sender_client, alice, overrides, field):
