@@ -27,7 +27,7 @@ from delivery.models import (
     Route,
     UserStream,
 )
-from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
+from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully, waiters_of
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 PUSH_TASK_DELIVERIES = 100
 
 
+IN_FLIGHT = (NotificationStatus.QUEUED, NotificationStatus.DISPATCHING)
+
+
 @dataclass
 class BatchPlan:
     """What to do once a batch has committed."""
@@ -49,6 +52,8 @@ class BatchPlan:
     realtime_delivery_ids: list[int] = field(default_factory=list)
     push_now: list[int] = field(default_factory=list)
     push_later: dict[int, float] = field(default_factory=dict)  # delivery id → delay in seconds
+    # The sender's later notifications that waited for this one's progress.
+    waiters: list[int] = field(default_factory=list)
 
 
 def notification_fan_out(notification_id: int) -> None:
@@ -57,41 +62,93 @@ def notification_fan_out(notification_id: int) -> None:
 
 
 def _fan_out_next_batch(notification_id: int) -> bool:
-    """Write one batch; False when there is nothing (more) to do."""
+    """Write one batch; False when there is nothing (more) to do now."""
     now = timezone.now()
     with transaction.atomic():
         notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
-        if notification is None or notification.status not in (
-            NotificationStatus.QUEUED,
-            NotificationStatus.DISPATCHING,
-        ):
+        if notification is None or notification.status not in IN_FLIGHT:
             return False
         if notification.expires_at <= now:
             notification.status = NotificationStatus.EXPIRED
             notification.save(update_fields=["status", "updated_at"])
+            _on_commit(BatchPlan(waiters=waiters_of(notification.pk)))
             return False
         user_ids = recipient_ids_after(
             notification.target, notification.fanout_cursor, settings.CLARION_FANOUT_BATCH
         )
-        if not user_ids:
-            notification.status = NotificationStatus.DISPATCHED
-            notification.dispatched_at = now
-            notification.save(update_fields=["status", "dispatched_at", "updated_at"])
-            return False
-        plan = _write_batch(notification, user_ids, now)
-        notification.fanout_cursor = user_ids[-1]
         # A short batch is the last one: finishing here saves a whole transaction per send.
         last = len(user_ids) < settings.CLARION_FANOUT_BATCH
-        if last:
+        blocker = _earlier_in_flight(notification)
+        truncated = blocker is not None and bool(user_ids) and user_ids[-1] > blocker[1]
+        if truncated:
+            # Per-sender order: only the users the earlier send has already reached.
+            user_ids = [uid for uid in user_ids if uid <= blocker[1]]
+            last = False
+            if not user_ids:
+                return _wait_for(notification, *blocker)
+        plan = _write_batch(notification, user_ids, now) if user_ids else BatchPlan()
+        if truncated:
+            # No recipient lies between the last one written and the blocker's cursor, so
+            # ours may stand there too (and this sender's later sends follow up to it).
+            notification.fanout_cursor = blocker[1]
+            notification.status = NotificationStatus.DISPATCHING
+        elif not last:
+            notification.fanout_cursor = user_ids[-1]
+            notification.status = NotificationStatus.DISPATCHING
+        else:
+            if user_ids:
+                notification.fanout_cursor = user_ids[-1]
             notification.status = NotificationStatus.DISPATCHED
             notification.dispatched_at = now
-        else:
-            notification.status = NotificationStatus.DISPATCHING
-        notification.save(update_fields=["status", "fanout_cursor", "dispatched_at", "updated_at"])
-        # A lambda, not functools.partial: Django logs a failing robust hook by its __qualname__,
-        # which a partial lacks, so a failure here would raise instead of being logged.
-        transaction.on_commit(lambda: _after_commit(plan), robust=True)
+        notification.waiting_for = None
+        notification.save(
+            update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
+        )
+        plan.waiters = waiters_of(notification.pk)
+        _on_commit(plan)
     return not last
+
+
+def _on_commit(plan: BatchPlan) -> None:
+    # A lambda, not functools.partial: Django logs a failing robust hook by its __qualname__,
+    # which a partial lacks, so a failure here would raise instead of being logged.
+    transaction.on_commit(lambda: _after_commit(plan), robust=True)
+
+
+def _earlier_in_flight(notification: Notification) -> tuple[int, int] | None:
+    """(id, fanout_cursor) of the sender's earlier notification that is furthest behind, if any.
+
+    Users up to its cursor have it (or are not its recipients): this one may reach them.
+    """
+    return (
+        Notification.objects.filter(
+            sender_label=notification.sender_label, status__in=IN_FLIGHT, pk__lt=notification.pk
+        )
+        .order_by("fanout_cursor", "pk")
+        .values_list("pk", "fanout_cursor")
+        .first()
+    )
+
+
+def _wait_for(notification: Notification, blocker_id: int, blocker_cursor: int) -> bool:
+    """Caught up with an earlier send of the same sender: wait until it writes its next batch.
+
+    The blocker's row is locked while we look again, so it cannot commit a batch between our
+    look and our registration (its batch holds the row lock, and wakes `waiting_for` rows
+    after it commits). True: it moved meanwhile, so try again now.
+    """
+    blocker = (
+        Notification.objects.select_for_update(no_key=True)
+        .filter(pk=blocker_id)
+        .values_list("status", "fanout_cursor")
+        .first()
+    )
+    if blocker is None or blocker[0] not in IN_FLIGHT or blocker[1] != blocker_cursor:
+        return True
+    if notification.waiting_for != blocker_id:
+        notification.waiting_for = blocker_id
+        notification.save(update_fields=["waiting_for", "updated_at"])
+    return False
 
 
 def allocate_cursors(user_ids: list[int]) -> dict[int, int]:
@@ -216,7 +273,7 @@ MAX_COUNTDOWN_SECS = 120
 
 
 def _after_commit(plan: BatchPlan) -> None:
-    from delivery.tasks import deliveries_send
+    from delivery.tasks import deliveries_send, notification_dispatch
     from realtime.publish import publish_messages
 
     if plan.realtime:
@@ -226,6 +283,8 @@ def _after_commit(plan: BatchPlan) -> None:
         ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
         metrics.count("clarion_realtime_published_total", len(plan.realtime))
         metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
+    for waiter_id in plan.waiters:
+        notification_dispatch.delay(waiter_id)
     for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):
         deliveries_send.delay(plan.push_now[start : start + PUSH_TASK_DELIVERIES])
     soon = sorted((delay, pk) for pk, delay in plan.push_later.items() if delay <= MAX_COUNTDOWN_SECS)

@@ -49,6 +49,11 @@ def users_reached_fully(target: dict, user_ids: list[int]) -> set[int]:
     return set(recipients_queryset(only_named).filter(pk__in=user_ids).values_list("pk", flat=True))
 
 
+def waiters_of(notification_id: int) -> list[int]:
+    """Later notifications of the same sender waiting for this one's fan-out to move on."""
+    return list(Notification.objects.filter(waiting_for=notification_id).values_list("pk", flat=True))
+
+
 def recipients_count(target: dict, unknown: dict) -> int:
     """How many users the target reaches; `unknown` is unknown_targets(target).
 

@@ -1,0 +1,146 @@
+"""Per-sender order: sends accepted one after another reach each common recipient in that order.
+
+End to end through real processes (daphne, a Celery worker with several threads, Redis,
+PostgreSQL), and at the domain level for the pipelining between one sender's fan-outs.
+"""
+
+import json
+import time
+
+import httpx
+import pytest
+
+from delivery import fanout
+from delivery.models import InboxMessage, Notification, NotificationStatus
+from delivery.services import api_key_create, notification_cancel
+from devices.services import end_user_token_create
+from tests.delivery.factories import send, sender, users
+from tests.realtime.conftest import open_socket, recv_type, wait_online
+from tests.realtime.test_poll_and_sse import sse_events
+from tests.support.processes import wait_until
+
+AUDIENCE = 300  # above the inline fan-out limit: every send fans out in worker tasks
+SENDS = 8
+
+
+def streams_by_user(user_ids) -> dict[int, list[int]]:
+    """Each user's notification ids in cursor order (the inbox's, and every transport's)."""
+    rows = InboxMessage.objects.filter(user_id__in=user_ids).order_by("user_id", "seq")
+    streams: dict[int, list[int]] = {uid: [] for uid in user_ids}
+    for user_id, notification_id in rows.values_list("user_id", "notification_id"):
+        streams[user_id].append(notification_id)
+    return streams
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sends_from_one_sender_reach_each_recipient_in_order_on_every_transport(start_web, start_worker):
+    audience = users(AUDIENCE, "o")
+    live, replayed, polled, streamed, listed = audience[:5]
+    tokens = {user.pk: end_user_token_create(user=user, ttl=None)[0] for user in audience[:5]}
+    _key, api_key = api_key_create(name="ordered", scopes=["send"])
+    web = start_web()
+    start_worker(concurrency=4)
+    usernames = [user.username for user in audience]
+    with open_socket(web, tokens[live.pk]) as ws:
+        wait_online(live)
+        accepted = []
+        with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {api_key}"}) as api:
+            for number in range(SENDS):
+                response = api.post(
+                    "/api/v1/notifications/",
+                    json={"to": {"users": usernames}, "title": f"n{number}", "route": "realtime"},
+                    timeout=30,
+                )
+                assert response.status_code == 202, response.text
+                accepted.append(response.json()["id"])
+        on_socket = [recv_type(ws, "notification", timeout=60)["id"] for _ in range(SENDS)]
+    wait_until(
+        lambda: Notification.objects.filter(pk__in=accepted, status="dispatched").count() == SENDS,
+        timeout=60,
+        message="every send dispatched",
+    )
+
+    assert on_socket == accepted
+    streams = streams_by_user([user.pk for user in audience])
+    out_of_order = [uid for uid, stream in streams.items() if stream != accepted]
+    assert out_of_order == [], f"{len(out_of_order)} of {AUDIENCE} users got them out of order"
+
+    with open_socket(web, tokens[replayed.pk], after=0) as ws:
+        assert [recv_type(ws, "notification")["id"] for _ in range(SENDS)] == accepted
+    page = httpx.get(
+        f"{web.url}/api/v1/poll/", params={"token": tokens[polled.pk], "after": 0, "timeout": 0}, timeout=30
+    ).json()
+    assert [message["id"] for message in page["results"]] == accepted
+    with httpx.stream(
+        "GET", f"{web.url}/api/v1/events/", params={"token": tokens[streamed.pk], "after": 0}, timeout=30
+    ) as stream:
+        events = sse_events(stream, SENDS, time.monotonic() + 30)
+    assert [json.loads(event["data"])["id"] for event in events] == accepted
+    inbox = httpx.get(
+        f"{web.url}/api/v1/inbox/", headers={"Authorization": f"Token {tokens[listed.pk]}"}, timeout=30
+    ).json()
+    assert [message["id"] for message in inbox["results"]] == accepted
+
+
+@pytest.mark.django_db
+class TestPipeline:
+    """One sender's fan-outs follow each other batch by batch; other senders are not held up."""
+
+    @pytest.fixture(autouse=True)
+    def small_batches(self, settings):
+        settings.CLARION_FANOUT_BATCH = 2
+
+    def test_a_later_send_reaches_only_users_the_earlier_one_has_reached(
+        self, eager_tasks, django_capture_on_commit_callbacks
+    ):
+        audience = users(5, "p")
+        names = [user.username for user in audience]
+        one = sender()
+        first = send({"users": names}, by=one, route="realtime")
+        second = send({"users": names}, by=one, route="realtime")
+        with django_capture_on_commit_callbacks(execute=False):
+            fanout._fan_out_next_batch(first.pk)  # the first two users
+        with django_capture_on_commit_callbacks(execute=False):
+            fanout.notification_fan_out(second.pk)
+        second.refresh_from_db()
+        assert (second.fanout_cursor, second.waiting_for) == (audience[1].pk, first.pk)
+        assert InboxMessage.objects.filter(notification=second).count() == 2
+
+        # Each batch of the first wakes the second, which follows it to the end.
+        with django_capture_on_commit_callbacks(execute=True):
+            fanout.notification_fan_out(first.pk)
+        second.refresh_from_db()
+        assert second.status == NotificationStatus.DISPATCHED and second.waiting_for is None
+        streams = streams_by_user([user.pk for user in audience])
+        assert set(map(tuple, streams.values())) == {(first.pk, second.pk)}
+
+    def test_other_senders_fan_out_while_one_sender_waits(
+        self, eager_tasks, django_capture_on_commit_callbacks
+    ):
+        audience = users(5, "q")
+        names = [user.username for user in audience]
+        one = sender()
+        first = send({"users": names}, by=one, route="realtime")
+        second = send({"users": names}, by=one, route="realtime")
+        other = send({"users": names}, by=sender(), route="realtime")
+        with django_capture_on_commit_callbacks(execute=False):
+            fanout.notification_fan_out(second.pk)
+            fanout.notification_fan_out(other.pk)
+        assert Notification.objects.get(pk=other.pk).status == NotificationStatus.DISPATCHED
+        second.refresh_from_db()
+        assert (second.status, second.waiting_for) == (NotificationStatus.QUEUED, first.pk)
+        assert not InboxMessage.objects.filter(notification=second).exists()
+
+    def test_cancelling_the_earlier_send_lets_the_later_one_go(
+        self, eager_tasks, django_capture_on_commit_callbacks
+    ):
+        audience = users(3, "r")
+        one = sender()
+        first = send({"users": [u.username for u in audience]}, by=one)
+        second = send({"users": [u.username for u in audience]}, by=one)
+        with django_capture_on_commit_callbacks(execute=False):
+            fanout.notification_fan_out(second.pk)
+        assert Notification.objects.get(pk=second.pk).waiting_for == first.pk
+        with django_capture_on_commit_callbacks(execute=True):
+            notification_cancel(first.pk)
+        assert Notification.objects.get(pk=second.pk).status == NotificationStatus.DISPATCHED
