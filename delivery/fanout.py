@@ -172,6 +172,11 @@ def allocate_cursors(user_ids: list[int]) -> dict[int, int]:
 
 
 def _write_batch(notification: Notification, user_ids: list[int], now: datetime) -> BatchPlan:
+    if notification.collapse_key:
+        replaced = _users_with_newer(notification, user_ids)
+        user_ids = [uid for uid in user_ids if uid not in replaced]
+        if not user_ids:
+            return BatchPlan()
     cursors = allocate_cursors(user_ids)
     route = notification.route
     fully = users_reached_fully(notification.target, user_ids)
@@ -252,18 +257,38 @@ def _push_deliveries(notification, user_ids, fully, realtime_users, now) -> list
     return deliveries
 
 
+def _same_collapse_key(notification: Notification):
+    """The sender's notifications that share this one's collapse key (the scope of a collapse)."""
+    return Notification.objects.filter(
+        sender_label=notification.sender_label, collapse_key=notification.collapse_key
+    ).exclude(pk=notification.pk)
+
+
 def _collapse_older(notification: Notification, user_ids: list[int], now: datetime) -> None:
-    """A newer message with the same collapse key replaces older ones not yet delivered."""
+    """A newer message with the same collapse key replaces older ones not yet delivered:
+    their pending deliveries are cancelled and they leave the users' streams, so no inbox,
+    replay, poll or SSE answer shows them again."""
+    older = _same_collapse_key(notification).filter(pk__lt=notification.pk)
+    InboxMessage.objects.filter(user_id__in=user_ids, notification__in=older).delete()
     Delivery.objects.filter(
         user_id__in=user_ids,
         status=DeliveryStatus.QUEUED,
-        notification__collapse_key=notification.collapse_key,
-        notification__sender_label=notification.sender_label,
-        notification_id__lt=notification.pk,
+        notification__in=older,
     ).update(
         status=DeliveryStatus.CANCELLED,
         error=f"replaced by notification {notification.pk} (same collapse_key)",
         updated_at=now,
+    )
+
+
+def _users_with_newer(notification: Notification, user_ids: list[int]) -> set[int]:
+    """Users who already have a newer message with this collapse key: this one is replaced for
+    them before it arrives (only sends accepted concurrently can fan out in that order)."""
+    newer = _same_collapse_key(notification).filter(pk__gt=notification.pk)
+    return set(
+        InboxMessage.objects.filter(user_id__in=user_ids, notification__in=newer).values_list(
+            "user_id", flat=True
+        )
     )
 
 

@@ -2,6 +2,7 @@
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from delivery.models import Delivery, DeliveryStatus, InboxMessage, Notification
 from devices.models import Device, MutedTopic, TopicSubscription
@@ -89,8 +90,9 @@ def delivery_counts(notification: Notification) -> dict[str, int]:
 
 
 def inbox_page(user, after: int, limit: int) -> list[InboxMessage]:
+    """The user's messages after the cursor, oldest first; those whose ttl has passed are gone."""
     return list(
-        InboxMessage.objects.filter(user=user, seq__gt=after)
+        InboxMessage.objects.filter(user=user, seq__gt=after, notification__expires_at__gt=timezone.now())
         .select_related("notification")
         .order_by("seq")[:limit]
     )
