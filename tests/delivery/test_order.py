@@ -5,19 +5,22 @@ PostgreSQL), and at the domain level for the pipelining between one sender's fan
 """
 
 import json
+import os
+import signal
 import time
 
 import httpx
+import psycopg
 import pytest
 
 from delivery import fanout
-from delivery.models import InboxMessage, Notification, NotificationStatus
+from delivery.models import InboxMessage, Notification, NotificationStatus, UserStream
 from delivery.services import api_key_create, notification_cancel
 from devices.services import end_user_token_create
 from tests.delivery.factories import send, sender, users
 from tests.realtime.conftest import open_socket, recv_type, wait_online
 from tests.realtime.test_poll_and_sse import sse_events
-from tests.support.processes import wait_until
+from tests.support.processes import database_url, wait_until
 
 AUDIENCE = 300  # above the inline fan-out limit: every send fans out in worker tasks
 SENDS = 8
@@ -80,6 +83,45 @@ def test_sends_from_one_sender_reach_each_recipient_in_order_on_every_transport(
         f"{web.url}/api/v1/inbox/", headers={"Authorization": f"Token {tokens[listed.pk]}"}, timeout=30
     ).json()
     assert [message["id"] for message in inbox["results"]] == accepted
+
+
+@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order_once(start_worker):
+    """SIGKILL while the first send is provably frozen mid fan-out and the later ones wait for it."""
+    audience = users(300, "k")
+    UserStream.objects.bulk_create([UserStream(user=user) for user in audience])
+    env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 2}
+    worker = start_worker(concurrency=4, **env)
+    one = sender()
+    names = [user.username for user in audience]
+
+    # Hold a lock the first send's third batch needs, so it is frozen there when the worker dies.
+    with psycopg.connect(database_url(), autocommit=False) as lock_conn:
+        lock_conn.execute(
+            "SELECT 1 FROM delivery_userstream WHERE user_id = %s FOR UPDATE", [audience[250].pk]
+        )
+        sends = [send({"users": names}, by=one, route="realtime", title=f"n{n}").pk for n in range(3)]
+        # The later two follow the first up to the users it has reached, and no further.
+        wait_until(
+            lambda: (
+                [InboxMessage.objects.filter(notification_id=pk).count() for pk in sends] == [200, 200, 200]
+            ),
+            timeout=60,
+            message="the later sends caught up with the frozen one",
+        )
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(10)
+        lock_conn.rollback()
+
+    start_worker(concurrency=4, **env)  # its sweeper dispatches the stalled fan-outs again
+    wait_until(
+        lambda: Notification.objects.filter(pk__in=sends, status="dispatched").count() == 3,
+        timeout=60,
+        message="every send dispatched after the restart",
+    )
+    streams = streams_by_user([user.pk for user in audience])
+    assert {tuple(stream) for stream in streams.values()} == {tuple(sends)}  # in order, each once
 
 
 @pytest.mark.django_db
