@@ -83,7 +83,7 @@ def test_a_message_past_its_ttl_is_gone_from_every_channel_and_its_delivery_expi
 ):
     web = start_web()
     token = token_for(alice)
-    expiring = send({"users": ["alice"]}, route="realtime", ttl=1, title="soon stale")
+    expiring = send({"users": ["alice"]}, route="realtime", ttl=3, title="soon stale")
     kept = send({"users": ["alice"]}, route="realtime", title="still good")
     assert realtime_status(expiring) == "queued"  # alice is offline
     wait_until(lambda: timezone.now() > expiring.expires_at, message="the ttl to pass")
