@@ -8,12 +8,14 @@ import json
 import os
 import signal
 import time
+from datetime import timedelta
 
 import httpx
 import psycopg
 import pytest
+from django.utils import timezone
 
-from delivery import fanout
+from delivery import fanout, sweeper
 from delivery.models import InboxMessage, Notification, NotificationStatus, UserStream
 from delivery.services import api_key_create, notification_cancel
 from devices.services import end_user_token_create
@@ -186,3 +188,28 @@ class TestPipeline:
         with django_capture_on_commit_callbacks(execute=True):
             notification_cancel(first.pk)
         assert Notification.objects.get(pk=second.pk).status == NotificationStatus.DISPATCHED
+
+    def test_the_sweeper_leaves_a_waiting_send_to_its_wake_up_unless_that_was_lost(
+        self, settings, eager_tasks, django_capture_on_commit_callbacks
+    ):
+        names = [user.username for user in users(3, "w")]
+        one = sender()
+        first, second = (send({"users": names}, by=one) for _ in range(2))
+        with django_capture_on_commit_callbacks(execute=False):
+            fanout.notification_fan_out(second.pk)
+        stale = timezone.now() - timedelta(seconds=settings.CLARION_STALE_WORK_SECS + 1)
+        Notification.objects.update(updated_at=stale)
+        # Only the first is swept; its fan-out then wakes the second.
+        with django_capture_on_commit_callbacks(execute=True):
+            assert sweeper.redispatch_stalled_fanouts(timezone.now()) == 1
+        assert set(Notification.objects.values_list("status", flat=True)) == {NotificationStatus.DISPATCHED}
+
+        # A send whose earlier one ended without waking it (the wake-up task was lost) is swept.
+        third, fourth = (send({"users": names}, by=one) for _ in range(2))
+        with django_capture_on_commit_callbacks(execute=False):
+            fanout.notification_fan_out(fourth.pk)
+        Notification.objects.filter(pk=third.pk).update(status=NotificationStatus.CANCELLED)
+        Notification.objects.filter(pk=fourth.pk).update(updated_at=stale)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert sweeper.redispatch_stalled_fanouts(timezone.now()) == 1
+        assert Notification.objects.get(pk=fourth.pk).status == NotificationStatus.DISPATCHED
