@@ -89,6 +89,42 @@ def test_sends_from_one_sender_reach_each_recipient_in_order_on_every_transport(
 
 @pytest.mark.django_db
 @pytest.mark.django_db(transaction=True)
+def test_a_small_send_fanned_out_by_the_web_process_waits_for_the_large_one_before_it(
+    start_web, start_worker
+):
+    """Whatever the audience sizes: the second send is small enough to fan out inline, in the
+    web process, right after its commit; the first goes through the worker."""
+    audience = users(AUDIENCE, "m")
+    last = audience[-1]  # the large send reaches this user last
+    token = end_user_token_create(user=last, ttl=None)[0]
+    _key, api_key = api_key_create(name="ordered", scopes=["send"])
+    web = start_web()
+    start_worker(concurrency=4)
+    with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as api:
+        large = api.post(
+            "/api/v1/notifications/",
+            json={
+                "to": {"users": [user.username for user in audience]},
+                "title": "large",
+                "route": "realtime",
+            },
+        )
+        small = api.post(
+            "/api/v1/notifications/",
+            json={"to": {"users": [last.username]}, "title": "small", "route": "realtime"},
+        )
+    accepted = [large.json()["id"], small.json()["id"]]
+    wait_until(
+        lambda: Notification.objects.filter(pk__in=accepted, status="dispatched").count() == 2,
+        timeout=60,
+        message="both dispatched",
+    )
+    assert streams_by_user([last.pk])[last.pk] == accepted
+    with open_socket(web, token, after=0) as ws:
+        assert [recv_type(ws, "notification")["id"] for _ in range(2)] == accepted
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order_once(start_worker):
     """SIGKILL while the first send is provably frozen mid fan-out and the later ones wait for it."""
     audience = users(300, "k")
