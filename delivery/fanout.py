@@ -27,7 +27,7 @@ from delivery.models import (
     Route,
     UserStream,
 )
-from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully, waiters_of
+from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -68,17 +68,18 @@ def _fan_out_next_batch(notification_id: int) -> bool:
         notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
         if notification is None or notification.status not in IN_FLIGHT:
             return False
+        # Read under our row lock: a later send registers as our waiter only while holding it.
+        blocker, waiters = sender_order_state(notification)
         if notification.expires_at <= now:
             notification.status = NotificationStatus.EXPIRED
             notification.save(update_fields=["status", "updated_at"])
-            _on_commit(BatchPlan(waiters=waiters_of(notification.pk)))
+            _on_commit(BatchPlan(waiters=waiters))
             return False
         user_ids = recipient_ids_after(
             notification.target, notification.fanout_cursor, settings.CLARION_FANOUT_BATCH
         )
         # A short batch is the last one: finishing here saves a whole transaction per send.
         last = len(user_ids) < settings.CLARION_FANOUT_BATCH
-        blocker = _earlier_in_flight(notification)
         truncated = blocker is not None and bool(user_ids) and user_ids[-1] > blocker[1]
         if truncated:
             # Per-sender order: only the users the earlier send has already reached.
@@ -104,7 +105,7 @@ def _fan_out_next_batch(notification_id: int) -> bool:
         notification.save(
             update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
         )
-        plan.waiters = waiters_of(notification.pk)
+        plan.waiters = waiters
         _on_commit(plan)
     return not last
 
@@ -115,19 +116,27 @@ def _on_commit(plan: BatchPlan) -> None:
     transaction.on_commit(lambda: _after_commit(plan), robust=True)
 
 
-def _earlier_in_flight(notification: Notification) -> tuple[int, int] | None:
-    """(id, fanout_cursor) of the sender's earlier notification that is furthest behind, if any.
+def sender_order_state(notification: Notification) -> tuple[tuple[int, int] | None, list[int]]:
+    """(blocker, waiters): the sender's earlier notification in flight that is furthest behind,
+    as (id, fanout_cursor), if any (users up to its cursor have it or are not its recipients,
+    so this one may reach them); and the later ones waiting for this one to move on.
 
-    Users up to its cursor have it (or are not its recipients): this one may reach them.
+    One round trip in plain SQL: it runs in every batch, a one-user send's only batch too,
+    where the two ORM queries cost a fifth of the fan-out's CPU.
     """
-    return (
-        Notification.objects.filter(
-            sender_label=notification.sender_label, status__in=IN_FLIGHT, pk__lt=notification.pk
-        )
-        .order_by("fanout_cursor", "pk")
-        .values_list("pk", "fanout_cursor")
-        .first()
+    table = connection.ops.quote_name(Notification._meta.db_table)
+    in_flight = ", ".join(f"'{status}'" for status in IN_FLIGHT)  # literals: the partial index applies
+    sql = (
+        f"SELECT 0, id, fanout_cursor FROM (SELECT id, fanout_cursor FROM {table}"
+        f" WHERE sender_label = %s AND status IN ({in_flight}) AND id < %s"
+        " ORDER BY fanout_cursor, id LIMIT 1) AS blocker"
+        f" UNION ALL SELECT 1, id, 0 FROM {table} WHERE waiting_for = %s"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [notification.sender_label, notification.pk, notification.pk])
+        rows = cursor.fetchall()
+    blocker = next(((pk, position) for kind, pk, position in rows if kind == 0), None)
+    return blocker, [pk for kind, pk, _ in rows if kind == 1]
 
 
 def _wait_for(notification: Notification, blocker_id: int, blocker_cursor: int) -> bool:

@@ -4,6 +4,7 @@ End to end through real processes (daphne, a Celery worker with several threads,
 PostgreSQL), and at the domain level for the pipelining between one sender's fan-outs.
 """
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -61,7 +62,7 @@ def test_sends_from_one_sender_reach_each_recipient_in_order_on_every_transport(
         on_socket = [recv_type(ws, "notification", timeout=60)["id"] for _ in range(SENDS)]
     wait_until(
         lambda: Notification.objects.filter(pk__in=accepted, status="dispatched").count() == SENDS,
-        timeout=60,
+        timeout=120,
         message="every send dispatched",
     )
 
@@ -88,35 +89,55 @@ def test_sends_from_one_sender_reach_each_recipient_in_order_on_every_transport(
 
 
 @pytest.mark.django_db
+def lock_waits(table: str) -> int:
+    """Backends of the test database waiting for a row lock on `table`."""
+    with psycopg.connect(database_url(), autocommit=True) as probe:
+        return probe.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE %s",
+            [f"%{table}%"],
+        ).fetchone()[0]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_small_send_fanned_out_by_the_web_process_waits_for_the_large_one_before_it(
     start_web, start_worker
 ):
     """Whatever the audience sizes: the second send is small enough to fan out inline, in the
-    web process, right after its commit; the first goes through the worker."""
+    web process, right after its commit; the first goes through the worker, held up here."""
     audience = users(AUDIENCE, "m")
-    last = audience[-1]  # the large send reaches this user last
+    UserStream.objects.bulk_create([UserStream(user=user) for user in audience])
+    last = audience[-1]  # in both audiences; the large send reaches this user last
     token = end_user_token_create(user=last, ttl=None)[0]
     _key, api_key = api_key_create(name="ordered", scopes=["send"])
     web = start_web()
     start_worker(concurrency=4)
-    with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as api:
-        large = api.post(
-            "/api/v1/notifications/",
-            json={
-                "to": {"users": [user.username for user in audience]},
-                "title": "large",
-                "route": "realtime",
-            },
-        )
-        small = api.post(
-            "/api/v1/notifications/",
-            json={"to": {"users": [last.username]}, "title": "small", "route": "realtime"},
-        )
-    accepted = [large.json()["id"], small.json()["id"]]
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    def post(to: list[str], title: str) -> int:
+        body = {"to": {"users": to}, "title": title, "route": "realtime"}
+        response = httpx.post(f"{web.url}/api/v1/notifications/", json=body, headers=headers, timeout=60)
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    # Hold the first user's stream row, so the large fan-out's batch is frozen before it reaches anyone.
+    with psycopg.connect(database_url(), autocommit=False) as lock_conn:
+        lock_conn.execute("SELECT 1 FROM delivery_userstream WHERE user_id = %s FOR UPDATE", [audience[0].pk])
+        large = post([user.username for user in audience], "large")
+        wait_until(lambda: lock_waits("userstream"), timeout=120, message="the large fan-out to block")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            small = pool.submit(post, [last.username], "small")
+            # The small send's inline fan-out either went ahead or is waiting for the large one.
+            wait_until(
+                lambda: small.done() or lock_waits("delivery_notification"),
+                timeout=120,
+                message="the small send's fan-out to run or wait",
+            )
+            lock_conn.rollback()
+            accepted = [large, small.result(timeout=60)]
     wait_until(
         lambda: Notification.objects.filter(pk__in=accepted, status="dispatched").count() == 2,
-        timeout=60,
+        timeout=120,
         message="both dispatched",
     )
     assert streams_by_user([last.pk])[last.pk] == accepted
@@ -145,7 +166,7 @@ def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order
             lambda: (
                 [InboxMessage.objects.filter(notification_id=pk).count() for pk in sends] == [200, 200, 200]
             ),
-            timeout=60,
+            timeout=120,
             message="the later sends caught up with the frozen one",
         )
         os.killpg(worker.proc.pid, signal.SIGKILL)
@@ -155,7 +176,7 @@ def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order
     start_worker(concurrency=4, **env)  # its sweeper dispatches the stalled fan-outs again
     wait_until(
         lambda: Notification.objects.filter(pk__in=sends, status="dispatched").count() == 3,
-        timeout=60,
+        timeout=120,
         message="every send dispatched after the restart",
     )
     streams = streams_by_user([user.pk for user in audience])
