@@ -8,6 +8,8 @@ sends are enqueued only after the batch commits.
 """
 
 import logging
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -52,8 +54,8 @@ class BatchPlan:
     realtime_delivery_ids: list[int] = field(default_factory=list)
     push_now: list[int] = field(default_factory=list)
     push_later: dict[int, float] = field(default_factory=dict)  # delivery id → delay in seconds
-    # The sender's later notifications that waited for this one's progress.
-    waiters: list[int] = field(default_factory=list)
+    # The sender's later notifications that waited for this one's progress: (id, recipients).
+    waiters: list[tuple[int, int]] = field(default_factory=list)
 
 
 def notification_fan_out(notification_id: int) -> None:
@@ -116,7 +118,7 @@ def _on_commit(plan: BatchPlan) -> None:
     transaction.on_commit(lambda: _after_commit(plan), robust=True)
 
 
-def sender_order_state(notification: Notification) -> tuple[tuple[int, int] | None, list[int]]:
+def sender_order_state(notification: Notification) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
     """(blocker, waiters): the sender's earlier notification in flight that is furthest behind,
     as (id, fanout_cursor), if any (users up to its cursor have it or are not its recipients,
     so this one may reach them); and the later ones waiting for this one to move on.
@@ -130,13 +132,13 @@ def sender_order_state(notification: Notification) -> tuple[tuple[int, int] | No
         f"SELECT 0, id, fanout_cursor FROM (SELECT id, fanout_cursor FROM {table}"
         f" WHERE sender_label = %s AND status IN ({in_flight}) AND id < %s"
         " ORDER BY fanout_cursor, id LIMIT 1) AS blocker"
-        f" UNION ALL SELECT 1, id, 0 FROM {table} WHERE waiting_for = %s"
+        f" UNION ALL SELECT 1, id, recipients FROM {table} WHERE waiting_for = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [notification.sender_label, notification.pk, notification.pk])
         rows = cursor.fetchall()
     blocker = next(((pk, position) for kind, pk, position in rows if kind == 0), None)
-    return blocker, [pk for kind, pk, _ in rows if kind == 1]
+    return blocker, [(pk, recipients) for kind, pk, recipients in rows if kind == 1]
 
 
 def _wait_for(notification: Notification, blocker_id: int, blocker_cursor: int) -> bool:
@@ -307,7 +309,7 @@ MAX_COUNTDOWN_SECS = 120
 
 
 def _after_commit(plan: BatchPlan) -> None:
-    from delivery.tasks import deliveries_send, notification_dispatch
+    from delivery.tasks import deliveries_send
     from realtime.publish import publish_messages
 
     if plan.realtime:
@@ -317,11 +319,44 @@ def _after_commit(plan: BatchPlan) -> None:
         ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
         metrics.count("clarion_realtime_published_total", len(plan.realtime))
         metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
-    for waiter_id in plan.waiters:
-        notification_dispatch.delay(waiter_id)
     for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):
         deliveries_send.delay(plan.push_now[start : start + PUSH_TASK_DELIVERIES])
     soon = sorted((delay, pk) for pk, delay in plan.push_later.items() if delay <= MAX_COUNTDOWN_SECS)
     for start in range(0, len(soon), PUSH_TASK_DELIVERIES):
         chunk = soon[start : start + PUSH_TASK_DELIVERIES]
         deliveries_send.apply_async(([pk for _, pk in chunk],), countdown=max(delay for delay, _ in chunk))
+    if plan.waiters:
+        _wake(plan.waiters)
+
+
+_waking = threading.local()
+
+
+def _wake(waiters: list[tuple[int, int]]) -> None:
+    """Continue the sender's later sends that waited for this one: small ones right here, as a
+    new small send is (no broker hop per link of a chain of waits), larger ones in a task.
+
+    Iterative: a fan-out run here that wakes further sends adds them to this thread's queue
+    instead of nesting another call, so a long chain never deepens the stack.
+    """
+    from delivery.tasks import notification_dispatch
+
+    pending = getattr(_waking, "pending", None)
+    if pending is not None:
+        pending.extend(waiters)
+        return
+    _waking.pending = pending = deque(waiters)
+    try:
+        while pending:
+            notification_id, recipients = pending.popleft()
+            if recipients <= settings.CLARION_INLINE_FANOUT_MAX:
+                try:
+                    notification_fan_out(notification_id)
+                    continue
+                except Exception:  # a worker task does it instead (never raise from a commit hook)
+                    logger.exception(
+                        "fan-out of woken notification %s failed; enqueueing it", notification_id
+                    )
+            notification_dispatch.delay(notification_id)
+    finally:
+        _waking.pending = None
