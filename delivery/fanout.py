@@ -30,6 +30,7 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
+from delivery.sending import MAX_COUNTDOWN_SECS
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -301,11 +302,6 @@ def _users_with_newer(notification: Notification, user_ids: list[int]) -> set[in
             "user_id", flat=True
         )
     )
-
-
-# Longest wait handed to the broker as a countdown; longer waits are left to the sweeper,
-# so no task sits in Redis past its visibility timeout.
-MAX_COUNTDOWN_SECS = 120
 
 
 def _after_commit(plan: BatchPlan) -> None:
