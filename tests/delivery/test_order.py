@@ -150,8 +150,10 @@ def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order
     """SIGKILL while the first send is provably frozen mid fan-out and the later ones wait for it."""
     audience = users(300, "k")
     UserStream.objects.bulk_create([UserStream(user=user) for user in audience])
-    env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 2}
-    worker = start_worker(concurrency=4, **env)
+    # Stale after 10 s, not sooner: the sweeper would re-dispatch the frozen fan-out every
+    # interval, and each duplicate holds a worker thread on its row lock until the kill.
+    env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 10}
+    worker = start_worker(concurrency=8, **env)
     one = sender()
     names = [user.username for user in audience]
 
@@ -173,7 +175,7 @@ def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order
         worker.proc.wait(10)
         lock_conn.rollback()
 
-    start_worker(concurrency=4, **env)  # its sweeper dispatches the stalled fan-outs again
+    start_worker(concurrency=8, **env)  # its sweeper dispatches the stalled fan-outs again
     wait_until(
         lambda: Notification.objects.filter(pk__in=sends, status="dispatched").count() == 3,
         timeout=120,
