@@ -35,6 +35,7 @@ from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
 from realtime.presence import users_online
+from webhooks.events import deliveries_update
 
 logger = logging.getLogger(__name__)
 
@@ -310,9 +311,12 @@ def _after_commit(plan: BatchPlan) -> None:
 
     if plan.realtime:
         publish_messages(plan.realtime)
-        sent = Delivery.objects.filter(
-            pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED
-        ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
+        sent = deliveries_update(
+            Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=1,
+        )
         metrics.count("clarion_realtime_published_total", len(plan.realtime))
         metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
     for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):

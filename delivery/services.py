@@ -28,6 +28,7 @@ from delivery.models import (
 )
 from delivery.selectors import recipients_count, unknown_targets, waiters_of
 from notifyproject import metrics
+from webhooks import events as webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_TTL_SECS = 28 * 24 * 3600  # FCM's and Web Push services' longest retention
 DEFAULT_TTL_SECS = MAX_TTL_SECS
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# How far ahead a send may be scheduled: ten years is past any real reminder, and keeps every
+# date computed from send_at (send_at + ttl) far from datetime's year-9999 end.
+MAX_SCHEDULE_AHEAD = timedelta(days=3653)
 
 
 class PayloadTooLargeError(ValueError):
@@ -212,7 +216,8 @@ def inbox_ack(*, user, notification_id: int) -> bool:
 
     False when the user has no such message. The first ack reads it: `read_at` and the next read
     position are recorded, the user's realtime clients are told (`read`) and the pushes already
-    shown on their devices are withdrawn (docs/realtime.md, "Read everywhere").
+    shown on their devices are withdrawn (docs/realtime.md, "Read everywhere"). The first ack is
+    the `notification.read` event, and each delivery it marks delivered a `delivery.delivered`.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -241,12 +246,21 @@ def inbox_ack(*, user, notification_id: int) -> bool:
             if channel != Channel.REALTIME and status in SHOWN_PUSH_STATUSES:
                 shown_push.append(pk)
         if seen:
-            Delivery.objects.filter(
-                pk__in=seen, status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]
-            ).update(status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now)
+            webhook_events.deliveries_update(
+                Delivery.objects.filter(
+                    pk__in=seen, status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]
+                ),
+                status=DeliveryStatus.DELIVERED,
+                delivered_at=now,
+                updated_at=now,
+            )
         if realtime_unsent:
-            Delivery.objects.filter(pk__in=realtime_unsent, status=DeliveryStatus.QUEUED).update(
-                status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+            webhook_events.deliveries_update(
+                Delivery.objects.filter(pk__in=realtime_unsent, status=DeliveryStatus.QUEUED),
+                status=DeliveryStatus.DELIVERED,
+                delivered_at=now,
+                sent_at=now,
+                updated_at=now,
             )
         if push_unneeded:
             # auto routing's held-back push (and quiet-hours push) is no longer needed.
@@ -265,6 +279,7 @@ def inbox_ack(*, user, notification_id: int) -> bool:
         )
         if first_read:
             UserStream.objects.filter(user=user).update(last_read_seq=read_seq)
+            webhook_events.notification_read(user=user, notification_id=notification_id)
             transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
             if shown_push:
                 transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)

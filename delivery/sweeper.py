@@ -18,6 +18,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
+from webhooks.events import deliveries_update
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,9 @@ def expire_overdue(now) -> int:
     )
     if not overdue:
         return 0
-    return Delivery.objects.filter(pk__in=overdue, status=DeliveryStatus.QUEUED).update(
-        status=DeliveryStatus.EXPIRED, error="ttl passed before it was delivered", updated_at=now
+    return deliveries_update(
+        Delivery.objects.filter(pk__in=overdue, status=DeliveryStatus.QUEUED),
+        status=DeliveryStatus.EXPIRED,
+        error="ttl passed before it was delivered",
+        updated_at=now,
     )

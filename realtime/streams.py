@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, UserStream
 from delivery.selectors import message_payload
+from webhooks.events import deliveries_update
 
 REPLAY_PAGE = 200  # messages per query while catching a client up
 
@@ -82,10 +83,15 @@ def live_messages_after(
     # Only what a client sees: the notification's target and unknown-targets JSON are not decoded.
     rows = list(rows.select_related("notification").only(*LIVE_MESSAGE_FIELDS).order_by("seq")[:limit])
     if rows:
-        Delivery.objects.filter(
-            user_id=user_id,
-            channel=Channel.REALTIME,
-            status=DeliveryStatus.QUEUED,
-            notification_id__in=[row.notification_id for row in rows],
-        ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
+        deliveries_update(
+            Delivery.objects.filter(
+                user_id=user_id,
+                channel=Channel.REALTIME,
+                status=DeliveryStatus.QUEUED,
+                notification_id__in=[row.notification_id for row in rows],
+            ),
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=1,
+        )
     return [message_payload(row.notification, row.seq, row.read_at) for row in rows]

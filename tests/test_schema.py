@@ -12,6 +12,9 @@ CONTRACT_PATHS = {
     "/api/v1/devices/{device_id}/": {"delete"},
     "/api/v1/topics/": {"get"},
     "/api/v1/topics/{name}/subscription/": {"put", "delete"},
+    "/api/v1/webhooks/": {"get", "post"},
+    "/api/v1/webhooks/{webhook_id}/": {"delete"},
+    "/api/v1/webhooks/{webhook_id}/attempts/": {"get"},
 }
 
 
