@@ -27,7 +27,7 @@ from delivery.models import (
     UserStream,
 )
 from delivery.providers.base import PushMessage, PushOptions
-from delivery.selectors import recipients_count, unknown_targets
+from delivery.selectors import recipients_count, unknown_targets, waiters_of
 from delivery.webhooks import events as webhook_events
 from notifyproject import metrics
 
@@ -227,6 +227,11 @@ def _enqueue_dispatch(notification_id: int) -> None:
     notification_dispatch.delay(notification_id)
 
 
+def _enqueue_dispatches(notification_ids: list[int]) -> None:
+    for notification_id in notification_ids:
+        _enqueue_dispatch(notification_id)
+
+
 def notification_cancel(notification_id: int) -> Notification:
     """Cancel a notification that has not started sending; NotCancellableError otherwise."""
     with transaction.atomic():
@@ -240,6 +245,10 @@ def notification_cancel(notification_id: int) -> Notification:
         Delivery.objects.filter(notification=notification, status=DeliveryStatus.QUEUED).update(
             status=DeliveryStatus.CANCELLED, error="cancelled by the sender", updated_at=timezone.now()
         )
+        # The sender's later sends that waited for this one go on without it.
+        waiters = waiters_of(notification.pk)
+        if waiters:
+            transaction.on_commit(lambda: _enqueue_dispatches(waiters), robust=True)
     return notification
 
 

@@ -71,8 +71,13 @@ LIVE_MESSAGE_FIELDS = ("seq", "notification_id", "read_at") + tuple(
 def live_messages_after(
     user_id: int, after: int, limit: int = REPLAY_PAGE, until: int | None = None
 ) -> list[dict]:
-    """Realtime messages with cursor > after (≤ until), oldest first, as clients see them."""
-    rows = InboxMessage.objects.filter(user_id=user_id, seq__gt=after, live=True)
+    """Realtime messages with cursor > after (≤ until), oldest first, as clients see them.
+
+    A message whose ttl has passed is skipped (the sweeper marks its delivery `expired`).
+    """
+    rows = InboxMessage.objects.filter(
+        user_id=user_id, seq__gt=after, live=True, notification__expires_at__gt=timezone.now()
+    )
     if until is not None:
         rows = rows.filter(seq__lte=until)
     # Only what a client sees: the notification's target and unknown-targets JSON are not decoded.
