@@ -1,4 +1,4 @@
-"""Clarion settings, read from the environment (the table in shared/API.md).
+"""Clarion settings, read from the environment (every variable: deploy/clarion.env.example).
 
 Nothing set is the embedded default: SQLite, the in-memory channel layer and a Celery
 worker with beat inside the web process (see notifyproject/embedded.py and
@@ -228,7 +228,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "notifyproject.openapi.ClarionAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "notifyproject.api.CursorPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "notifyproject.api.exception_handler",
@@ -250,6 +250,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Operation ids, auth, errors and the realtime endpoints: notifyproject/openapi.py.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "notifyproject.openapi.add_realtime_paths",
+    ],
 }
 
 # Request bodies: a device or a send is a few KB; 256 KB leaves room without inviting abuse.
@@ -335,10 +340,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"housekeeping_at_debug": {"()": "notifyproject.logfilters.HousekeepingAtDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         # Django logs every 4xx with the request line at WARNING; bodies and headers never.
         "django.request": {"level": "ERROR"},
+        # Beat's, the worker's and the tracer's line per periodic task (the sweeper: every second).
+        **{
+            name: {"filters": ["housekeeping_at_debug"]}
+            for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+        },
     },
 }
