@@ -52,7 +52,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "notifyproject.admin_site.ClarionAdminConfig",  # django.contrib.admin, with Clarion's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
