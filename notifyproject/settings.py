@@ -152,7 +152,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 # redis-py's default pool (100 connections, 5 s read timeout) breaks under a
-                # few thousand sockets; see docs/architecture.md.
+                # few thousand sockets.
                 "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": None}],
             },
         }
