@@ -1,19 +1,19 @@
 """Validation of push addresses, shared by the API serializers and the admin.
 
-Registration only checks what can be checked without network I/O: a Web Push endpoint
-that names a private address is refused here, and the Web Push provider checks the
-resolved address again before it connects (a public name can resolve anywhere).
+Registration only checks what can be checked without network I/O. Where a Web Push endpoint
+may point is decided by notifyproject.outbound (here for the URL as written, in the provider
+again for every address it connects to: a public name can resolve anywhere).
 """
 
 import base64
 import binascii
-import ipaddress
 import re
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.exceptions import ValidationError
+
+from notifyproject.outbound import UnsafeURLError, clean_url
 
 FCM_TOKEN_MAX_CHARS = 4096  # FCM tokens are ~150-250 chars today; leave room for growth
 FCM_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_\-:.]+$")
@@ -24,7 +24,8 @@ APNS_TOKEN_PATTERN = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 WEBPUSH_ENDPOINT_MAX_CHARS = 2048
 P256_UNCOMPRESSED_POINT_BYTES = 65
 WEBPUSH_AUTH_SECRET_BYTES = 16  # RFC 8291 §3.2
-PRIVATE_HOST_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".localdomain")
+# Refusals that WEBPUSH_ALLOW_PRIVATE_ENDPOINTS lifts (plain http:// is one of them).
+PRIVATE_ENDPOINT_CODES = frozenset({"PRIVATE_ADDRESS", "INSECURE_SCHEME"})
 
 
 def clean_fcm_token(token: str) -> str:
@@ -80,39 +81,16 @@ def clean_auth_secret(value: str) -> str:
     return value.strip()
 
 
-def host_is_private(host: str) -> bool:
-    """True for loopback, private, link-local and other non-public hosts named literally."""
-    host = host.strip("[]").rstrip(".").lower()
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host == "localhost" or "." not in host or host.endswith(PRIVATE_HOST_SUFFIXES)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return not address.is_global or address.is_multicast
-
-
 def clean_webpush_endpoint(endpoint: str) -> str:
+    """The endpoint in canonical form; where it may point is notifyproject.outbound's rule."""
     endpoint = endpoint.strip()
-    allow_private = settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS
     if len(endpoint) > WEBPUSH_ENDPOINT_MAX_CHARS:
         raise ValidationError(f"The endpoint has at most {WEBPUSH_ENDPOINT_MAX_CHARS} characters.")
+    allow_private = settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS
     try:
-        parts = urlsplit(endpoint)
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise ValidationError("The endpoint is not a valid URL.") from None
-    allowed_schemes = {"https", "http"} if allow_private else {"https"}
-    if parts.scheme not in allowed_schemes:
-        raise ValidationError("The endpoint must be an https:// URL.")
-    if not host:
-        raise ValidationError("The endpoint must name a host.")
-    if parts.username or parts.password:
-        raise ValidationError("The endpoint may not carry credentials.")
-    if not allow_private and host_is_private(host):
-        raise ValidationError(
-            "The endpoint points at a private, loopback or link-local address; "
-            "set WEBPUSH_ALLOW_PRIVATE_ENDPOINTS=1 to allow that."
-        )
-    return endpoint
+        return clean_url(endpoint, allow_private=allow_private)
+    except UnsafeURLError as exc:
+        message = str(exc)
+        if exc.code in PRIVATE_ENDPOINT_CODES:
+            message += " Set WEBPUSH_ALLOW_PRIVATE_ENDPOINTS=1 to allow that."
+        raise ValidationError(message, code=exc.code.lower()) from None

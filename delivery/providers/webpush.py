@@ -2,9 +2,11 @@
 
 Encryption (http-ece) runs in the caller's thread; the POSTs run on this provider's background
 event loop over one pooled aiohttp session (HTTP/1.1 keep-alive, which every push service
-speaks). The VAPID JWT is signed once per push-service origin and reused for hours. Unless
-WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, connections go only to public addresses: the resolver refuses
-private answers and aiohttp connects to exactly the addresses it returned (no DNS rebinding window).
+speaks). The VAPID JWT is signed once per push-service origin and reused for hours. Where a
+request may go is notifyproject.outbound's rule: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, the
+endpoint is checked as written before encryption, every address is checked again at connect time
+(so a name that resolves or rebinds to a private address is refused), redirects are not followed,
+and an error records the status and a reason token, never the push service's body.
 Why aiohttp and not pywebpush.webpush() or httpx: docs/providers.md.
 """
 
@@ -12,18 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http
-import json
 import logging
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
-import aiohttp.abc
 import http_ece
 import jwt
 import orjson
@@ -42,7 +39,7 @@ from delivery.providers.transport import (
     client_ssl_context,
     parse_retry_after,
 )
-from devices.validation import host_is_private
+from notifyproject import outbound
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +56,7 @@ BATCH_TIMEOUT_SECS = 60  # safety net around a whole send(); unanswered deliveri
 MAX_CONNECTIONS = 100
 MAX_CONNECTIONS_PER_ORIGIN = 50
 KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
-ERROR_DETAIL_CHARS = 200
 DEAD_STATUSES = frozenset({404, 410})  # RFC 8030 §7.3: the subscription is gone
-
-
-class PrivateEndpointError(Exception):
-    """The push endpoint resolves to an address we refuse to connect to."""
 
 
 def load_vapid_private_key(value: str) -> ec.EllipticCurvePrivateKey:
@@ -131,29 +123,6 @@ class VapidHeaders:
             header = f"vapid t={token}, k={self._public}"
             self._cache[origin] = (header, now + VAPID_TOKEN_RENEW_SECS)
             return header
-
-
-class _PublicAddressesOnly(aiohttp.abc.AbstractResolver):
-    """aiohttp's threaded resolver, refusing any answer that is not a public address.
-
-    aiohttp connects to exactly the addresses returned here (and caches them), so a name cannot be
-    re-resolved to a private address between the check and the connect. Literal IP hosts never
-    reach a resolver; send() refuses private ones before that.
-    """
-
-    def __init__(self) -> None:
-        self._inner = aiohttp.ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
-        answers = await self._inner.resolve(host, port, family)
-        refused = [answer["host"] for answer in answers if host_is_private(answer["host"])]
-        if refused or not answers:
-            address = refused[0] if refused else "nothing"
-            raise PrivateEndpointError(f"{host} resolves to {address}, not a public address")
-        return answers
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -238,13 +207,10 @@ class WebPushProvider:
         self, target: PushTarget, payload: bytes, shared: dict[str, str], allow_private: bool
     ) -> _Request | SendResult:
         """Encrypt for one subscription, or the reason it cannot be sent to."""
-        parts = urlsplit(target.token)
-        if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
-            error = "INSECURE_ENDPOINT: push endpoints must be https:// (see WEBPUSH_ALLOW_PRIVATE_ENDPOINTS)"
-            return SendResult(target.delivery_id, Outcome.FAILED, error=error)
-        if not allow_private and host_is_private(parts.hostname or ""):
-            error = f"PRIVATE_ENDPOINT: {parts.hostname} is not a public host"
-            return SendResult(target.delivery_id, Outcome.FAILED, error=error)
+        try:  # again at send time: the policy may have changed since the endpoint was registered
+            url = outbound.clean_url(target.token, allow_private=allow_private)
+        except outbound.UnsafeURLError as exc:
+            return SendResult(target.delivery_id, Outcome.FAILED, error=f"{exc.code}: {exc}")
         try:
             body = http_ece.encrypt(
                 payload,
@@ -256,9 +222,8 @@ class WebPushProvider:
         except (ValueError, TypeError, http_ece.ECEException) as exc:
             error = f"INVALID_SUBSCRIPTION: cannot encrypt for its keys ({exc})"
             return SendResult(target.delivery_id, Outcome.TOKEN_DEAD, error=error)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        headers = {**shared, "Authorization": self._vapid.for_origin(origin)}
-        return _Request(target.delivery_id, target.token, headers, body)
+        headers = {**shared, "Authorization": self._vapid.for_origin(outbound.url_origin(url))}
+        return _Request(target.delivery_id, url, headers, body)
 
     # -- on the loop ----------------------------------------------------------------------------
     async def _post_all(self, requests: list[_Request], allow_private: bool) -> list[SendResult]:
@@ -273,12 +238,12 @@ class WebPushProvider:
         key = "session:any-address" if allow_private else "session:public-only"
         session = self._loop.resources.get(key)
         if session is None:
-            connector = aiohttp.TCPConnector(
+            connector = outbound.guarded_connector(
+                allow_private=allow_private,
                 ssl=client_ssl_context(ca_file=ca_bundle_from_env()),
                 limit=MAX_CONNECTIONS,
                 limit_per_host=MAX_CONNECTIONS_PER_ORIGIN,
                 keepalive_timeout=KEEPALIVE_SECS,
-                resolver=None if allow_private else _PublicAddressesOnly(),
             )
             timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_SECS, sock_read=READ_TIMEOUT_SECS)
             session = self._loop.resources[key] = aiohttp.ClientSession(connector=connector, timeout=timeout)
@@ -287,17 +252,20 @@ class WebPushProvider:
 
 async def _post(session: aiohttp.ClientSession, request: _Request) -> SendResult:
     try:
-        async with session.post(request.url, data=request.body, headers=request.headers) as response:
-            content = await response.read()
-    except PrivateEndpointError as exc:
-        return SendResult(request.delivery_id, Outcome.FAILED, error=f"PRIVATE_ENDPOINT: {exc}")
-    except aiohttp.InvalidURL as exc:
-        return SendResult(request.delivery_id, Outcome.FAILED, error=f"INVALID_ENDPOINT: {exc}")
-    except TimeoutError as exc:
-        error = f"TIMEOUT: no answer from the push service ({exc!r})"
+        answer = outbound.post(session, request.url, data=request.body, headers=request.headers)
+        async with answer as response:
+            content = await outbound.read_answer(response)
+    except aiohttp.InvalidURL:
+        return SendResult(request.delivery_id, Outcome.FAILED, error="INVALID_URL: aiohttp cannot parse it")
+    except TimeoutError:
+        error = "TIMEOUT: no answer from the push service"
         return SendResult(request.delivery_id, Outcome.RETRY, error=error)
     except aiohttp.ClientError as exc:  # refused, reset, DNS failure, TLS failure, malformed answer
-        return SendResult(request.delivery_id, Outcome.RETRY, error=f"CONNECTION_ERROR: {exc!r}")
+        refused = outbound.refused_reason(exc)
+        if refused is not None:
+            return SendResult(request.delivery_id, Outcome.FAILED, error=f"PRIVATE_ADDRESS: {refused}")
+        error = f"CONNECTION_ERROR: {outbound.transport_error(exc)}"
+        return SendResult(request.delivery_id, Outcome.RETRY, error=error)
     return _result(request.delivery_id, response.status, response.headers, content)
 
 
@@ -308,10 +276,13 @@ async def _close_sessions(resources: dict) -> None:
 
 
 def _result(delivery_id: int, status: int, headers, content: bytes) -> SendResult:
-    """Map the push service's answer; the error starts with the HTTP status (the codes RFC 8030 has)."""
+    """Map the push service's answer; the error starts with the HTTP status (the codes RFC 8030 has).
+
+    3xx lands in FAILED: redirects are not followed (a push service has no reason to redirect).
+    """
     if 200 <= status < 300:
         return SendResult(delivery_id, Outcome.SENT, provider_message_id=headers.get("Location", ""))
-    error = f"{status} {_phrase(status)}: {_detail(content)}"
+    error = outbound.response_error(status, content)
     if status in DEAD_STATUSES:
         return SendResult(delivery_id, Outcome.TOKEN_DEAD, error=error)
     if status == 429 or status >= 500:
@@ -319,20 +290,3 @@ def _result(delivery_id: int, status: int, headers, content: bytes) -> SendResul
         return SendResult(delivery_id, Outcome.RETRY, error=error, retry_after_secs=retry_after)
     # 400 bad request, 401/403 VAPID refused (a key problem of ours, not the device's), 413 too large.
     return SendResult(delivery_id, Outcome.FAILED, error=error)
-
-
-def _phrase(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _detail(content: bytes) -> str:
-    """The service's own explanation: `message` of a JSON error body (autopush, FCM), else the text."""
-    try:
-        body = json.loads(content)
-        text = body.get("message") or body.get("error") or content.decode()
-    except (ValueError, AttributeError):
-        text = content.decode("utf-8", "replace")
-    return str(text).strip()[:ERROR_DETAIL_CHARS] or "(no body)"

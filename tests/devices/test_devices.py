@@ -185,6 +185,41 @@ class TestBadInput:
         assert Device.objects.count() == 0
 
     @pytest.mark.parametrize(
+        "endpoint, why",
+        [
+            ("https://１２７.０.０.１:8443/push", "ASCII digits"),  # IDNA maps fullwidth digits to 127.0.0.1
+            ("https://127.1/push", "four decimal numbers"),
+            ("https://0177.0.0.1/push", "four decimal numbers"),
+            ("https://0x7f.0.0.1/push", "four decimal numbers"),
+            ("https://2130706433/push", "four decimal numbers"),
+            ("https://[::ffff:127.0.0.1]/push", "loopback address"),
+            ("https://localhost./push", "loopback or private-network host"),
+            ("https://localhost/push", "loopback or private-network host"),
+            ("https://push.localhost/push", "loopback or private-network host"),  # resolves to 127.0.0.1
+        ],
+    )
+    def test_disguised_loopback_endpoints_are_refused_naming_the_field(self, alice_client, endpoint, why):
+        response = alice_client.post(URL, webpush_body(endpoint), format="json")
+        error = assert_error(response, 400, "validation_error")
+        (message,) = error["fields"]["subscription.endpoint"]
+        assert why in message
+        assert Device.objects.count() == 0
+
+    @override_settings(WEBPUSH_ALLOW_PRIVATE_ENDPOINTS=True)
+    @pytest.mark.parametrize("endpoint", ["http://127.1:9999/push", "http://１２７.０.０.１:9999/push"])
+    def test_non_canonical_addresses_are_refused_even_when_private_ones_are_allowed(
+        self, alice_client, endpoint
+    ):
+        error = assert_error(alice_client.post(URL, webpush_body(endpoint), format="json"), 400)
+        assert "subscription.endpoint" in error["fields"]
+        assert Device.objects.count() == 0
+
+    def test_the_endpoint_is_stored_with_the_host_the_client_will_connect_to(self, alice_client):
+        response = alice_client.post(URL, webpush_body("https://PUSH.Bücher.example/send/1"), format="json")
+        assert response.status_code == 201
+        assert Device.objects.get().token == "https://push.xn--bcher-kva.example/send/1"
+
+    @pytest.mark.parametrize(
         "endpoint",
         [
             "http://push.example.net/x",
