@@ -22,7 +22,7 @@ MODEL_ORDER = {
 }
 # Tables the product's own screens manage (beat's schedule behind recurring notifications, the
 # token store behind end-user tokens): grouped at the end under one heading.
-INTERNAL_APPS = {"knox": "tokens", "django_celery_beat": "beat"}
+INTERNAL_APPS = {"knox": "knox", "django_celery_beat": "beat"}
 INTERNALS_LABEL = "internals"
 
 

@@ -25,7 +25,7 @@ def test_the_admin_is_named_clarion_and_lists_the_product_first_and_internals_la
     captions = re.findall(r'<caption>\s*<a href="[^"]*" class="section"[^>]*>([^<]+)</a>', page)
     assert captions[0] == "Notifications" and captions[-1] == "Internals", captions
     internals = page[page.index(">Internals</a>") :]
-    for internal in ("Periodic tasks (beat)", "Crontabs (beat)", "Auth tokens (tokens)"):
+    for internal in ("Periodic tasks (beat)", "Crontabs (beat)", "Auth tokens (knox)"):
         assert internal in internals, internal
     notifications = page[page.index(">Notifications</a>") : page.index(">Internals</a>")]
     assert "Periodic tasks" not in notifications and "Auth tokens" not in notifications
