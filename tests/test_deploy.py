@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -200,3 +201,35 @@ def test_every_variable_in_the_example_file_comes_under_a_comment_saying_what_it
         lines = paragraph.strip().splitlines()
         if any(re.match(r"^#? ?[A-Z][A-Z0-9_]*=", line) for line in lines):
             assert lines[0].startswith("# ") and not re.match(r"^# [A-Z][A-Z0-9_]*=", lines[0]), paragraph
+
+
+UNITS = ROOT / "deploy" / "systemd"
+
+
+def test_systemd_units_run_what_the_project_ships():
+    """Every ExecStart names a program the venv installs and Python objects that import."""
+    import importlib
+
+    bin_dir = Path(sys.executable).parent
+    commands = {}
+    for unit in sorted(UNITS.glob("*.service")):
+        text = unit.read_text()
+        assert "EnvironmentFile=/etc/clarion/clarion.env" in text, unit.name
+        (command,) = re.findall(r"^ExecStart=(.+)$", text, re.MULTILINE)
+        commands[unit.name] = command.split()
+    assert set(commands) == {"clarion-web@.service", "clarion-worker.service", "clarion-beat.service"}
+    for name, argv in commands.items():
+        program = Path(argv[0])
+        assert program.parent == Path("/opt/clarion/.venv/bin"), name
+        assert (bin_dir / program.name).exists(), f"{name}: the venv has no {program.name}"
+    web = commands["clarion-web@.service"]
+    assert web[web.index("--port") + 1] == "%i" and "--proxy-headers" not in web
+    module, attribute = web[-1].split(":")
+    assert getattr(importlib.import_module(module), attribute)
+    beat = commands["clarion-beat.service"]
+    module, attribute = beat[beat.index("--scheduler") + 1].split(":")  # as the Procfile spells it
+    assert getattr(importlib.import_module(module), attribute)
+    # The site's upstream lists the ports the unit's own example enables.
+    ports = re.findall(r"server 127\.0\.0\.1:(\d+);", SITE.read_text())
+    example = re.search(r"systemctl enable --now (.+)", (UNITS / "clarion-web@.service").read_text())[1]
+    assert [f"clarion-web@{port}" for port in ports] == example.split()
