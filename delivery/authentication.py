@@ -7,6 +7,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from delivery.models import ApiKey
+from notifyproject import identities
 
 # last_used_at is for humans reading the admin; a write per request would be waste.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -36,17 +37,18 @@ class ApiKeyPrincipal:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    keyword = b"bearer"
-
     def authenticate(self, request):
-        parts = get_authorization_header(request).split()
-        if not parts or parts[0].lower() != self.keyword:
-            return None
-        if len(parts) != 2:
-            raise exceptions.AuthenticationFailed("Invalid Authorization header: use 'Bearer <key>'.")
         try:
-            api_key = ApiKey.objects.get_from_key(parts[1].decode())
-        except (ApiKey.DoesNotExist, UnicodeError):
+            key = identities.authorization_credentials(
+                get_authorization_header(request), identities.API_KEY_SCHEME
+            )
+        except identities.MalformedCredentialsError as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        if key is None:
+            return None
+        try:
+            api_key = ApiKey.objects.get_from_key(key)
+        except ApiKey.DoesNotExist:
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
         if api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has expired.")
@@ -56,4 +58,4 @@ class ApiKeyAuthentication(BaseAuthentication):
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request):
-        return "Bearer"
+        return identities.API_KEY_SCHEME

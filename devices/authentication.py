@@ -1,27 +1,30 @@
-"""End-user token authentication (`Authorization: Token <key>`), hashed and expiring."""
+"""End-user token authentication (`Authorization: Token <key>`), hashed and expiring.
 
-from django.utils import timezone
-from knox.auth import TokenAuthentication
+Parsing and checking live in notifyproject/identities.py, shared with the realtime transports.
+"""
 
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-class EndUserTokenAuthentication(TokenAuthentication):
-    """knox's token auth without its per-request sweep of the user's other tokens.
-
-    knox deletes every expired token of the user on each request, which is a query per
-    token on the hot path; here an expired token is simply refused (and purged by the
-    retention task).
-    """
-
-    def _cleanup_token(self, auth_token) -> bool:
-        return auth_token.expiry is not None and auth_token.expiry < timezone.now()
+from notifyproject import identities
 
 
-def user_for_token(token: str):
-    """The active user a raw end-user token belongs to, or None (for WebSocket/SSE auth)."""
-    from rest_framework.exceptions import AuthenticationFailed
+class EndUserTokenAuthentication(BaseAuthentication):
+    """request.user is the token's end user; request.auth its knox AuthToken (no staff powers)."""
 
-    try:
-        user, _auth_token = EndUserTokenAuthentication().authenticate_credentials(token.encode())
-    except (AuthenticationFailed, UnicodeError):
-        return None
-    return user
+    def authenticate(self, request):
+        try:
+            token = identities.authorization_credentials(
+                get_authorization_header(request), identities.TOKEN_SCHEME
+            )
+        except identities.MalformedCredentialsError as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        if token is None:
+            return None
+        identity = identities.authenticate_token(token)
+        if identity is None:
+            raise exceptions.AuthenticationFailed("Invalid or expired token.")
+        return identity.user, identity.auth_token
+
+    def authenticate_header(self, request):
+        return identities.TOKEN_SCHEME

@@ -9,6 +9,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from devices.models import Device, DeviceOwnershipChange, TopicSubscription, token_digest
+from notifyproject import identities
 
 User = get_user_model()
 
@@ -112,3 +113,21 @@ def end_user_token_create(*, user, ttl: timedelta | None) -> tuple[str, datetime
     """Mint an end-user token; only its digest is stored. Returns (token, expires_at)."""
     instance, token = AuthToken.objects.create(user=user, expiry=ttl)
     return token, instance.expiry
+
+
+class ClientTokenRefusedError(Exception):
+    """The named account may not hold a client token (a staff account, or deactivated)."""
+
+
+def client_token_create(*, username: str, ttl: timedelta) -> tuple[str, datetime | None]:
+    """A product backend's token for one of its end users (created if unknown).
+
+    Staff and superuser accounts are refused before anything is written: a client token
+    must never let a `send` key act as an administrator.
+    """
+    user = end_user_get_or_create(username)  # an existing account is only read
+    if not identities.may_hold_client_token(user):
+        raise ClientTokenRefusedError("Client tokens are for end users only; this account cannot have one.")
+    if not user.is_active:
+        raise ClientTokenRefusedError("That user is deactivated.")
+    return end_user_token_create(user=user, ttl=ttl)

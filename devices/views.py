@@ -21,8 +21,9 @@ from devices.serializers import (
     TopicListSerializer,
     TopicNameSerializer,
 )
+from notifyproject import throttling
 from notifyproject.permissions import CanSend, IsEndUser
-from notifyproject.throttling import LoginRateThrottle, RegistrationRateThrottle
+from notifyproject.throttling import ClientTokenRateThrottle, LoginRateThrottle, RegistrationRateThrottle
 
 
 class PasswordTokenView(APIView):
@@ -36,8 +37,15 @@ class PasswordTokenView(APIView):
     def post(self, request):
         serializer = PasswordLoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        username = serializer.validated_data["username"]
+        blocked = throttling.signin_blocked_message(request, username)
+        if blocked:
+            refused = exceptions.Throttled(detail=blocked)
+            refused.wait = settings.CLARION_SIGNIN_FAILURE_WINDOW_SECS  # becomes Retry-After
+            raise refused
         user = authenticate(request, **serializer.validated_data)
         if user is None:
+            throttling.signin_failed(request, username)
             raise exceptions.AuthenticationFailed("Wrong username or password.")
         token, expires_at = services.end_user_token_create(user=user, ttl=settings.REST_KNOX["TOKEN_TTL"])
         return Response({"token": token, "expires_at": expires_at})
@@ -50,17 +58,19 @@ class ClientTokenView(APIView):
     """A product backend mints a token for one of its users (created if unknown)."""
 
     permission_classes = [CanSend]
+    throttle_classes = [ClientTokenRateThrottle]
 
     @extend_schema(request=ClientTokenRequestSerializer, responses={201: TokenSerializer})
     def post(self, request):
         serializer = ClientTokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = services.end_user_get_or_create(serializer.validated_data["user"])
-        if not user.is_active:
-            raise exceptions.PermissionDenied("That user is deactivated.")
-        token, expires_at = services.end_user_token_create(
-            user=user, ttl=timedelta(seconds=serializer.validated_data["ttl"])
-        )
+        try:
+            token, expires_at = services.client_token_create(
+                username=serializer.validated_data["user"],
+                ttl=timedelta(seconds=serializer.validated_data["ttl"]),
+            )
+        except services.ClientTokenRefusedError as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None
         return Response({"token": token, "expires_at": expires_at}, status=status.HTTP_201_CREATED)
 
 

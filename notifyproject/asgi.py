@@ -7,6 +7,10 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
 django.setup(set_prefix=False)  # as get_asgi_application() does
 
+from notifyproject.logredact import redact_daphne_access_log  # noqa: E402
+
+redact_daphne_access_log()  # before the first request: `?token=` never reaches the access log
+
 from notifyproject.handler import OneHopASGIHandler  # noqa: E402
 
 django_asgi_app = OneHopASGIHandler()

@@ -1,8 +1,13 @@
-"""Who may call what: end users act on their own data; API keys and staff send and read."""
+"""Who may call what: end users act on their own data; API keys and staff send and read.
+
+Staff means a staff account signed in with this site's session (notifyproject/identities.py):
+an end-user token never carries staff powers, whoever its user is.
+"""
 
 from rest_framework.permissions import BasePermission
 
 from delivery.models import ApiKey
+from notifyproject import identities
 
 
 class IsEndUser(BasePermission):
@@ -24,9 +29,8 @@ class _HasScope(BasePermission):
                 return True
             self.message = f"This API key lacks the '{self.scope}' scope."
             return False
-        user = request.user
-        self.message = f"Only API keys with the '{self.scope}' scope or staff may do this."
-        return bool(user and user.is_authenticated and user.is_staff)
+        self.message = f"Only API keys with the '{self.scope}' scope or signed-in staff may do this."
+        return identities.has_staff_powers(request)
 
 
 class CanSend(_HasScope):

@@ -235,6 +235,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# Seconds between re-checks of open realtime streams' tokens: a stream whose token expired or
+# was revoked ends at the next check. Unset: 30 (realtime.node.TOKEN_RECHECK_SECS).
+CLARION_TOKEN_RECHECK_SECS = float(os.environ.get("CLARION_TOKEN_RECHECK_SECS") or 0) or None
+
 # Rate limits (DRF syntax "N/s|min|hour|day"); see notifyproject/throttling.py.
 # Password guessing: a person signs in a few times a day, not 20 times a minute.
 CLARION_LOGIN_RATE = os.environ.get("CLARION_LOGIN_RATE", "20/min")
@@ -242,6 +246,18 @@ CLARION_LOGIN_RATE = os.environ.get("CLARION_LOGIN_RATE", "20/min")
 CLARION_SEND_RATE = os.environ.get("CLARION_SEND_RATE", "3000/min")
 # Device registrations per end user: apps register on start and on token refresh.
 CLARION_REGISTRATION_RATE = os.environ.get("CLARION_REGISTRATION_RATE", "60/hour")
+# Client tokens minted per API key: a backend mints one per user sign-in; 10/s sustained.
+CLARION_CLIENT_TOKEN_RATE = os.environ.get("CLARION_CLIENT_TOKEN_RATE", "600/min")
+# Failed password sign-ins (admin login page, /api/v1/auth/token/) per client address and per
+# username within the window; past it, sign-ins are refused until the window ends.
+CLARION_SIGNIN_FAILURE_LIMIT = env_int("CLARION_SIGNIN_FAILURE_LIMIT", 10)
+CLARION_SIGNIN_FAILURE_WINDOW_SECS = env_int("CLARION_SIGNIN_FAILURE_WINDOW_SECS", 15 * 60)
+# Reverse proxies in front of the web processes that each append the address they received
+# the request from to X-Forwarded-For. 0 (default): the header is ignored and limits count
+# against the socket peer; N: the N-th address from the right is the client. Anything left of
+# that was written by the client. See docs/security.md.
+CLARION_TRUSTED_PROXIES = env_int("CLARION_TRUSTED_PROXIES", 0)
+REST_FRAMEWORK["NUM_PROXIES"] = CLARION_TRUSTED_PROXIES  # DRF's own throttles agree with ours
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Clarion API",
@@ -339,7 +355,13 @@ if not DEBUG:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {
+            # Masks credentials in logged URLs (`?token=`), tracebacks included.
+            "()": "notifyproject.logredact.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
     "filters": {"housekeeping_at_debug": {"()": "notifyproject.logfilters.HousekeepingAtDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

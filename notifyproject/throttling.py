@@ -1,13 +1,17 @@
 """Rate limits, counted in the cache (Redis when REDIS_URL is set, so they hold across instances).
 
 DRF's SimpleRateThrottle reads its rates once at import; these read settings per call, so a
-deployment (or a test) can change them.
+deployment (or a test) can change them. Limits per address use `client_address`, which trusts
+X-Forwarded-For only as far as the operator said proxies are in front (CLARION_TRUSTED_PROXIES).
+See docs/security.md (Identities, tokens and throttles).
 """
 
+import hashlib
 import logging
 
 import redis
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
 from delivery.models import ApiKey
@@ -15,11 +19,29 @@ from delivery.models import ApiKey
 logger = logging.getLogger(__name__)
 
 
+def client_address(request) -> str:
+    """The address limits count against: the socket peer, or the hop the outermost trusted proxy saw.
+
+    Each trusted proxy appends the address it received the request from to X-Forwarded-For, so
+    with N of them the client is the N-th entry from the right; anything further left was written
+    by the client and is ignored. With none trusted (the default) the header is ignored entirely.
+    """
+    peer = request.META.get("REMOTE_ADDR") or ""
+    trusted = settings.CLARION_TRUSTED_PROXIES
+    if trusted <= 0:
+        return peer
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    return hops[-min(trusted, len(hops))] if hops else peer
+
+
 class _SettingsRateThrottle(SimpleRateThrottle):
     setting = ""
 
     def get_rate(self):
         return getattr(settings, self.setting)
+
+    def get_ident(self, request):
+        return client_address(request)
 
     def allow_request(self, request, view):
         self.rate = self.get_rate()
@@ -72,3 +94,60 @@ class LoginRateThrottle(_SettingsRateThrottle):
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class ClientTokenRateThrottle(_SettingsRateThrottle):
+    """Client tokens minted per API key (or per staff user): a leaked send key cannot mint en masse."""
+
+    scope = "client_token"
+    setting = "CLARION_CLIENT_TOKEN_RATE"
+
+    def get_cache_key(self, request, view):
+        if isinstance(request.auth, ApiKey):
+            ident = f"key:{request.auth.prefix}"
+        else:
+            ident = f"user:{request.user.pk}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+# -- failed password sign-ins (the admin's login page and POST /api/v1/auth/token/) -----------
+
+SIGNIN_BLOCKED_MESSAGE = (
+    "Too many failed sign-ins for this account or from this address. Try again in {minutes} minutes."
+)
+
+
+def _signin_failure_keys(request, username: str) -> list[str]:
+    # Hashed: cache keys stay short and printable whatever a username contains.
+    user_digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()
+    return [
+        f"throttle_signin_failures_addr_{client_address(request)}",
+        f"throttle_signin_failures_user_{user_digest}",
+    ]
+
+
+def signin_blocked_message(request, username: str) -> str | None:
+    """Why this sign-in is refused before its password is checked, or None when it may go ahead.
+
+    Blocked when the address or the username has CLARION_SIGNIN_FAILURE_LIMIT failures within
+    the last window: per address stops one client guessing many accounts, per username stops
+    many addresses guessing one (at the price that they can hold that account's sign-in off).
+    """
+    try:
+        counts = cache.get_many(_signin_failure_keys(request, username))
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("sign-in failure limit not enforced, cache unavailable: %s", type(exc).__name__)
+        return None
+    if max(counts.values(), default=0) < settings.CLARION_SIGNIN_FAILURE_LIMIT:
+        return None
+    return SIGNIN_BLOCKED_MESSAGE.format(minutes=max(1, settings.CLARION_SIGNIN_FAILURE_WINDOW_SECS // 60))
+
+
+def signin_failed(request, username: str) -> None:
+    """Count a failed sign-in against its address and its username, for one window."""
+    try:
+        for key in _signin_failure_keys(request, username):
+            cache.add(key, 0, timeout=settings.CLARION_SIGNIN_FAILURE_WINDOW_SECS)
+            cache.incr(key)
+    except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: the key expired in between
+        logger.warning("sign-in failure not counted: %s", type(exc).__name__)

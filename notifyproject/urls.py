@@ -3,9 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from notifyproject import openapi  # noqa: F401 - registers the auth schemes with drf-spectacular
+from notifyproject.admin_login import ThrottledAdminAuthenticationForm, admin_login
 from notifyproject.health import healthz, metrics
 
+admin.site.login_form = ThrottledAdminAuthenticationForm  # failed sign-ins are limited
+
 urlpatterns = [
+    path("admin/login/", admin_login, name="admin-login"),  # before the admin's own
     path("admin/", admin.site.urls),
     path("api/v1/", include("devices.urls")),
     path("api/v1/", include("delivery.urls")),

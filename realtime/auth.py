@@ -1,4 +1,7 @@
-"""Who a realtime connection (WebSocket, poll, SSE) belongs to."""
+"""Who a realtime connection (WebSocket, poll, SSE) belongs to.
+
+Credentials are read and checked by notifyproject/identities.py, as for the rest of the API.
+"""
 
 from urllib.parse import parse_qs, urlsplit
 
@@ -7,7 +10,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.http.request import validate_host
 
-from devices.authentication import user_for_token
+from notifyproject import identities
 from realtime.streams import db
 
 
@@ -32,16 +35,6 @@ def origin_allowed_for_session(scope) -> bool:
     return validate_host(host, settings.ALLOWED_HOSTS)
 
 
-def scope_token(scope) -> str | None:
-    """The end-user token a connection presents (`?token=`, or `Authorization: Token`)."""
-    token = query_param(scope, "token")
-    if token is None:
-        authorization = _header(scope, b"authorization") or ""
-        if authorization.lower().startswith("token "):
-            token = authorization[6:].strip()
-    return token or None
-
-
 class SessionsForCookieSockets:
     """Channels' cookie and session middleware, only for sockets that bring no token.
 
@@ -55,21 +48,37 @@ class SessionsForCookieSockets:
         self.with_session = CookieMiddleware(SessionMiddleware(inner))
 
     async def __call__(self, scope, receive, send):
-        app = self.inner if scope_token(scope) else self.with_session
+        app = self.inner if identities.scope_token(scope) else self.with_session
         return await app(scope, receive, send)
 
 
-async def authenticate_scope(scope):
-    """The user of a token (`?token=`, or `Authorization: Token`) or of the session; else None.
+async def authenticate_scope(scope) -> tuple[object | None, identities.TokenIdentity | None]:
+    """(user, token identity) of a token socket, (user, None) of a session one; user None if neither.
 
     Token connections may come from any origin (the embedding web app's); session ones only
     from this site's hosts.
     """
-    token = scope_token(scope)
+    token = identities.scope_token(scope)
     if token:
-        return await db(user_for_token)(token)
+        identity = await db(identities.authenticate_token)(token)
+        return (identity.user, identity) if identity else (None, None)
     if "session" in scope and origin_allowed_for_session(scope):
         user = await get_user(scope)
         if user.is_authenticated and user.is_active:
-            return user
-    return None
+            return user, None
+    return None, None
+
+
+async def authenticate_request(request) -> tuple[object | None, identities.TokenIdentity | None]:
+    """The same for a long-poll or event-stream request: its token, else this site's session."""
+    try:
+        token = identities.request_token(request)
+    except identities.MalformedCredentialsError:
+        return None, None
+    if token:
+        identity = await db(identities.authenticate_token)(token)
+        return (identity.user, identity) if identity else (None, None)
+    user = await request.auser()
+    if user.is_authenticated and user.is_active:
+        return user, None
+    return None, None

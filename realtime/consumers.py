@@ -15,8 +15,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
 from delivery.services import inbox_ack
+from notifyproject import identities
 from realtime.auth import authenticate_scope, query_param
-from realtime.node import HEARTBEAT_TIMEOUT_SECS
+from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS
 from realtime.streams import db
 from realtime.subscriber import Subscriber, spawn
 from realtime.transport import (
@@ -30,7 +31,6 @@ from realtime.transport import (
 logger = logging.getLogger(__name__)
 
 CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
 # Acks and pings are tiny: past 4 KiB a frame gets an error; past 64 KiB the server closes
 # the socket (1009) before reading it into memory.
@@ -56,8 +56,8 @@ def parse_cursor(raw: str | None) -> int | None:
 class WebSocketSubscriber(Subscriber):
     kind = "websocket"
 
-    def __init__(self, consumer, user):
-        super().__init__(user)
+    def __init__(self, consumer, user, token=None):
+        super().__init__(user, token)
         self.consumer = consumer
         self.protocol = consumer.protocol
 
@@ -102,8 +102,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.protocol = daphne_protocol(self.base_send)
         if self.protocol is not None:
             limit_client_messages(self.protocol, MAX_CLIENT_MESSAGE_BYTES)
-        user = await authenticate_scope(self.scope)
-        await self.accept()
+        user, token = await authenticate_scope(self.scope)
+        # A browser offering subprotocols needs one chosen; ours, never the token entry.
+        await self.accept(subprotocol=identities.selected_subprotocol(self.scope))
         if user is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
@@ -113,7 +114,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self._error("bad_cursor", "after must be a cursor (a non-negative integer).")
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        self.subscriber = WebSocketSubscriber(self, user)
+        self.subscriber = WebSocketSubscriber(self, user, token)
         attach_flow_control(self.protocol, self.subscriber)
         self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
         await self.subscriber.open(after)

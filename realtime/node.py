@@ -18,14 +18,18 @@ import socket
 import threading
 import time
 import weakref
+from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
 
+from notifyproject import identities
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
-from realtime.streams import stream_positions
+from realtime.streams import db, stream_positions
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ CHANNEL_PREFIX = "clarion:node:"
 # Connections one user may hold on one node (tabs, devices); the oldest is closed past it.
 MAX_CONNECTIONS_PER_USER = 20
 CLOSE_TOO_MANY_CONNECTIONS = 4409
+CLOSE_UNAUTHENTICATED = 4401  # also: the connection's token expired or was revoked
 CLOSE_HEARTBEAT_TIMEOUT = 4408
 # Clients ping every HEARTBEAT_INTERVAL_SECS (the JS client does, with jitter); one that has
 # pinged and then stays silent for two intervals is gone (a frozen tab, a dead network).
@@ -44,6 +49,41 @@ RESUBSCRIBE_BASE_SECS = 0.5
 RESUBSCRIBE_CAP_SECS = 10
 SUBSCRIBE_WAIT_SECS = 5  # a connection waits this long for the node's channel at start-up
 PRESENCE_CHUNK = 1000  # users per presence pipeline
+# Open token connections are checked this often: expired ones end at once (no query), and
+# one query per node finds tokens deleted or users deactivated since. 30 s keeps the end of
+# a revoked token's streams within a minute for the price of one indexed query per node.
+# Tests shorten it with settings.CLARION_TOKEN_RECHECK_SECS.
+TOKEN_RECHECK_SECS = 30
+
+
+def token_recheck_secs() -> float:
+    return getattr(settings, "CLARION_TOKEN_RECHECK_SECS", None) or TOKEN_RECHECK_SECS
+
+
+class Connection(Protocol):
+    """What the node needs of each local connection: WebSocket, SSE stream, waiting long-poll."""
+
+    user_id: int
+    kind: str
+    linger_secs: float
+    heartbeat: bool  # the client pings, so silence means it is gone
+    last_seen: float
+    closed: bool
+    node: "Node | None"
+    token_digest: str | None  # None: authenticated by the session
+    token_expires_at: object  # a datetime, or None
+
+    def offer(self, cursor: int, frame: str) -> None: ...
+
+    def offer_read(self, frame: str) -> None: ...
+
+    def resync(self) -> None:
+        """The node's subscription was re-established: anything may have been missed."""
+
+    def repair(self, position: int) -> None:
+        """The user's stream is at `position`: catch up if behind it (a lost publish)."""
+
+    def close(self, code: int) -> None: ...
 
 
 def channel_for(node_id: str) -> str:
@@ -69,7 +109,7 @@ class Node:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def register(self, subscriber) -> None:
+    async def register(self, subscriber: Connection) -> None:
         """Route this user's frames to `subscriber`; closes their oldest connection past the cap."""
         self._start()
         if not self._ready.is_set():
@@ -88,7 +128,7 @@ class Node:
             # Shielded: the batch is shared with other connections and outlives this one's task.
             await asyncio.shield(self._sync_presence(subscriber.user_id))
 
-    def unregister(self, subscriber) -> None:
+    def unregister(self, subscriber: Connection) -> None:
         subscribers = self.subscribers.get(subscriber.user_id)
         if not subscribers or subscriber not in subscribers:
             return
@@ -133,6 +173,7 @@ class Node:
         else:
             self._ready.set()
         self._spawn(self._tick_forever())
+        self._spawn(self._recheck_tokens_forever())
 
     def _spawn(self, coroutine) -> None:
         task = self.loop.create_task(coroutine)
@@ -169,7 +210,7 @@ class Node:
                 self._close_silent()
                 if time.monotonic() - self._last_refresh >= PRESENCE_REFRESH_SECS:
                     await self._refresh_presence()
-                    await self._repair_missed()
+                    await self.repair_missed()
             except Exception:
                 logger.exception("node %s housekeeping failed", self.id)
 
@@ -187,7 +228,7 @@ class Node:
             for start in range(0, len(user_ids), PRESENCE_CHUNK):
                 await self.presence.refresh(self.id, user_ids[start : start + PRESENCE_CHUNK])
 
-    async def _repair_missed(self) -> None:
+    async def repair_missed(self) -> None:
         """Pub/sub is at-most-once: once per refresh, one query finds connections behind their stream.
 
         A publish can be lost (Redis restarted, presence briefly empty when a batch was routed);
@@ -200,6 +241,38 @@ class Node:
         for user_id, position in positions.items():
             for subscriber in tuple(self.subscribers.get(user_id, ())):
                 subscriber.repair(position)
+
+    async def _recheck_tokens_forever(self) -> None:
+        while True:
+            await asyncio.sleep(token_recheck_secs())
+            try:
+                await self.recheck_tokens()
+            except DatabaseError:
+                logger.warning(
+                    "node %s could not re-check tokens; retrying next round", self.id, exc_info=True
+                )
+            except Exception:
+                logger.exception("node %s token re-check failed", self.id)
+
+    async def recheck_tokens(self) -> None:
+        """End every local connection whose token has expired or no longer authenticates."""
+        now = timezone.now()
+        by_digest: dict[str, list[Connection]] = {}
+        for subscribers in list(self.subscribers.values()):
+            for subscriber in tuple(subscribers):
+                if subscriber.token_digest is None:
+                    continue
+                if subscriber.token_expires_at is not None and subscriber.token_expires_at <= now:
+                    subscriber.close(CLOSE_UNAUTHENTICATED)
+                else:
+                    by_digest.setdefault(subscriber.token_digest, []).append(subscriber)
+        if not by_digest:
+            return
+        valid = await db(identities.valid_token_digests)(list(by_digest))
+        for digest, subscribers in by_digest.items():
+            if digest not in valid:
+                for subscriber in subscribers:
+                    subscriber.close(CLOSE_UNAUTHENTICATED)
 
     def _sync_presence(self, user_id: int) -> asyncio.Future:
         """Have this user's presence here written as it is by then; done once written.

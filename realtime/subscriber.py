@@ -57,8 +57,12 @@ class Subscriber:
     linger_secs = 0.0  # presence kept this long after the user's last connection here ends
     heartbeat = False  # set once the client sends its own pings (see consumers.py)
 
-    def __init__(self, user):
+    def __init__(self, user, token=None):
         self.user = user
+        # The end-user token it opened with (None: the session), re-checked by the node so a
+        # stream ends when its token expires or is revoked.
+        self.token_digest = token.digest if token is not None else None
+        self.token_expires_at = token.expires_at if token is not None else None
         self.user_id = user.pk
         self.cursor = 0  # set by open()
         self.last_seen = self.connected_at = time.monotonic()

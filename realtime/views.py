@@ -25,11 +25,11 @@ from rest_framework.views import APIView
 from delivery.models import Route
 from delivery.serializers import NotificationAcceptedSerializer
 from delivery.services import NotificationRequest, Sender, notification_send
-from devices.authentication import user_for_token
 from notifyproject.api import error_body
 from notifyproject.permissions import IsEndUser
+from realtime.auth import authenticate_request
 from realtime.consumers import parse_cursor
-from realtime.node import get_node
+from realtime.node import CLOSE_UNAUTHENTICATED, get_node
 from realtime.presence import POLL_LINGER_SECS
 from realtime.streams import db, live_messages_after, start_cursor, stream_position
 from realtime.subscriber import Subscriber
@@ -46,8 +46,9 @@ SSE_HEARTBEAT_MAX_SECS = 25
 SSE_IDLE_TIMEOUT_SECS = 300
 SSE_RETRY_MILLIS = 2000  # the browser's reconnect delay after a stream ends
 SSE_QUEUE_CHUNKS = 64  # events between the writer and the HTTP response, per stream
-# Cross-origin pages (the product's own web app) authenticate with ?token=, so they need
-# CORS; session requests never get it.
+# Cross-origin pages (the product's own web app) authenticate with `Authorization: Token`
+# (or `?token=` from older clients), so they need CORS, preflight included (cached 10 min);
+# session requests never get it.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "Authorization, Last-Event-ID",
@@ -84,36 +85,28 @@ def _preflight() -> HttpResponse:
     return response
 
 
-async def realtime_user(request):
-    """(user, by_token) from `Authorization: Token`, `?token=`, or the session; user None if none."""
-    token = request.GET.get("token")
-    if not token:
-        authorization = request.headers.get("Authorization", "")
-        if authorization.lower().startswith("token "):
-            token = authorization[6:].strip()
-    if token:
-        return await db(user_for_token)(token), True
-    user = await request.auser()
-    if user.is_authenticated and user.is_active:
-        return user, False
-    return None, False
-
-
 class PollWaiter:
     """A waiting long-poll request: woken by the node; answers with the frames it was offered
-    when they continue the stream right after its cursor, else reads the database."""
+    when they continue the stream right after its cursor, else reads the database.
+
+    One of the node's connections (realtime.node.Connection), like a WebSocket or SSE stream.
+    """
 
     kind = "poll"
     linger_secs = POLL_LINGER_SECS
     heartbeat = False
 
-    def __init__(self, user):
+    def __init__(self, user, token=None):
         self.user_id = user.pk
         self.last_seen = self.connected_at = time.monotonic()
         self.woken = asyncio.Event()
         self.closed = False
+        self.close_code: int | None = None
         self.node = None
+        self.cursor: int | None = None  # where this poll answers from, once known
         self.frames: dict[int, str] = {}  # cursor → frame, at most POLL_PAGE
+        self.token_digest = token.digest if token is not None else None
+        self.token_expires_at = token.expires_at if token is not None else None
 
     def offer(self, cursor, frame) -> None:
         if len(self.frames) < POLL_PAGE:
@@ -137,8 +130,15 @@ class PollWaiter:
     def resync(self) -> None:
         self.woken.set()
 
+    def repair(self, position: int) -> None:
+        """The user's stream is at `position`: a publish this poll waits for may have been
+        lost, so wake it to read the database (a gap in `frames` makes it do so)."""
+        if self.cursor is None or position > self.cursor:
+            self.woken.set()
+
     def close(self, code: int) -> None:
         self.closed = True
+        self.close_code = code
         self.woken.set()
         if self.node is not None:
             self.node.unregister(self)
@@ -150,7 +150,7 @@ async def poll(request):
         return _preflight()
     if request.method != "GET":
         return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
-    user, by_token = await realtime_user(request)
+    user, token = await authenticate_request(request)
     if user is None:
         return _unauthenticated()
     fields = {}
@@ -168,14 +168,14 @@ async def poll(request):
         return _error(400, "validation_error", "The request has invalid fields.", fields)
     wait = min(wait, _setting("CLARION_LONGPOLL_MAX_WAIT_SECS", LONGPOLL_MAX_WAIT_SECS))
 
-    waiter = PollWaiter(user)
+    waiter = PollWaiter(user, token)
     node = get_node()
     # Registered before the stream's position is read: a message committed after the read
     # wakes us, so a client that is up to date waits without reading the database again.
     await node.register(waiter)
     try:
         position = await db(stream_position)(user.pk)
-        cursor = start_cursor(after, position)
+        cursor = waiter.cursor = start_cursor(after, position)
         deadline = time.monotonic() + wait
         behind = cursor < position
         messages = []
@@ -199,9 +199,11 @@ async def poll(request):
             behind = True  # woken by a gap or a resync: the database has the rest
     finally:
         node.unregister(waiter)
+    if waiter.close_code == CLOSE_UNAUTHENTICATED:
+        return _unauthenticated()  # its token expired or was revoked while it waited
     response = JsonResponse({"results": messages, "cursor": messages[-1]["cursor"] if messages else cursor})
     response["Cache-Control"] = "no-store"
-    if by_token:
+    if token is not None:
         response["Access-Control-Allow-Origin"] = "*"
     return response
 
@@ -212,8 +214,8 @@ class SseSubscriber(Subscriber):
     kind = "sse"
     linger_secs = POLL_LINGER_SECS
 
-    def __init__(self, user):
-        super().__init__(user)
+    def __init__(self, user, token=None):
+        super().__init__(user, token)
         self.chunks: asyncio.Queue = asyncio.Queue(SSE_QUEUE_CHUNKS)
 
     async def write(self, frame: str, cursor: int | None) -> None:
@@ -265,7 +267,7 @@ async def events(request):
         return _preflight()
     if request.method != "GET":
         return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
-    user, by_token = await realtime_user(request)
+    user, token = await authenticate_request(request)
     if user is None:
         return _unauthenticated()
     raw_after = request.headers.get("Last-Event-ID") or request.GET.get("after")
@@ -278,11 +280,11 @@ async def events(request):
             "The request has invalid fields.",
             {"after": ["Last-Event-ID / after is a cursor, a non-negative integer."]},
         )
-    stream = _event_stream(SseSubscriber(user), after)
+    stream = _event_stream(SseSubscriber(user, token), after)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-transform"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    if by_token:
+    if token is not None:
         response["Access-Control-Allow-Origin"] = "*"
     return response
 

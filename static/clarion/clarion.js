@@ -10,6 +10,11 @@
  * reconnects with capped exponential back-off and full jitter; pings every ~25 s and
  * reconnects when the server goes quiet; falls back to long-polling (/api/v1/poll/) when
  * WebSockets cannot open or keep dying. See docs/realtime.md for every option.
+ *
+ * The token never goes in a URL (URLs end up in access logs): long-polls and acks send
+ * `Authorization: Token`; a WebSocket cannot carry headers, so the token rides in the
+ * Sec-WebSocket-Protocol offer ["clarion.v1", "clarion.token.<token>"] and the server
+ * answers "clarion.v1".
  */
 (function (root) {
   "use strict";
@@ -35,6 +40,10 @@
   var CLOSE_BAD_REQUEST = 4400;
   var CLOSE_TOO_MANY_CONNECTIONS = 4409;
   var STABLE_CONNECTION_MS = 10000; // a socket open this long resets the back-off
+  var SUBPROTOCOL = "clarion.v1";
+  var TOKEN_SUBPROTOCOL_PREFIX = "clarion.token.";
+  // A subprotocol is an HTTP token (RFC 7230 tchar); tokens from this server always are.
+  var SUBPROTOCOL_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
   function fingerprint(text) {
     var hash = 0;
@@ -215,12 +224,21 @@
 
   /* -- WebSocket ------------------------------------------------------------------- */
 
-  Clarion.prototype._socketUrl = function () {
+  Clarion.prototype._socketUrl = function (tokenInQuery) {
     var url = this.baseUrl.replace(/^http/, "ws") + "/ws/v1/notifications/";
     var query = [];
-    if (this.options.token) query.push("token=" + encodeURIComponent(this.options.token));
+    // Only for a token that cannot be a subprotocol (never one of this server's own).
+    if (tokenInQuery) query.push("token=" + encodeURIComponent(this.options.token));
     if (this.cursor !== null) query.push("after=" + this.cursor);
     return query.length ? url + "?" + query.join("&") : url;
+  };
+
+  Clarion.prototype._newSocket = function () {
+    var token = this.options.token;
+    if (token && SUBPROTOCOL_CHARS.test(token)) {
+      return new root.WebSocket(this._socketUrl(false), [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token]);
+    }
+    return new root.WebSocket(this._socketUrl(Boolean(token)));
   };
 
   Clarion.prototype._openSocket = function () {
@@ -229,7 +247,7 @@
     this._setStatus(this._attempt ? "reconnecting" : "connecting", { transport: "websocket" });
     var socket;
     try {
-      socket = new root.WebSocket(this._socketUrl());
+      socket = this._newSocket();
     } catch (e) {
       this._socketFailed(false, 0);
       return;
@@ -368,14 +386,15 @@
   Clarion.prototype._pollOnce = function () {
     var self = this;
     if (!this._polling || this._stopped) return;
-    // The token goes in the query: a header would need a CORS preflight on every poll.
+    // The token goes in a header, never the URL: cross-origin, the browser sends a CORS
+    // preflight first, which it then caches for the server's Access-Control-Max-Age (10 min).
     var query = ["timeout=" + this.options.pollTimeoutSecs];
     if (this.cursor !== null) query.push("after=" + this.cursor);
-    if (this.options.token) query.push("token=" + encodeURIComponent(this.options.token));
     var abort = typeof AbortController === "function" ? new AbortController() : null;
     this._pollAbort = abort;
     root
       .fetch(this.baseUrl + "/api/v1/poll/?" + query.join("&"), {
+        headers: this.options.token ? { Authorization: "Token " + this.options.token } : {},
         credentials: this._credentials(),
         cache: "no-store",
         signal: abort ? abort.signal : undefined,

@@ -74,9 +74,21 @@ def received_ids(page) -> list[int]:
     return page.evaluate("window.clarionDemo.received.map(m => m.id)")
 
 
+def demo_token(page) -> str:
+    return page.evaluate("localStorage.getItem('clarion-demo:token')")
+
+
+def assert_token_in_no_url_or_log(token: str, urls: list[str], web) -> None:
+    assert urls and not [url for url in urls if token in url]
+    assert token not in "".join(web.output)  # daphne's access log and every other line
+
+
 def test_the_demo_page_receives_a_notification_live(start_web, start_worker, page, alice_with_password):
     web = start_web()
     start_worker()
+    urls = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda socket: urls.append(socket.url))
     sign_in(page, web)
     page.wait_for_function("window.clarionDemo.statuses.includes('open')")
     page.click("#send-test")
@@ -87,6 +99,8 @@ def test_the_demo_page_receives_a_notification_live(start_web, start_worker, pag
     assert page.inner_text("#notifications li .title") == notification.title
     # auto-ack: the ack reached the server and came back as `read`
     page.wait_for_selector(f'#notifications li.read[data-id="{item_id}"]')
+    # The socket carried its token in Sec-WebSocket-Protocol, not in its URL.
+    assert_token_in_no_url_or_log(demo_token(page), urls, web)
 
 
 def test_the_page_reconnects_after_a_server_restart_and_gets_what_it_missed_once(
@@ -120,11 +134,49 @@ def test_with_websockets_refused_long_polling_delivers(start_web, start_worker, 
     web = start_web()
     start_worker()
     page.route_web_socket("**/ws/v1/notifications/**", lambda socket: socket.close(code=1011))
+    urls = []
+    page.on("request", lambda request: urls.append(request.url))
     sign_in(page, web)
-    page.wait_for_function("window.clarionDemo.statuses.includes('polling')")
+    with page.expect_request(lambda request: "/api/v1/poll/" in request.url) as first_poll:
+        page.wait_for_function("window.clarionDemo.statuses.includes('polling')")
     wait_online(alice_with_password)  # the waiting poll counts as online
     notification = send({"users": ["alice"]}, title="over long-polling")
     page.wait_for_function(f"window.clarionDemo.received.some(m => m.id === {notification.pk})")
     transports = page.evaluate("window.clarionDemo.received.map(m => m.transport)")
     assert transports == ["poll"]
     assert received_ids(page) == [notification.pk]
+    token = demo_token(page)
+    assert first_poll.value.all_headers()["authorization"] == f"Token {token}"
+    assert_token_in_no_url_or_log(token, urls, web)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "poll"])
+def test_a_product_page_on_another_origin_receives_with_the_token_out_of_every_url(
+    start_web, start_worker, page, alice, client_for, transport
+):
+    web = start_web()
+    start_worker()
+    token = client_for(alice).token
+    urls = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda socket: urls.append(socket.url))
+    # Another origin than the server's URL (localhost, not 127.0.0.1), as a product's own web
+    # app would be: the demo page there loads clarion.js; the client then talks cross-origin.
+    page.goto(f"http://localhost:{web.port}/")
+    page.evaluate(
+        """([url, token, transport]) => {
+            window.received = [];
+            window.statuses = [];
+            const clarion = new Clarion({url, token, transport, autoAck: false});
+            clarion.on("notification", (message, info) => window.received.push([message.id, info.transport]));
+            clarion.on("status", (status) => window.statuses.push(status));
+            clarion.connect();
+        }""",
+        [web.url, token, transport],
+    )
+    page.wait_for_function("window.statuses.includes('open') || window.statuses.includes('polling')")
+    wait_online(alice)
+    notification = send({"users": ["alice"]}, title="cross-origin")
+    page.wait_for_function(f"window.received.some(([id]) => id === {notification.pk})")
+    assert page.evaluate("window.received") == [[notification.pk, transport]]
+    assert_token_in_no_url_or_log(token, urls, web)
