@@ -20,6 +20,7 @@ from django.db.models.functions import Substr
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification
+from realtime.presence import connected_users_count
 
 logger = logging.getLogger(__name__)
 
@@ -280,18 +281,9 @@ def _float(value) -> float | None:
 
 
 def connected_users_now() -> int | None:
-    """Users with a live realtime connection, or None while presence cannot say.
-
-    realtime.presence.connected_users_count() is being added by the realtime owner; until it
-    exists (or when Redis does not answer) the dashboard shows "n/a" instead of failing.
-    """
-    from realtime import presence
-
-    count = getattr(presence, "connected_users_count", None)
-    if count is None:
-        return None
+    """Users with a live realtime connection, or None while presence (Redis) does not answer."""
     try:
-        return count()
+        return connected_users_count()
     except (redis.RedisError, OSError):
         logger.warning("presence did not answer; connected users shown as n/a", exc_info=True)
         return None

@@ -28,6 +28,7 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
+from delivery.sending import MAX_COUNTDOWN_SECS
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -208,11 +209,6 @@ def _collapse_older(notification: Notification, user_ids: list[int], now: dateti
         error=f"replaced by notification {notification.pk} (same collapse_key)",
         updated_at=now,
     )
-
-
-# Longest wait handed to the broker as a countdown; longer waits are left to the sweeper,
-# so no task sits in Redis past its visibility timeout.
-MAX_COUNTDOWN_SECS = 120
 
 
 def _after_commit(plan: BatchPlan) -> None:

@@ -150,6 +150,11 @@ class UserStream(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE)
     last_seq = models.BigIntegerField(default=0, verbose_name="last cursor")
+    # The user's read counter: each first read of a message takes the next one, so long-poll
+    # clients can ask for "every read after N" (a separate count: cursors stay consecutive).
+    last_read_seq = models.BigIntegerField(
+        db_default=0
+    )  # a database default: fan-out inserts rows in raw SQL
 
 
 class InboxMessage(models.Model):
@@ -162,11 +167,17 @@ class InboxMessage(models.Model):
     live = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True, verbose_name="read")
+    read_seq = models.BigIntegerField(null=True, blank=True)  # the user's last_read_seq when first read
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "seq"], name="inbox_user_seq"),
             models.UniqueConstraint(fields=["user", "notification"], name="inbox_user_notification"),
+            models.UniqueConstraint(
+                fields=["user", "read_seq"],
+                condition=models.Q(read_seq__isnull=False),
+                name="inbox_user_read_seq",
+            ),
         ]
 
 

@@ -1,5 +1,7 @@
 """Reads for sending: recipients, inbox pages, status counts."""
 
+from datetime import datetime
+
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
@@ -91,8 +93,12 @@ def inbox_page(user, after: int, limit: int) -> list[InboxMessage]:
     )
 
 
-def message_payload(notification: Notification, seq: int) -> dict:
-    """A notification as a client sees it (inbox, WebSocket, poll, SSE)."""
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def message_payload(notification: Notification, seq: int, read_at: datetime | None = None) -> dict:
+    """A notification as a client sees it (inbox, WebSocket, poll, SSE); read_at null until read."""
     return {
         "id": notification.pk,
         "cursor": seq,
@@ -101,5 +107,15 @@ def message_payload(notification: Notification, seq: int) -> dict:
         "data": notification.data,
         "url": notification.url,
         "icon": notification.icon,
-        "created_at": notification.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": _iso(notification.created_at),
+        "read_at": _iso(read_at),
     }
+
+
+def reads_after(user_id: int, read_after: int, limit: int) -> list[tuple[int, int]]:
+    """(read position, notification id) of the user's messages first read after `read_after`, in order."""
+    return list(
+        InboxMessage.objects.filter(user_id=user_id, read_seq__gt=read_after)
+        .order_by("read_seq")
+        .values_list("read_seq", "notification_id")[:limit]
+    )

@@ -25,7 +25,9 @@ from notifyproject import metrics
 
 logger = logging.getLogger(__name__)
 
-MAX_COUNTDOWN_SECS = 120  # longer waits are left to the sweeper (see fanout.MAX_COUNTDOWN_SECS)
+# Longest wait handed to the broker as a countdown (retries here, held pushes in fanout.py);
+# longer waits are left to the sweeper, so no task sits in Redis past its visibility timeout.
+MAX_COUNTDOWN_SECS = 120
 
 
 def retry_delay_secs(attempts: int, retry_after_secs: float | None = None) -> float:
@@ -115,6 +117,68 @@ def push_message(notification: Notification) -> PushMessage:
         priority=notification.priority,
         expires_at=notification.expires_at,
         collapse_key=notification.collapse_key,
+    )
+
+
+# A withdrawal that cannot reach the device within a day finds the notification long dismissed.
+WITHDRAW_TTL_SECS = 24 * 3600
+
+
+def push_withdraw(delivery_ids: list[int]) -> list[int]:
+    """Ask each device these (sent) push deliveries reached to remove the notification: it was read.
+
+    Best effort and outside the delivery log: no Delivery row, no status change. Dead tokens are
+    deactivated as on any send. Returns the ids worth another try (transient provider errors).
+    """
+    deliveries = list(
+        Delivery.objects.filter(pk__in=delivery_ids, device__active=True)
+        .exclude(channel=Channel.REALTIME)
+        .select_related("device")
+    )
+    groups: dict[tuple[int, str], list[Delivery]] = defaultdict(list)
+    for delivery in deliveries:
+        groups[(delivery.notification_id, delivery.channel)].append(delivery)
+    expires_at = timezone.now() + timedelta(seconds=WITHDRAW_TTL_SECS)
+    retry: list[int] = []
+    dead: dict[int, str] = {}
+    outcomes: dict[tuple, int] = defaultdict(int)
+    for (notification_id, channel), group in groups.items():
+        provider, _unavailable = get_provider(channel)
+        if provider is None:
+            continue
+        message = withdraw_message(notification_id, expires_at)
+        by_id = {delivery.pk: delivery for delivery in group}
+        try:
+            results = provider.send(message, [_target(delivery) for delivery in group])
+        except Exception:
+            logger.exception("%s provider raised on a withdrawal; it will be retried", channel)
+            results = [SendResult(pk, Outcome.RETRY) for pk in by_id]
+        for result in results:
+            outcomes[(channel, result.outcome.value)] += 1
+            if result.outcome == Outcome.RETRY:
+                retry.append(result.delivery_id)
+            elif result.outcome == Outcome.TOKEN_DEAD:
+                dead[by_id[result.delivery_id].device_id] = result.error
+            elif result.outcome == Outcome.FAILED:
+                logger.warning("withdrawal of delivery %s failed: %s", result.delivery_id, result.error)
+    metrics.count_many("clarion_push_withdrawals_total", outcomes, ("channel", "outcome"))
+    if dead:
+        devices_deactivate(dead)
+    return retry
+
+
+def withdraw_message(notification_id: int, expires_at: datetime) -> PushMessage:
+    return PushMessage(
+        notification_id=notification_id,
+        title="",
+        body="",
+        data={},
+        url="",
+        icon="",
+        priority="normal",
+        expires_at=expires_at,
+        collapse_key="",
+        withdraw=True,
     )
 
 

@@ -11,19 +11,19 @@ from delivery.services import (
     payload_size,
 )
 from devices.serializers import TOPIC_NAME_PATTERN
-from notifyproject.api import PayloadTooLarge, StrictCharField
+from notifyproject.api import InputSerializer, PayloadTooLarge, StrictCharField
 
 MAX_TARGETS = 10_000  # users or devices named in one request; larger audiences use topics
 
 
-class TargetSerializer(serializers.Serializer):
+class TargetSerializer(InputSerializer):
     users = serializers.ListField(
         child=StrictCharField(max_length=150), required=False, max_length=MAX_TARGETS
     )
     devices = serializers.ListField(
         child=serializers.IntegerField(min_value=1), required=False, max_length=MAX_TARGETS
     )
-    topic = serializers.RegexField(TOPIC_NAME_PATTERN, required=False, allow_null=True)
+    topic = serializers.RegexField(TOPIC_NAME_PATTERN, required=False)
     broadcast = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs):
@@ -34,7 +34,7 @@ class TargetSerializer(serializers.Serializer):
         return attrs
 
 
-class NotificationCreateSerializer(serializers.Serializer):
+class NotificationCreateSerializer(InputSerializer):
     to = TargetSerializer()
     title = StrictCharField(max_length=1024, required=False, allow_blank=True, default="")
     body = StrictCharField(max_length=MAX_PAYLOAD_BYTES, required=False, allow_blank=True, default="")
@@ -44,7 +44,7 @@ class NotificationCreateSerializer(serializers.Serializer):
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     ttl = serializers.IntegerField(min_value=0, max_value=MAX_TTL_SECS, default=DEFAULT_TTL_SECS)
     collapse_key = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
-    send_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    send_at = serializers.DateTimeField(required=False, default=None)
     route = serializers.ChoiceField(choices=Route.choices, default=Route.AUTO)
 
     def validate(self, attrs):
@@ -130,6 +130,7 @@ class MessageSerializer(serializers.Serializer):
     url = serializers.CharField()
     icon = serializers.CharField()
     created_at = serializers.DateTimeField()
+    read_at = serializers.DateTimeField(allow_null=True, help_text="When the user first acknowledged it.")
 
 
 class InboxPageSerializer(serializers.Serializer):

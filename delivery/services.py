@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from delivery.models import (
     ApiKey,
+    Channel,
     Delivery,
     DeliveryStatus,
     InboxMessage,
@@ -23,6 +24,7 @@ from delivery.models import (
     Priority,
     RecurringNotification,
     Route,
+    UserStream,
 )
 from delivery.selectors import recipients_count, unknown_targets
 from notifyproject import metrics
@@ -192,35 +194,84 @@ def notification_cancel(notification_id: int) -> Notification:
     return notification
 
 
+# A push in one of these states may be on the device's screen: a read withdraws it.
+SHOWN_PUSH_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.DELIVERED)
+
+
 def inbox_ack(*, user, notification_id: int) -> bool:
     """The user has seen this message: mark their deliveries delivered, hold back pending push.
 
-    False when the user has no such message. The user's other clients are told (`read`).
+    False when the user has no such message. The first ack reads it: `read_at` and the next read
+    position are recorded, the user's realtime clients are told (`read`) and the pushes already
+    shown on their devices are withdrawn (docs/realtime.md, "Read everywhere").
     """
     now = timezone.now()
     with transaction.atomic():
-        updated = InboxMessage.objects.filter(user=user, notification_id=notification_id).update(read_at=now)
-        if not updated:
+        # The message, with the user's stream row locked (the fan-out also locks it first: one
+        # lock order, so no deadlock), so read positions follow commit order as cursors do.
+        found = (
+            UserStream.objects.select_for_update(of=("self",))
+            .filter(user=user, user__inbox__notification_id=notification_id)
+            .values_list("last_read_seq", "user__inbox__pk", "user__inbox__read_at")
+            .first()
+        )
+        if found is None:
             return False
-        mine = Delivery.objects.filter(user=user, notification_id=notification_id)
-        mine.filter(status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]).update(
-            status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now
+        last_read_seq, message_pk, read_at = found
+        deliveries = list(
+            Delivery.objects.filter(user=user, notification_id=notification_id).values_list(
+                "pk", "channel", "status"
+            )
         )
-        mine.filter(status=DeliveryStatus.QUEUED, channel="realtime").update(
-            status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+        seen, realtime_unsent, push_unneeded, shown_push = [], [], [], []
+        for pk, channel, status in deliveries:
+            if status in (DeliveryStatus.SENT, DeliveryStatus.SENDING):
+                seen.append(pk)
+            elif status == DeliveryStatus.QUEUED:
+                (realtime_unsent if channel == Channel.REALTIME else push_unneeded).append(pk)
+            if channel != Channel.REALTIME and status in SHOWN_PUSH_STATUSES:
+                shown_push.append(pk)
+        if seen:
+            Delivery.objects.filter(
+                pk__in=seen, status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]
+            ).update(status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now)
+        if realtime_unsent:
+            Delivery.objects.filter(pk__in=realtime_unsent, status=DeliveryStatus.QUEUED).update(
+                status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+            )
+        if push_unneeded:
+            # auto routing's held-back push (and quiet-hours push) is no longer needed.
+            Delivery.objects.filter(pk__in=push_unneeded, status=DeliveryStatus.QUEUED).update(
+                status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
+            )
+        read_seq = last_read_seq + 1  # the stream row is locked (and was re-read when we got it)
+        # read_at as the query above saw it may predate a concurrent ack that held the lock
+        # first (PostgreSQL re-reads only the locked row), so the update re-checks it.
+        first_read = (
+            read_at is None
+            and InboxMessage.objects.filter(pk=message_pk, read_at__isnull=True).update(
+                read_at=now, read_seq=read_seq
+            )
+            == 1
         )
-        # auto routing's held-back push (and quiet-hours push) is no longer needed.
-        mine.filter(status=DeliveryStatus.QUEUED).exclude(channel="realtime").update(
-            status=DeliveryStatus.CANCELLED, error="acknowledged before push was needed", updated_at=now
-        )
-        transaction.on_commit(lambda: _publish_read(user.pk, notification_id), robust=True)
+        if first_read:
+            UserStream.objects.filter(user=user).update(last_read_seq=read_seq)
+            transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
+            if shown_push:
+                transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)
     return True
 
 
-def _publish_read(user_id: int, notification_id: int) -> None:
+def _publish_read(user_id: int, notification_id: int, read_cursor: int) -> None:
     from realtime.publish import publish_read
 
-    publish_read(user_id, notification_id)
+    publish_read(user_id, notification_id, read_cursor)
+
+
+def _enqueue_withdraw(delivery_ids: list[int]) -> None:
+    from delivery.tasks import push_withdraw
+
+    push_withdraw.delay(delivery_ids)
 
 
 def recurring_notification_fire(recurring_id: int) -> Notification | None:

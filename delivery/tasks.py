@@ -19,6 +19,17 @@ def deliveries_send(delivery_ids: list[int]) -> None:
     sending.deliveries_send(delivery_ids)
 
 
+WITHDRAW_MAX_RETRIES = 5
+
+
+@shared_task(name="delivery.tasks.push_withdraw", bind=True, max_retries=WITHDRAW_MAX_RETRIES)
+def push_withdraw(self, delivery_ids: list[int]) -> None:
+    retry = sending.push_withdraw(delivery_ids)
+    if retry and self.request.retries < WITHDRAW_MAX_RETRIES:
+        countdown = sending.retry_delay_secs(self.request.retries + 1)
+        raise self.retry(args=(retry,), countdown=min(countdown, sending.MAX_COUNTDOWN_SECS))
+
+
 @shared_task(name="delivery.tasks.due_work_sweep", acks_late=False, expires=10)
 def due_work_sweep() -> dict:
     return sweeper.sweep()

@@ -107,7 +107,7 @@ class InboxView(APIView):
         messages = selectors.inbox_page(request.user, after, query.validated_data["limit"])
         return Response(
             {
-                "results": [selectors.message_payload(m.notification, m.seq) for m in messages],
+                "results": [selectors.message_payload(m.notification, m.seq, m.read_at) for m in messages],
                 "cursor": messages[-1].seq if messages else after,
             }
         )

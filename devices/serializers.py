@@ -8,7 +8,7 @@ from rest_framework import serializers
 from devices import validation
 from devices.models import ApnsEnvironment, Device, Platform
 from devices.services import PushAddress
-from notifyproject.api import StrictCharField
+from notifyproject.api import InputSerializer, StrictCharField
 
 TOPIC_NAME_PATTERN = r"^[A-Za-z0-9_.~-]{1,64}$"
 
@@ -20,7 +20,7 @@ def _run(cleaner, value):
         raise serializers.ValidationError(exc.messages) from None
 
 
-class WebPushKeysSerializer(serializers.Serializer):
+class WebPushKeysSerializer(InputSerializer):
     p256dh = StrictCharField(max_length=200)
     auth = StrictCharField(max_length=100)
 
@@ -31,16 +31,16 @@ class WebPushKeysSerializer(serializers.Serializer):
         return _run(validation.clean_auth_secret, value)
 
 
-class WebPushSubscriptionSerializer(serializers.Serializer):
+class WebPushSubscriptionSerializer(InputSerializer):
     endpoint = StrictCharField(max_length=validation.WEBPUSH_ENDPOINT_MAX_CHARS)
     keys = WebPushKeysSerializer()
-    expirationTime = serializers.IntegerField(required=False, allow_null=True)  # noqa: N815 - the browser's name
+    expirationTime = serializers.IntegerField(required=False)  # noqa: N815 - the browser's name
 
     def validate_endpoint(self, value):
         return _run(validation.clean_webpush_endpoint, value)
 
 
-class DeviceRegistrationSerializer(serializers.Serializer):
+class DeviceRegistrationSerializer(InputSerializer):
     platform = serializers.ChoiceField(choices=Platform.choices)
     token = StrictCharField(max_length=validation.FCM_TOKEN_MAX_CHARS, required=False, trim_whitespace=True)
     subscription = WebPushSubscriptionSerializer(required=False)
@@ -105,7 +105,7 @@ class TopicListSerializer(serializers.Serializer):
     results = serializers.ListField(child=StrictCharField())
 
 
-class PasswordLoginSerializer(serializers.Serializer):
+class PasswordLoginSerializer(InputSerializer):
     username = StrictCharField(max_length=150)
     password = StrictCharField(max_length=4096, trim_whitespace=False)
 
@@ -115,7 +115,7 @@ class TokenSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
-class ClientTokenRequestSerializer(serializers.Serializer):
+class ClientTokenRequestSerializer(InputSerializer):
     user = StrictCharField(max_length=150, validators=[UnicodeUsernameValidator()])
     ttl = serializers.IntegerField(
         min_value=60,
@@ -124,7 +124,7 @@ class ClientTokenRequestSerializer(serializers.Serializer):
     )
 
 
-class QuietHoursSerializer(serializers.Serializer):
+class QuietHoursSerializer(InputSerializer):
     start = serializers.TimeField(format="%H:%M", input_formats=["%H:%M"])
     end = serializers.TimeField(format="%H:%M", input_formats=["%H:%M"])
     timezone = StrictCharField(max_length=64, required=False, default="UTC")
@@ -139,8 +139,8 @@ class QuietHoursSerializer(serializers.Serializer):
         return value
 
 
-class PreferencesSerializer(serializers.Serializer):
-    quiet_hours = QuietHoursSerializer(allow_null=True, required=False, default=None)
+class PreferencesSerializer(InputSerializer):
+    quiet_hours = QuietHoursSerializer(required=False, default=None)
     muted_topics = serializers.ListField(
         child=serializers.RegexField(TOPIC_NAME_PATTERN), required=False, default=list, max_length=500
     )

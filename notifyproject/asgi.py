@@ -20,6 +20,7 @@ from django.conf import settings  # noqa: E402
 
 from realtime.auth import SessionsForCookieSockets  # noqa: E402
 from realtime.longwait import LongWaitEndpoints  # noqa: E402
+from realtime.node import StartRealtimeNode  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -31,6 +32,7 @@ application = ProtocolTypeRouter(
         "websocket": SessionsForCookieSockets(URLRouter(websocket_urlpatterns)),
     }
 )
+application = StartRealtimeNode(application)  # the node's subscription is up before a socket needs it
 
 if settings.CLARION_EMBEDDED_WORKER:
     from notifyproject.embedded import start_embedded_worker

@@ -1,4 +1,5 @@
-"""Operations: GET /healthz (do the database, channel layer and broker answer?) and GET /metrics."""
+"""Operations: GET /healthz (do the database, channel layer and broker answer, and is this web
+process's realtime node subscribed to its Redis channel?) and GET /metrics."""
 
 import hmac
 
@@ -47,24 +48,47 @@ def _check_broker() -> str:
         return f"error: {type(exc).__name__}"
 
 
+def _check_realtime_node() -> str | None:
+    """Realtime frames reach this process through its node's Redis subscription (realtime/node.py).
+
+    None where no node runs (a process that is not an ASGI server, e.g. the test client);
+    under daphne the ASGI application starts the node on the first request.
+    """
+    from realtime.node import local_nodes
+
+    states = [node.subscription_health() for node in local_nodes()]
+    if not states:
+        return None
+    return next((state for state in states if state != "ok"), "ok")
+
+
 def healthz(request):
     checks = {
         "database": _check_database(),
         "channel_layer": _check_channel_layer(),
         "broker": _check_broker(),
     }
+    realtime_node = _check_realtime_node()
+    if realtime_node is not None:
+        checks["realtime_node"] = realtime_node
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(checks, status=200 if healthy else 503)
 
 
 def _connected_users() -> float | None:
-    from realtime import presence
+    from realtime.presence import connected_users_count
 
-    counter = getattr(presence, "connected_users_count", None)
     try:
-        return float(counter()) if counter else None
+        return float(connected_users_count())
     except Exception:  # noqa: BLE001 - a gauge must not break the scrape
         return None
+
+
+def _realtime_fast_path_enabled() -> float | None:
+    from realtime.transport import fast_path_enabled
+
+    enabled = fast_path_enabled()
+    return None if enabled is None else float(enabled)
 
 
 def _broker_queue_length() -> float | None:
@@ -112,6 +136,7 @@ def metrics(request):
             "clarion_connected_users": _connected_users(),
             "clarion_broker_queue_length": _broker_queue_length(),
             "clarion_oldest_due_delivery_seconds": _oldest_due_delivery_secs(),
+            "clarion_realtime_fast_path_enabled": _realtime_fast_path_enabled(),
         }
     )
     return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")

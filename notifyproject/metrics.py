@@ -10,7 +10,9 @@ Gauges (connected users, queue lag) are computed when scraped.
 
 import atexit
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections import defaultdict
@@ -33,15 +35,49 @@ HELP = {
         "counter",
         "Realtime frames not published (Redis failed, publisher behind); clients replay them.",
     ),
+    "clarion_push_withdrawals_total": (
+        "counter",
+        "Pushes asking a device to remove a notification read elsewhere, by channel and outcome.",
+    ),
     "clarion_provider_latency_seconds": ("histogram", "Duration of one provider send call, by channel."),
     "clarion_connected_users": ("gauge", "Users with at least one live realtime connection."),
     "clarion_broker_queue_length": ("gauge", "Tasks waiting in the Celery queue."),
     "clarion_oldest_due_delivery_seconds": ("gauge", "Age of the oldest push delivery due but not sent."),
+    "clarion_realtime_fast_path_enabled": (
+        "gauge",
+        "1 if this web process writes WebSocket frames on daphne's sockets directly, 0 if through ASGI send.",
+    ),
+}
+
+# The label values each counter and histogram is shown with from the start, at 0, so that a
+# series exists before its first increment (rate() and absent() need it). They mirror
+# delivery.models' Route, Channel and the outcomes delivery/sending.py records
+# (tests/test_operations.py keeps them in step); this module loads before the models do.
+ROUTES = ("auto", "all", "realtime", "push")
+PUSH_CHANNELS = ("fcm", "apns", "webpush")
+PUSH_OUTCOMES = ("sent", "failed", "expired", "cancelled", "skipped")
+WITHDRAW_OUTCOMES = ("sent", "retry", "token_dead", "failed")  # delivery.providers.Outcome
+DOCUMENTED_SERIES: dict[str, list[dict]] = {
+    "clarion_notifications_total": [{"route": route} for route in ROUTES],
+    "clarion_deliveries_total": [{"channel": "realtime", "status": "sent"}]
+    + [{"channel": channel, "status": status} for channel in PUSH_CHANNELS for status in PUSH_OUTCOMES],
+    "clarion_retries_total": [{"channel": channel} for channel in PUSH_CHANNELS],
+    "clarion_push_withdrawals_total": [
+        {"channel": channel, "outcome": outcome} for channel in PUSH_CHANNELS for outcome in WITHDRAW_OUTCOMES
+    ],
+    "clarion_realtime_published_total": [{}],
+    "clarion_realtime_publish_dropped_total": [{}],
+    "clarion_provider_latency_seconds": [{"channel": channel} for channel in PUSH_CHANNELS],
 }
 
 
+def _label_value(value) -> str:
+    """Escaped as the text exposition format requires (backslash, double quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _field(name: str, labels: dict) -> str:
-    inner = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    inner = ",".join(f'{key}="{_label_value(value)}"' for key, value in sorted(labels.items()))
     return f"{name}{{{inner}}}" if inner else name
 
 
@@ -85,7 +121,9 @@ class _RedisStore:
         if not increments:
             return
         try:
-            with self._client.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: a scrape sees all of one flush or none of it, so a histogram's buckets,
+            # _sum and _count always agree.
+            with self._client.pipeline(transaction=True) as pipe:
                 for field, value in increments.items():
                     pipe.hincrbyfloat(HASH_KEY, field, value)
                 pipe.execute()
@@ -153,17 +191,62 @@ def _family(field: str) -> str:
     return name
 
 
+def _zeros() -> dict[str, float]:
+    """Every documented series at 0 (a histogram: each bucket, _sum and _count)."""
+    zeros = {}
+    for metric, label_sets in DOCUMENTED_SERIES.items():
+        for labels in label_sets:
+            if HELP[metric][0] == "histogram":
+                for bound in (*LATENCY_BUCKETS_SECS, "+Inf"):
+                    zeros[_field(f"{metric}_bucket", {**labels, "le": str(bound)})] = 0.0
+                zeros[_field(f"{metric}_sum", labels)] = 0.0
+                zeros[_field(f"{metric}_count", labels)] = 0.0
+            else:
+                zeros[_field(metric, labels)] = 0.0
+    return zeros
+
+
+def format_value(value: float) -> str:
+    """Exact: whole numbers in full (1234574, never 1.23457e+06), others as Python's shortest repr."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(value)
+
+
+_LE = re.compile(r'(?:,)?le="([^"]*)"')
+
+
+def _histogram_order(field: str) -> tuple:
+    """Sort key for the exposition format: per label set, buckets by ascending le (+Inf last),
+    then _sum, then _count."""
+    name, _, labels = field.partition("{")
+    match = _LE.search(labels)
+    bound = float(match.group(1)) if match else 0.0
+    others = _LE.sub("", labels).lstrip(",")
+    rank = {"_bucket": 0, "_sum": 1, "_count": 2}[name[name.rindex("_") :]]
+    return (others, rank, bound)
+
+
 def render(gauges: dict[str, float | None]) -> str:
-    """The Prometheus text exposition of every stored series plus the given gauges."""
-    values = store().read()
+    """The Prometheus text exposition of every documented and stored series plus the given gauges."""
+    values = _zeros()
+    values.update(store().read())
     for name, value in gauges.items():
         if value is not None:
             values[name] = value
+    by_family: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for field, value in values.items():
+        by_family[_family(field)].append((field, value))
     lines = []
     for metric, (kind, text) in HELP.items():
-        series = sorted((field, value) for field, value in values.items() if _family(field) == metric)
+        series = by_family.get(metric)
         if not series:
             continue
+        series.sort(key=(lambda item: _histogram_order(item[0])) if kind == "histogram" else None)
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
-        lines += [f"{field} {value:g}" for field, value in series]
+        lines += [f"{field} {format_value(value)}" for field, value in series]
     return "\n".join(lines) + "\n"

@@ -9,8 +9,6 @@ import time
 
 import orjson
 from autobahn.exception import Disconnected
-from channels.consumer import get_handler_name
-from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
@@ -20,13 +18,7 @@ from realtime.auth import authenticate_scope, query_param
 from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS
 from realtime.streams import db
 from realtime.subscriber import Subscriber, spawn
-from realtime.transport import (
-    attach_flow_control,
-    daphne_protocol,
-    defer_protocol_ping,
-    limit_client_messages,
-    send_text,
-)
+from realtime.transport import open_socket
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +51,20 @@ class WebSocketSubscriber(Subscriber):
     def __init__(self, consumer, user, token=None):
         super().__init__(user, token)
         self.consumer = consumer
-        self.protocol = consumer.protocol
+        self.socket = consumer.socket
 
     def write_now(self, frame: str) -> bool:
         """Straight to daphne's socket: what `send` ends in, minus four coroutines a frame.
 
         Same socket, same order (daphne's own send path is synchronous once awaited); Twisted
-        calls the flow-control producer from inside this write when its buffer fills.
+        calls the flow-control producer from inside this write when its buffer fills. Without
+        the fast path (realtime/transport.py) the frame goes through `write`, the ASGI send.
         """
-        protocol = self.protocol
-        if protocol is None:
+        socket = self.socket
+        if socket is None:
             return False
         try:
-            return send_text(protocol, frame.encode())
+            return socket.write_text(frame.encode())
         except Disconnected:
             self.detach()  # the socket went away between the state check and the write
             return True
@@ -87,21 +80,24 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # No per-socket channel-layer subscription: the node fans frames out (realtime/node.py).
     channel_layer_alias = "clarion-realtime-node-only"
     subscriber: WebSocketSubscriber | None = None
-    protocol = None
+    socket = None  # the fast path's handle on daphne's socket (realtime/transport.py), or None
 
     async def dispatch(self, message):
-        """Channels' dispatch minus its `close_old_connections` per event: that is a hop to the
-        one sync thread for every ping and ack, and this consumer reaches the database only
-        through `db()`, which closes its connection in its own worker thread."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        """The handshake and every client frame (pings, acks) go straight to Channels' own
+        handlers: Channels' dispatch first hops to its one sync thread to close stale database
+        connections, and this consumer holds none (`db()` closes its own, in its worker thread).
+        Everything else, the disconnect included, takes Channels' dispatch unchanged."""
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        elif message["type"] == "websocket.connect":
+            await self.websocket_connect(message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self):
-        self.protocol = daphne_protocol(self.base_send)
-        if self.protocol is not None:
-            limit_client_messages(self.protocol, MAX_CLIENT_MESSAGE_BYTES)
+        self.socket = open_socket(self.base_send)
+        if self.socket is not None:
+            self.socket.limit_client_messages(MAX_CLIENT_MESSAGE_BYTES)
         user, token = await authenticate_scope(self.scope)
         # A browser offering subprotocols needs one chosen; ours, never the token entry.
         await self.accept(subprotocol=identities.selected_subprotocol(self.scope))
@@ -110,19 +106,16 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         try:
             after = parse_cursor(query_param(self.scope, "after"))
+            read_after = parse_cursor(query_param(self.scope, "read_after"))
         except ValueError:
-            await self._error("bad_cursor", "after must be a cursor (a non-negative integer).")
+            await self._error("bad_cursor", "after and read_after must be cursors (non-negative integers).")
             await self.close(code=CLOSE_BAD_REQUEST)
             return
         self.subscriber = WebSocketSubscriber(self, user, token)
-        attach_flow_control(self.protocol, self.subscriber)
+        if self.socket is not None:
+            self.socket.attach_flow_control(self.subscriber)
         self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
-        await self.subscriber.open(after)
-
-    async def websocket_disconnect(self, message):
-        """Channels' version minus its `close_old_connections` hop (see `dispatch`); no groups here."""
-        await self.disconnect(message["code"])
-        raise StopConsumer()
+        await self.subscriber.open(after, read_after)
 
     async def disconnect(self, code):
         if self.subscriber is not None:
@@ -152,7 +145,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             subscriber.heartbeat = True
-            defer_protocol_ping(self.protocol, HEARTBEAT_TIMEOUT_SECS)
+            if self.socket is not None:
+                self.socket.defer_ping(HEARTBEAT_TIMEOUT_SECS)
             if not subscriber.write_now(PONG_FRAME):  # no Channels send chain: most idle CPU is pongs
                 await self.send(text_data=PONG_FRAME)
         elif kind == "ack":

@@ -21,6 +21,7 @@ import weakref
 from typing import Protocol
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -48,6 +49,8 @@ NODE_TICK_SECS = 5  # how often silent sockets are looked for
 RESUBSCRIBE_BASE_SECS = 0.5
 RESUBSCRIBE_CAP_SECS = 10
 SUBSCRIBE_WAIT_SECS = 5  # a connection waits this long for the node's channel at start-up
+HEALTH_WAIT_SECS = 2  # GET /healthz on a fresh process waits this long for the first subscribe
+HEALTH_REDIS_TIMEOUT_SECS = 2
 PRESENCE_CHUNK = 1000  # users per presence pipeline
 # Open token connections are checked this often: expired ones end at once (no query), and
 # one query per node finds tokens deleted or users deactivated since. 30 s keeps the end of
@@ -104,6 +107,10 @@ class Node:
         self._presence_batch: asyncio.Future | None = None
         self._ready = asyncio.Event()
         self._started = False
+        # "ok" while subscribed to its channel, "error: ..." while not; read by /healthz's
+        # thread, so `_subscription_known` is a threading.Event (set once it is known).
+        self.subscription = "starting"
+        self._subscription_known = threading.Event()
         self._tasks: set[asyncio.Task] = set()
         self._last_refresh = 0.0
 
@@ -111,7 +118,7 @@ class Node:
 
     async def register(self, subscriber: Connection) -> None:
         """Route this user's frames to `subscriber`; closes their oldest connection past the cap."""
-        self._start()
+        self.start()
         if not self._ready.is_set():
             try:
                 await asyncio.wait_for(self._ready.wait(), SUBSCRIBE_WAIT_SECS)
@@ -164,7 +171,8 @@ class Node:
 
     # -- background work -----------------------------------------------------------------
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Subscribe to this node's channel and start housekeeping (once; on the event loop)."""
         if self._started:
             return
         self._started = True
@@ -172,8 +180,36 @@ class Node:
             self._spawn(self._subscribe_forever())
         else:
             self._ready.set()
+            self._set_subscription("ok")  # embedded: publishers call dispatch directly
         self._spawn(self._tick_forever())
         self._spawn(self._recheck_tokens_forever())
+
+    def _set_subscription(self, state: str) -> None:
+        self.subscription = state
+        self._subscription_known.set()
+
+    def subscription_health(self) -> str:
+        """ "ok" if this node is subscribed to its channel and Redis lists the subscription.
+
+        Called from a request thread (GET /healthz). Redis is asked too (PUBSUB NUMSUB on the
+        channel publishers use): a connection the node still believes in may be gone there.
+        """
+        if not self._subscription_known.wait(HEALTH_WAIT_SECS):
+            return "error: not subscribed yet"
+        if self.subscription != "ok" or not settings.REDIS_URL:
+            return self.subscription
+        client = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=HEALTH_REDIS_TIMEOUT_SECS,
+            socket_connect_timeout=HEALTH_REDIS_TIMEOUT_SECS,
+        )
+        try:
+            [(_channel, subscribers)] = client.pubsub_numsub(channel_for(self.id))
+        except redis.RedisError as exc:
+            return f"error: {type(exc).__name__}"
+        finally:
+            client.close()
+        return "ok" if subscribers else "error: Redis lists no subscription to this node's channel"
 
     def _spawn(self, coroutine) -> None:
         task = self.loop.create_task(coroutine)
@@ -190,14 +226,18 @@ class Node:
                 if self._ready.is_set():
                     self.resync_all()  # frames published while we were away are in the database
                 self._ready.set()
+                self._set_subscription("ok")
                 failures = 0
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         self.dispatch_payload(message["data"])
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            except (aioredis.RedisError, OSError) as exc:  # refused, timed out, or e.g. NOPERM
+                self._set_subscription(f"error: {type(exc).__name__}")
                 failures += 1
                 delay = min(RESUBSCRIBE_CAP_SECS, RESUBSCRIBE_BASE_SECS * 2**failures)
-                logger.warning("node %s lost its Redis subscription; retrying in %.1fs", self.id, delay)
+                logger.warning(
+                    "node %s lost its Redis subscription (%s); retrying in %.1fs", self.id, exc, delay
+                )
                 await asyncio.sleep(delay)
             finally:
                 with contextlib.suppress(aioredis.RedisError, OSError):
@@ -320,6 +360,18 @@ def get_node() -> Node:
         if node is None:
             node = _nodes[loop] = Node(loop)
         return node
+
+
+class StartRealtimeNode:
+    """ASGI wrapper: the node (its Redis subscription) starts with the process's first request,
+    not its first realtime connection, so GET /healthz checks it from the start."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        get_node().start()  # a dict lookup once started
+        return await self.app(scope, receive, send)
 
 
 def local_nodes() -> list[Node]:

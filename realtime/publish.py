@@ -35,9 +35,9 @@ def publish_messages(messages: list[tuple[int, dict]]) -> None:
         _publish(frames, [])
 
 
-def publish_read(user_id: int, notification_id: int) -> None:
+def publish_read(user_id: int, notification_id: int, read_cursor: int) -> None:
     """Tell the user's other clients that this message was read, so they clear it."""
-    _publish([], [(user_id, read_frame(notification_id))])
+    _publish([], [(user_id, read_frame(notification_id, read_cursor))])
 
 
 # Hand-overs waiting for the publisher thread; past this a caller waits (back-pressure), and

@@ -22,8 +22,9 @@ def notification_frame(message: dict) -> str:
     return orjson.dumps({"type": "notification", **message}).decode()
 
 
-def read_frame(notification_id: int) -> str:
-    return orjson.dumps({"type": "read", "id": notification_id}).decode()
+def read_frame(notification_id: int, read_cursor: int) -> str:
+    """`read_cursor` is the user's read position: a client resumes reads from it (`read_after`)."""
+    return orjson.dumps({"type": "read", "id": notification_id, "read_cursor": read_cursor}).decode()
 
 
 def stream_positions(user_ids: list[int]) -> dict[int, int]:
@@ -53,7 +54,15 @@ def stream_position(user_id: int) -> int:
     return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
 
 
-LIVE_MESSAGE_FIELDS = ("seq", "notification_id") + tuple(
+def stream_and_read_positions(user_id: int) -> tuple[int, int]:
+    """(last cursor, last read position) in one query; (0, 0) for a user with no messages yet."""
+    return UserStream.objects.filter(user_id=user_id).values_list("last_seq", "last_read_seq").first() or (
+        0,
+        0,
+    )
+
+
+LIVE_MESSAGE_FIELDS = ("seq", "notification_id", "read_at") + tuple(
     f"notification__{name}" for name in ("title", "body", "data", "url", "icon", "created_at")
 )
 
@@ -74,4 +83,4 @@ def live_messages_after(
             status=DeliveryStatus.QUEUED,
             notification_id__in=[row.notification_id for row in rows],
         ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
-    return [message_payload(row.notification, row.seq) for row in rows]
+    return [message_payload(row.notification, row.seq, row.read_at) for row in rows]

@@ -15,17 +15,25 @@ from collections import deque
 
 from django.db import DatabaseError
 
+from delivery.selectors import reads_after
 from realtime.node import get_node
 from realtime.streams import (
     REPLAY_PAGE,
     db,
     live_messages_after,
     notification_frame,
+    read_frame,
     start_cursor,
+    stream_and_read_positions,
     stream_position,
 )
 
 logger = logging.getLogger(__name__)
+
+# Reads sent to a reconnecting client (`read_after`): the most recent ones. A client away for
+# more than this re-reads its inbox (`read_at`) anyway, and the replay stays well inside the
+# pending queue (MAX_PENDING_FRAMES).
+READ_REPLAY_MAX = 100
 
 # Live frames waiting for the writer, per connection. 256 covers a burst to one user many
 # times over; past it (or 1 MiB) the queue is dropped and refilled from the database, or,
@@ -138,15 +146,26 @@ class Subscriber:
 
     # -- the writer ----------------------------------------------------------------------
 
-    async def open(self, after: int | None) -> None:
+    async def open(self, after: int | None, read_after: int | None = None) -> None:
         """Join this process's node, then stream from cursor `after` (None: from now on).
 
         Registered before the stream's position is read, so every message committed after
         that read is offered here live: only a client that is behind reads the database to
-        start.
+        start. With `read_after` (a read position), the reads made since then are sent too,
+        after the replayed messages; one read may come twice, never none.
         """
         await get_node().register(self)
-        position = await db(stream_position)(self.user_id)
+        if read_after is None:
+            position = await db(stream_position)(self.user_id)
+        else:
+            position, read_position = await db(stream_and_read_positions)(self.user_id)
+            if read_after < read_position:
+                # Read positions have no gaps, so this is the last READ_REPLAY_MAX reads at most.
+                since = max(read_after, read_position - READ_REPLAY_MAX)
+                for read_cursor, notification_id in await db(reads_after)(
+                    self.user_id, since, READ_REPLAY_MAX
+                ):
+                    self._enqueue(None, read_frame(notification_id, read_cursor))  # written after open()
         self.cursor = start_cursor(after, position)
         self._resync = self._resync or self.cursor < position
         self._draining = False

@@ -1,5 +1,6 @@
 """WebSockets under daphne: frames straight to the socket, and flow control to know when a
-client stops reading.
+client stops reading. Every private detail of daphne, autobahn and Twisted that Clarion
+relies on lives in this module, and is checked once, on the first connection.
 
 ASGI has no back-pressure for `websocket.send` under daphne: each frame goes straight into
 Twisted's unbounded write buffer, so a client that stops reading would make the server's
@@ -7,13 +8,18 @@ memory grow without end. Twisted's producer API is the documented way to learn t
 socket's buffer is full (pauseProducing, above 64 KiB) and drained again (resumeProducing);
 autobahn exposes it as `registerProducer` on the protocol. Daphne hands an application
 `partial(server.handle_reply, protocol)` as its `send`, which is where we find the protocol.
-Under another server the protocol is not found and `await send()` itself back-pressures.
+
+If the protocol is not found (another ASGI server, or a daphne that hands `send` over
+differently) or lacks anything below, the fast path is off for the process: frames go
+through the ASGI `await send()`, a warning says why, and the gauge
+`clarion_realtime_fast_path_enabled` is 0. requirements.txt pins the versions checked.
 """
 
 import functools
 import logging
 import struct
 import time
+from dataclasses import dataclass
 
 from twisted.internet import tcp
 
@@ -21,6 +27,91 @@ logger = logging.getLogger(__name__)
 
 # Wrappers between daphne's send and a consumer (channels' session middleware adds one).
 MAX_WRAPPER_DEPTH = 6
+
+# What the fast path touches on daphne's protocol (autobahn's WebSocketServerProtocol, with
+# daphne's `server` and `last_ping`) and on its Twisted TCP transport. The underscored ones are
+# private: an upgrade may rename them, which the check turns into "fast path off".
+PROTOCOL_ATTRIBUTES = (
+    "transport",
+    "registerProducer",
+    "sendMessage",
+    "state",
+    "STATE_OPEN",
+    "send_state",
+    "SEND_STATE_GROUND",
+    "send_queue",
+    "_perMessageCompress",
+    "maxMessagePayloadSize",
+    "failByDrop",
+    "last_ping",
+    "server",
+)
+TRANSPORT_ATTRIBUTES = (
+    "write",
+    "writeSomeData",
+    "unregisterProducer",
+    "TLS",
+    "disconnecting",
+    "dataBuffer",
+    "offset",
+    "_tempDataLen",
+)
+
+
+@dataclass(frozen=True)
+class FastPathCheck:
+    enabled: bool
+    reason: str = ""  # why it is off
+
+
+_check: FastPathCheck | None = None  # this process's verdict, from its first connection
+_missed_protocol_logged = False
+
+
+def fast_path_enabled() -> bool | None:
+    """Whether this process writes frames on the fast path; None before its first WebSocket."""
+    return None if _check is None else _check.enabled
+
+
+def check_fast_path(protocol) -> FastPathCheck:
+    """Does `protocol` (what daphne_protocol found, or None) have everything the fast path uses?"""
+    if protocol is None:
+        return FastPathCheck(False, "daphne's protocol was not found behind the ASGI send")
+    missing = [f"protocol.{name}" for name in PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
+    if not hasattr(getattr(protocol, "server", None), "ping_interval"):
+        missing.append("protocol.server.ping_interval")
+    transport = getattr(protocol, "transport", None)
+    if not isinstance(transport, tcp.Connection):
+        missing.append("protocol.transport as a twisted.internet.tcp.Connection")
+    else:
+        missing += [f"transport.{name}" for name in TRANSPORT_ATTRIBUTES if not hasattr(transport, name)]
+    if missing:
+        return FastPathCheck(False, "missing " + ", ".join(missing))
+    return FastPathCheck(True)
+
+
+def open_socket(send) -> "DaphneSocket | None":
+    """This connection's socket for the fast path, or None: use the ASGI `send`."""
+    global _check, _missed_protocol_logged
+    protocol = daphne_protocol(send)
+    if _check is None:
+        _check = check_fast_path(protocol)
+        if _check.enabled:
+            logger.info("realtime fast path on: frames are written to daphne's sockets directly")
+        else:
+            logger.warning(
+                "realtime fast path OFF, frames go through ASGI send without flow control: %s", _check.reason
+            )
+    if not _check.enabled:
+        return None
+    if protocol is None:
+        if not _missed_protocol_logged:  # e.g. a new wrapper around send on some route
+            _missed_protocol_logged = True
+            logger.warning(
+                "realtime fast path: daphne's protocol not found for a connection; using ASGI send"
+            )
+        return None
+    return DaphneSocket(protocol)
 
 
 def _is_protocol(candidate) -> bool:
@@ -60,46 +151,6 @@ class _Producer:
         self.subscriber.resume()
 
 
-def limit_client_messages(protocol, max_message_bytes: int) -> None:
-    """autobahn closes with 1009 (message too big) past this, before buffering the message."""
-    protocol.maxMessagePayloadSize = max_message_bytes
-    protocol.failByDrop = False  # send the close code rather than cutting the connection
-
-
-def attach_flow_control(protocol, subscriber) -> bool:
-    """Pause `subscriber` while its socket's send buffer is full, resume when it drains."""
-    if protocol is None or getattr(protocol, "transport", None) is None:
-        return False
-    producer = _Producer(subscriber)
-    try:
-        protocol.registerProducer(producer, True)
-    except RuntimeError:
-        # Daphne upgrades an HTTP connection without unregistering twisted.web's HTTPChannel,
-        # which registered itself as the socket's producer; that channel is finished with it.
-        try:
-            protocol.transport.unregisterProducer()
-            protocol.registerProducer(producer, True)
-        except RuntimeError:
-            logger.warning("WebSocket flow control unavailable: the socket has another producer")
-            return False
-    return True
-
-
-def defer_protocol_ping(protocol, secs: float) -> None:
-    """Hold daphne's own ping on this socket off for `secs`: its client heartbeats itself.
-
-    Daphne pings a socket `--ping-interval` (20 s) after the last frame it received or ping it
-    sent, to keep it alive and find dead peers. A client that pings every 25 s ± 20 % does both
-    (the node closes it after two silent intervals), so daphne's pings only doubled the idle
-    traffic: a fifth of the server's CPU with 10,000 idle sockets (W3 profile,
-    docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings. A no-op when
-    `protocol` is None (not daphne).
-    """
-    server = getattr(protocol, "server", None)
-    if server is not None and hasattr(protocol, "last_ping"):
-        protocol.last_ping = time.time() + secs - server.ping_interval  # daphne pings at last_ping + interval
-
-
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented, unmasked WebSocket text frame (RFC 6455 5.2): what a server sends."""
     length = len(payload)
@@ -112,40 +163,87 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-def send_text(protocol, payload: bytes) -> bool:
-    """Write one text message on daphne's socket at once; False if the socket is not open.
+class DaphneSocket:
+    """One daphne WebSocket whose protocol passed `check_fast_path`."""
 
-    autobahn's sendMessage ends in one frame handed to Twisted's transport, which buffers it,
-    registers the socket for writability (two epoll_ctl calls and selector bookkeeping per
-    frame) and writes it on the next loop turn: with autobahn's per-message bookkeeping, 70 %
-    of the node's dispatch time in a W1 profile (bench/realtime_throughput.py), where every
-    socket gets its own frame. Here the frame is built once and, when Twisted holds nothing
-    unsent for this socket, handed to the kernel directly; what the kernel does not take goes
-    into Twisted's buffer as before, so order and flow control are unchanged.
-    """
-    if protocol.state != protocol.STATE_OPEN:
-        return False
-    if (
-        protocol.send_state != protocol.SEND_STATE_GROUND
-        or protocol.send_queue
-        or protocol._perMessageCompress
-    ):
-        protocol.sendMessage(payload)  # states autobahn tracks itself; our server never enters them
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def limit_client_messages(self, max_message_bytes: int) -> None:
+        """autobahn closes with 1009 (message too big) past this, before buffering the message."""
+        self.protocol.maxMessagePayloadSize = max_message_bytes
+        self.protocol.failByDrop = False  # send the close code rather than cutting the connection
+
+    def attach_flow_control(self, subscriber) -> bool:
+        """Pause `subscriber` while the socket's send buffer is full, resume when it drains."""
+        protocol = self.protocol
+        if protocol.transport is None:
+            return False
+        producer = _Producer(subscriber)
+        try:
+            protocol.registerProducer(producer, True)
+        except RuntimeError:
+            # Daphne upgrades an HTTP connection without unregistering twisted.web's HTTPChannel,
+            # which registered itself as the socket's producer; that channel is finished with it.
+            try:
+                protocol.transport.unregisterProducer()
+                protocol.registerProducer(producer, True)
+            except RuntimeError:
+                logger.warning("WebSocket flow control unavailable: the socket has another producer")
+                return False
         return True
-    frame = text_frame(payload)
-    transport = protocol.transport
-    if (
-        isinstance(transport, tcp.Connection)
-        and not transport.TLS
-        and not transport.disconnecting
-        and len(transport.dataBuffer) == transport.offset
-        and not transport._tempDataLen
-    ):
-        sent = transport.writeSomeData(frame)  # socket.send: bytes taken, 0 if it would block
-        if not isinstance(sent, int):
-            return True  # connection lost: Twisted reports it on its next read of the socket
-        if sent == len(frame):
+
+    def defer_ping(self, secs: float) -> None:
+        """Hold daphne's own ping on this socket off for `secs`: its client heartbeats itself.
+
+        Daphne pings a socket `--ping-interval` (20 s) after the last frame it received or ping
+        it sent, to keep it alive and find dead peers. A client that pings every 25 s ± 20 %
+        does both (the node closes it after two silent intervals), so daphne's pings only
+        doubled the idle traffic: a fifth of the server's CPU with 10,000 idle sockets (W3
+        profile, docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings.
+        """
+        protocol = self.protocol
+        # daphne pings at last_ping + ping_interval
+        protocol.last_ping = time.time() + secs - protocol.server.ping_interval
+
+    def write_text(self, payload: bytes) -> bool:
+        """Write one text message at once; False if the socket is not open.
+
+        autobahn's sendMessage ends in one frame handed to Twisted's transport, which buffers
+        it, registers the socket for writability (two epoll_ctl calls and selector bookkeeping
+        per frame) and writes it on the next loop turn: with autobahn's per-message bookkeeping,
+        70 % of the node's dispatch time in a W1 profile (bench/realtime_throughput.py), where
+        every socket gets its own frame. Here the frame is built once and, when Twisted holds
+        nothing unsent for this socket, handed to the kernel directly; what the kernel does not
+        take goes into Twisted's buffer as before, so order and flow control are unchanged.
+        Raises autobahn's Disconnected if the socket went away under autobahn's own send.
+        """
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return False
+        if (
+            protocol.send_state != protocol.SEND_STATE_GROUND
+            or protocol.send_queue
+            or protocol._perMessageCompress
+        ):
+            protocol.sendMessage(payload)  # states autobahn tracks itself; our server never enters them
             return True
-        frame = frame[sent:]
-    transport.write(frame)
-    return True
+        frame = text_frame(payload)
+        transport = protocol.transport
+        if (
+            isinstance(transport, tcp.Connection)
+            and not transport.TLS
+            and not transport.disconnecting
+            and len(transport.dataBuffer) == transport.offset
+            and not transport._tempDataLen
+        ):
+            sent = transport.writeSomeData(frame)  # socket.send: bytes taken, 0 if it would block
+            if not isinstance(sent, int):
+                return True  # connection lost: Twisted reports it on its next read of the socket
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]
+        transport.write(frame)
+        return True

@@ -23,15 +23,16 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from delivery.models import Route
+from delivery.selectors import reads_after
 from delivery.serializers import NotificationAcceptedSerializer
 from delivery.services import NotificationRequest, Sender, notification_send
-from notifyproject.api import error_body
+from notifyproject.api import InputSerializer, error_body
 from notifyproject.permissions import IsEndUser
 from realtime.auth import authenticate_request
 from realtime.consumers import parse_cursor
 from realtime.node import CLOSE_UNAUTHENTICATED, get_node
 from realtime.presence import POLL_LINGER_SECS
-from realtime.streams import db, live_messages_after, start_cursor, stream_position
+from realtime.streams import db, live_messages_after, start_cursor, stream_and_read_positions
 from realtime.subscriber import Subscriber
 
 # Long-polling: wait 30 s by default, at most 60 (proxies commonly cut idle requests at 60-100 s).
@@ -100,6 +101,7 @@ class PollWaiter:
         self.user_id = user.pk
         self.last_seen = self.connected_at = time.monotonic()
         self.woken = asyncio.Event()
+        self.read_offered = False  # a `read` frame came: the answer reads the reads from the database
         self.closed = False
         self.close_code: int | None = None
         self.node = None
@@ -125,7 +127,8 @@ class PollWaiter:
         return messages
 
     def offer_read(self, frame) -> None:
-        pass
+        self.read_offered = True
+        self.woken.set()
 
     def resync(self) -> None:
         self.woken.set()
@@ -145,7 +148,8 @@ class PollWaiter:
 
 
 async def poll(request):
-    """GET /api/v1/poll/?after=<cursor>&timeout=30: answers as soon as a message exists after the cursor."""
+    """GET /api/v1/poll/?after=<cursor>&read_after=<read position>&timeout=30: answers as soon as
+    a message exists after the cursor or a message was read after the read position."""
     if request.method == "OPTIONS":
         return _preflight()
     if request.method != "GET":
@@ -159,6 +163,10 @@ async def poll(request):
     except ValueError:
         fields["after"] = ["A cursor is a non-negative integer."]
     try:
+        read_after = parse_cursor(request.GET.get("read_after"))
+    except ValueError:
+        fields["read_after"] = ["A read position is a non-negative integer."]
+    try:
         wait = float(request.GET.get("timeout") or LONGPOLL_DEFAULT_WAIT_SECS)
         if not 0 <= wait < float("inf"):
             raise ValueError
@@ -170,20 +178,25 @@ async def poll(request):
 
     waiter = PollWaiter(user, token)
     node = get_node()
-    # Registered before the stream's position is read: a message committed after the read
-    # wakes us, so a client that is up to date waits without reading the database again.
+    # Registered before the stream's position is read: a message committed (or read) after the
+    # read wakes us, so a client that is up to date waits without reading the database again.
     await node.register(waiter)
     try:
-        position = await db(stream_position)(user.pk)
+        position, read_position = await db(stream_and_read_positions)(user.pk)
         cursor = waiter.cursor = start_cursor(after, position)
+        read_cursor = start_cursor(read_after, read_position)
         deadline = time.monotonic() + wait
-        behind = cursor < position
-        messages = []
+        behind, reads_behind = cursor < position, read_cursor < read_position
+        messages, reads = [], []
         while not waiter.closed:
-            if behind:
+            if behind or reads_behind:
                 waiter.woken.clear()  # before the read: a frame offered after it wakes the wait below
-                messages = await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
-                if messages:
+                waiter.read_offered = False
+                if behind:
+                    messages = await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
+                if reads_behind:
+                    reads = await db(reads_after)(user.pk, read_cursor, POLL_PAGE)
+                if messages or reads:
                     break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -194,14 +207,22 @@ async def poll(request):
                 break
             # Published after commit, so already marked sent: no query needed to answer them.
             messages = waiter.messages_after(cursor)
-            if messages:
+            if messages and not waiter.read_offered:
                 break
-            behind = True  # woken by a gap or a resync: the database has the rest
+            behind = not messages  # woken by a gap or a resync: the database has the rest
+            reads_behind = True  # a read, or a resync that may have lost one: reads are few, look
     finally:
         node.unregister(waiter)
     if waiter.close_code == CLOSE_UNAUTHENTICATED:
         return _unauthenticated()  # its token expired or was revoked while it waited
-    response = JsonResponse({"results": messages, "cursor": messages[-1]["cursor"] if messages else cursor})
+    response = JsonResponse(
+        {
+            "results": messages,
+            "cursor": messages[-1]["cursor"] if messages else cursor,
+            "read": [notification_id for _position, notification_id in reads],
+            "read_cursor": reads[-1][0] if reads else read_cursor,
+        }
+    )
     response["Cache-Control"] = "no-store"
     if token is not None:
         response["Access-Control-Allow-Origin"] = "*"
@@ -341,7 +362,7 @@ class SelfTestRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
 
 
-class SelfTestSerializer(serializers.Serializer):
+class SelfTestSerializer(InputSerializer):
     title = serializers.CharField(max_length=200, required=False, default="Hello from Clarion")
     body = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
     route = serializers.ChoiceField(choices=Route.choices, required=False, default=Route.AUTO)

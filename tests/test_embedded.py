@@ -62,6 +62,7 @@ def test_one_process_without_redis_delivers_live_and_scheduled_notifications(emb
         "database": "ok",
         "channel_layer": "ok",
         "broker": "ok",
+        "realtime_node": "ok",  # embedded: publishers hand frames to the node directly
     }
     api = httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     with _live_socket(web, api, "alice") as ws:

@@ -54,12 +54,19 @@ def apns_collapse_id(collapse_key: str) -> str:
     return uuid.uuid5(APNS_ID_NAMESPACE, collapse_key).hex
 
 
-def apns_id(delivery_id: int) -> str:
-    return str(uuid.uuid5(APNS_ID_NAMESPACE, f"delivery:{delivery_id}"))
+def apns_id(delivery_id: int, withdraw: bool = False) -> str:
+    kind = "withdraw" if withdraw else "delivery"  # a withdrawal is its own request, not a retry
+    return str(uuid.uuid5(APNS_ID_NAMESPACE, f"{kind}:{delivery_id}"))
 
 
 def apns_payload(message: PushMessage) -> dict:
-    """What the app receives: `aps` plus Clarion's id, data, url and icon (same names as Web Push)."""
+    """What the app receives: `aps` plus Clarion's id, data, url and icon (same names as Web Push).
+
+    A withdrawal is a background push `{"type": "read", "id"}`: the app removes the delivered
+    notification whose payload has that id.
+    """
+    if message.withdraw:
+        return {"aps": {"content-available": 1}, "type": "read", "id": message.notification_id}
     alert = {key: value for key, value in (("title", message.title), ("body", message.body)) if value}
     aps = {"alert": alert} if alert else {"content-available": 1}
     payload: dict = {"aps": aps, "id": message.notification_id}
@@ -165,7 +172,7 @@ class ApnsProvider:
             _Request(
                 target.delivery_id,
                 f"{self._endpoint(target)}/3/device/{target.token}",
-                [*shared, (b"apns-id", apns_id(target.delivery_id).encode())],
+                [*shared, (b"apns-id", apns_id(target.delivery_id, message.withdraw).encode())],
                 body,
             )
             for target in targets

@@ -19,6 +19,9 @@ class PushMessage:
     priority: str  # "normal" | "high"
     expires_at: datetime
     collapse_key: str
+    # Not a notification: tells the device to remove the one it shows for notification_id (read
+    # elsewhere). Each provider sends it as a silent data/background push (docs/providers.md).
+    withdraw: bool = False
 
     def ttl_secs(self, now: datetime) -> int:
         return max(0, int((self.expires_at - now).total_seconds()))

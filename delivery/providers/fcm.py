@@ -93,6 +93,8 @@ def _tune_transport(service, credential, endpoint: str, token_uri: str) -> reque
 
 def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
     """The keyword arguments of messaging.Message shared by every device of one notification."""
+    if message.withdraw:
+        return fcm_withdraw_template(message, ttl_secs)
     alert = bool(message.title or message.body)
     data = {key: v if isinstance(v, str) else json.dumps(v) for key, v in message.data.items()}
     data["clarion_id"] = str(message.notification_id)
@@ -114,7 +116,13 @@ def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
         if alert
         else None,
         "android": messaging.AndroidConfig(
-            priority="high" if message.priority == "high" else "normal", ttl=ttl_secs, collapse_key=collapse
+            priority="high" if message.priority == "high" else "normal",
+            ttl=ttl_secs,
+            collapse_key=collapse,
+            # A tag the app can name to remove it once read elsewhere (FCM shows it as (tag, id 0)).
+            notification=messaging.AndroidNotification(tag=withdraw_tag(message.notification_id))
+            if alert
+            else None,
         ),
         "apns": messaging.APNSConfig(
             headers=apns_headers,
@@ -132,6 +140,32 @@ def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
             if message.url.startswith("https://")
             else None,
         ),
+    }
+
+
+def withdraw_tag(notification_id: int) -> str:
+    return f"clarion-{notification_id}"
+
+
+def fcm_withdraw_template(message: PushMessage, ttl_secs: int) -> dict:
+    """A data-only message: the app's messaging service gets it even in the background (Android)
+    or as a background push (iOS) and removes the notification it shows for `clarion_id`.
+
+    Normal priority: nothing here is urgent, and Android demotes high-priority messages that
+    show nothing.
+    """
+    return {
+        "data": {"clarion_type": "read", "clarion_id": str(message.notification_id)},
+        "android": messaging.AndroidConfig(priority="normal", ttl=ttl_secs),
+        "apns": messaging.APNSConfig(
+            headers={
+                "apns-push-type": "background",
+                "apns-priority": "5",  # Apple requires 5 for background pushes
+                "apns-expiration": str(int(message.expires_at.timestamp())),
+            },
+            payload=messaging.APNSPayload(aps=messaging.Aps(content_available=True)),
+        ),
+        "webpush": messaging.WebpushConfig(headers={"Urgency": "normal", "TTL": str(ttl_secs)}),
     }
 
 

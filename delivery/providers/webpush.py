@@ -90,7 +90,10 @@ def web_push_topic(collapse_key: str) -> str:
 
 
 def web_push_payload(message: PushMessage) -> bytes:
-    """What the service worker gets (before encryption)."""
+    """What the service worker gets (before encryption); a withdrawal is `{"type": "read", "id"}`,
+    on which /sw.js closes the notification it showed for that id."""
+    if message.withdraw:
+        return orjson.dumps({"type": "read", "id": message.notification_id})
     return orjson.dumps(
         {
             "id": message.notification_id,

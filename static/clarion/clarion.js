@@ -1,7 +1,7 @@
 /* Clarion browser client: one file, no build step, no dependencies.
  *
  *   var clarion = new Clarion({url: "https://push.example.com", token: "ct_..."});
- *   clarion.on("notification", function (message) { ... });   // {id, cursor, title, body, data, url, icon, created_at}
+ *   clarion.on("notification", function (message) { ... });   // {id, cursor, title, body, data, url, icon, created_at, read_at}
  *   clarion.on("read", function (id) { ... });                // read on another tab or device: clear it
  *   clarion.on("status", function (status, detail) { ... });  // connecting, open, polling, reconnecting, unauthorized, replaced, closed
  *   clarion.connect();
@@ -95,6 +95,7 @@
     this._timers = {};
     this._shown = {};
     this._pollAbort = null;
+    this._readCursor = null; // the last read position heard (WebSocket frames, poll answers)
   }
 
   Clarion.prototype.on = function (event, handler) {
@@ -230,6 +231,7 @@
     // Only for a token that cannot be a subprotocol (never one of this server's own).
     if (tokenInQuery) query.push("token=" + encodeURIComponent(this.options.token));
     if (this.cursor !== null) query.push("after=" + this.cursor);
+    if (this._readCursor !== null) query.push("read_after=" + this._readCursor);
     return query.length ? url + "?" + query.join("&") : url;
   };
 
@@ -276,7 +278,7 @@
         return;
       }
       if (frame.type === "notification") self._receive(frame, "websocket");
-      else if (frame.type === "read") self._read(frame.id);
+      else if (frame.type === "read") self._read(frame.id, frame.read_cursor);
       else if (frame.type === "error") self._emit("error", frame);
     };
     socket.onclose = function (event) {
@@ -390,6 +392,7 @@
     // preflight first, which it then caches for the server's Access-Control-Max-Age (10 min).
     var query = ["timeout=" + this.options.pollTimeoutSecs];
     if (this.cursor !== null) query.push("after=" + this.cursor);
+    if (this._readCursor !== null) query.push("read_after=" + this._readCursor);
     var abort = typeof AbortController === "function" ? new AbortController() : null;
     this._pollAbort = abort;
     root
@@ -415,6 +418,11 @@
           self._receive(message, "poll");
         });
         if (self.cursor === null || page.cursor > self.cursor) self._saveCursor(page.cursor);
+        // Reads made on other clients since the last answer (in memory: a new page starts from now).
+        (page.read || []).forEach(function (id) {
+          self._read(id);
+        });
+        self._read(null, page.read_cursor);
         self._pollOnce();
       })
       .catch(function (error) {
@@ -438,7 +446,12 @@
     if (this.options.autoAck) this.ack(message.id);
   };
 
-  Clarion.prototype._read = function (id) {
+  Clarion.prototype._read = function (id, readCursor) {
+    // The read position to resume from after a reconnect (read_after), kept in memory.
+    if (typeof readCursor === "number" && (this._readCursor === null || readCursor > this._readCursor)) {
+      this._readCursor = readCursor;
+    }
+    if (id === null) return;
     var shown = this._shown[id];
     if (shown) {
       shown.close();

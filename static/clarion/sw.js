@@ -1,6 +1,8 @@
 /* Clarion service worker, served at /sw.js (root scope).
  * Shows Web Push messages (payload JSON {"id","title","body","data","url","icon"}) and opens
  * the message's url on click, focusing an open tab of that url when there is one.
+ * A {"type":"read","id"} push (the message was read on another device or tab) closes the
+ * notification shown for that id instead.
  * No dependencies, no build step. See docs/realtime.md.
  */
 "use strict";
@@ -22,6 +24,10 @@ self.addEventListener("push", function (event) {
       message = { title: "Notification", body: event.data.text() };
     }
   }
+  if (message.type === "read") {
+    event.waitUntil(closeRead(message.id));
+    return;
+  }
   var options = {
     body: message.body || "",
     icon: message.icon || undefined,
@@ -40,6 +46,20 @@ self.addEventListener("push", function (event) {
     })
   );
 });
+
+function closeRead(id) {
+  return self.registration.getNotifications().then(function (shown) {
+    shown.forEach(function (notification) {
+      var data = notification.data || {};
+      if (notification.tag === "clarion-" + id || data.id === id) notification.close();
+    });
+    return self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  }).then(function (windows) {
+    windows.forEach(function (client) {
+      client.postMessage({ type: "clarion-read", id: id });
+    });
+  });
+}
 
 self.addEventListener("notificationclick", function (event) {
   event.notification.close();

@@ -1,8 +1,11 @@
 """Inbox, acknowledgements and preferences endpoints."""
 
-import pytest
+from datetime import datetime
 
-from delivery.models import Delivery
+import pytest
+from django.utils import timezone
+
+from delivery.models import Delivery, InboxMessage
 from tests.conftest import assert_error
 from tests.delivery.factories import device, send
 
@@ -19,7 +22,17 @@ def test_inbox_pages_oldest_first_with_a_cursor(alice, alice_client, eager_tasks
         ids.append(notification.pk)
     page = alice_client.get("/api/v1/inbox/?limit=2").json()
     assert [m["id"] for m in page["results"]] == ids[:2]
-    assert set(page["results"][0]) == {"id", "cursor", "title", "body", "data", "url", "icon", "created_at"}
+    assert set(page["results"][0]) == {
+        "id",
+        "cursor",
+        "title",
+        "body",
+        "data",
+        "url",
+        "icon",
+        "created_at",
+        "read_at",
+    }
     rest = alice_client.get(f"/api/v1/inbox/?after={page['cursor']}").json()
     assert [m["id"] for m in rest["results"]] == ids[2:]
     empty = alice_client.get(f"/api/v1/inbox/?after={rest['cursor']}").json()
@@ -37,6 +50,23 @@ def test_ack_marks_the_users_deliveries_delivered(alice, alice_client, recorder,
     fan_out(notification.pk)
     assert alice_client.post(f"/api/v1/inbox/{notification.pk}/ack/").status_code == 204
     assert Delivery.objects.get().status == "delivered"
+
+
+def test_the_inbox_shows_when_each_message_was_first_read(alice, alice_client, eager_tasks, fan_out):
+    read, unread = send({"users": ["alice"]}, title="read"), send({"users": ["alice"]}, title="unread")
+    fan_out(read.pk)
+    fan_out(unread.pk)
+    assert [m["read_at"] for m in alice_client.get("/api/v1/inbox/").json()["results"]] == [None, None]
+
+    assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
+    first, second = alice_client.get("/api/v1/inbox/").json()["results"]
+    assert first["id"] == read.pk and second["read_at"] is None
+    read_at = datetime.fromisoformat(first["read_at"])
+    assert abs((timezone.now() - read_at).total_seconds()) < 60
+    # A second ack (another device) does not move it: read_at is the first read.
+    assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
+    assert alice_client.get("/api/v1/inbox/").json()["results"][0]["read_at"] == first["read_at"]
+    assert InboxMessage.objects.get(notification=read).read_seq == 1
 
 
 def test_ack_of_someone_elses_message_is_404(alice, bob_client, eager_tasks, fan_out):
@@ -87,3 +117,44 @@ class TestPreferences:
         error = assert_error(alice_client.put(self.url, body, format="json"), 400, "validation_error")
         assert any(key == field or key.startswith(field + ".") for key in error["fields"]), error
         assert alice_client.get(self.url).json() == {"quiet_hours": None, "muted_topics": []}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_acks_and_fan_outs_give_each_message_one_read_position(alice, bob):
+    """Acks (two clients, overlapping) race fan-outs to the same user: no deadlock, no error,
+    and the read positions are 1..n, one per message, in the order the reads committed."""
+    import concurrent.futures
+
+    from django.db import connections
+
+    from delivery.fanout import notification_fan_out
+    from delivery.services import inbox_ack
+
+    messages = []
+    for i in range(20):
+        notification = send({"users": ["alice", "bob"]}, title=f"m{i}", route="all")
+        notification_fan_out(notification.pk)
+        messages.append(notification.pk)
+
+    def acks(ids) -> list[bool]:
+        try:
+            return [inbox_ack(user=alice, notification_id=notification_id) for notification_id in ids]
+        finally:
+            connections.close_all()
+
+    def fan_outs() -> None:
+        try:
+            for i in range(10):
+                notification_fan_out(send({"users": ["alice", "bob"]}, title=f"new {i}", route="all").pk)
+        finally:
+            connections.close_all()
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        forward, backward = pool.submit(acks, messages), pool.submit(acks, list(reversed(messages)))
+        fanned = pool.submit(fan_outs)
+        assert forward.result(timeout=120) == backward.result(timeout=120) == [True] * 20
+        fanned.result(timeout=120)
+    read = InboxMessage.objects.filter(user=alice, read_at__isnull=False)
+    assert sorted(read.values_list("notification_id", flat=True)) == messages
+    assert sorted(read.values_list("read_seq", flat=True)) == list(range(1, 21))
+    assert alice.userstream.last_read_seq == 20

@@ -1,11 +1,14 @@
 """The demo page and clarion.js in real headless Chromium against a live daphne and worker."""
 
+import json
 import os
 
 import pytest
+from django.conf import settings as django_settings
 
 from delivery.models import Notification
-from tests.delivery.factories import send
+from delivery.services import inbox_ack
+from tests.delivery.factories import device, send
 from tests.realtime.conftest import wait_online
 from tests.support.processes import wait_until
 
@@ -180,3 +183,112 @@ def test_a_product_page_on_another_origin_receives_with_the_token_out_of_every_u
     page.wait_for_function(f"window.received.some(([id]) => id === {notification.pk})")
     assert page.evaluate("window.received") == [[notification.pk, transport]]
     assert_token_in_no_url_or_log(token, urls, web)
+
+
+# -- Read everywhere ----------------------------------------------------------------------------
+@pytest.fixture
+def push_service(settings):
+    """The local fake push service (plain HTTP on loopback) with VAPID configured in this process."""
+    from tests.fakes.webpush import FakePushService, generate_vapid_keypair
+
+    settings.VAPID_PRIVATE_KEY, settings.VAPID_PUBLIC_KEY = generate_vapid_keypair()
+    settings.VAPID_SUBJECT = "mailto:ops@example.com"
+    settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = True
+    with FakePushService() as fake:
+        yield fake
+
+
+SHOWN_NOTIFICATIONS_JS = """async () => {
+  const registration = await navigator.serviceWorker.ready;
+  return (await registration.getNotifications()).map(n => ({title: n.title, body: n.body, tag: n.tag}));
+}"""
+
+
+def test_clarion_js_clears_a_message_read_while_long_polling(
+    start_web, start_worker, page, alice_with_password
+):
+    web = start_web()
+    start_worker()
+    sign_in(page, web, "?transport=poll")
+    page.wait_for_function("window.clarionDemo.statuses.includes('polling')")
+    wait_online(alice_with_password)
+    notification = send({"users": ["alice"]}, title="read over long-polling")
+    page.wait_for_function(f"window.clarionDemo.received.some(m => m.id === {notification.pk})")
+    # The page acks what it receives; the read comes back in a poll answer and clears the item.
+    page.wait_for_selector(f'#notifications li.read[data-id="{notification.pk}"]')
+    assert page.evaluate("window.clarionDemo.client.transport") == "poll"
+
+
+def _service_worker(web, browser):
+    context = browser.new_context()
+    context.grant_permissions(["notifications"], origin=web.url)
+    tab = context.new_page()
+    tab.set_default_timeout(PAGE_TIMEOUT_MS)
+    tab.goto(f"{web.url}/")
+    scope = tab.evaluate(
+        "navigator.serviceWorker.register('/sw.js')"
+        ".then(() => navigator.serviceWorker.ready).then(r => r.scope)"
+    )
+    cdp = context.new_cdp_session(tab)
+    registrations = {}
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda event: registrations.update(
+            {r["scopeURL"]: r["registrationId"] for r in event["registrations"]}
+        ),
+    )
+    cdp.send("ServiceWorker.enable")
+    # Each evaluate lets Playwright dispatch the CDP events that arrived meanwhile.
+    registration_id = wait_until(
+        lambda: tab.evaluate("1") and registrations.get(scope), message="registration"
+    )
+
+    def deliver(plaintext: bytes) -> None:
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": web.url, "registrationId": registration_id, "data": plaintext.decode()},
+        )
+
+    return context, tab, deliver
+
+
+def test_the_service_worker_closes_a_notification_read_on_another_device(
+    start_web,
+    browser,
+    alice,
+    push_service,
+    eager_tasks,
+    fan_out,
+    django_capture_on_commit_callbacks,
+):
+    web = start_web()
+    subscription = push_service.subscribe(application_server_key=django_settings.VAPID_PUBLIC_KEY)
+    keys = subscription["keys"]
+    device(alice, "webpush", token=subscription["endpoint"], p256dh=keys["p256dh"], auth=keys["auth"])
+    read = send({"users": ["alice"]}, route="push", title="Lunch?", body="Bob asks")
+    kept = send({"users": ["alice"]}, route="push", title="Still here", body="unread")
+    fan_out(read.pk)
+    fan_out(kept.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inbox_ack(user=alice, notification_id=read.pk)  # on another device: withdrawn here
+    # What the browser would get from its push service, decrypted by the fake with its keys.
+    shown_read, shown_kept, withdrawal = (message.plaintext for message in push_service.messages)
+    assert json.loads(withdrawal) == {"type": "read", "id": read.pk}
+
+    context, tab, deliver = _service_worker(web, browser)
+    try:
+        deliver(shown_read)
+        deliver(shown_kept)
+        shown = wait_until(
+            lambda: len(tab.evaluate(SHOWN_NOTIFICATIONS_JS)) == 2 and tab.evaluate(SHOWN_NOTIFICATIONS_JS)
+        )
+        assert sorted(n["tag"] for n in shown) == sorted([f"clarion-{read.pk}", f"clarion-{kept.pk}"])
+
+        deliver(withdrawal)
+        remaining = wait_until(
+            lambda: (left := tab.evaluate(SHOWN_NOTIFICATIONS_JS)) and len(left) == 1 and left,
+            message="the read notification closed",
+        )
+        assert remaining == [{"title": "Still here", "body": "unread", "tag": f"clarion-{kept.pk}"}]
+    finally:
+        context.close()

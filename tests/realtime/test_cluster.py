@@ -42,4 +42,4 @@ def test_a_user_on_one_instance_gets_what_another_instance_accepted(
                 lambda: len(get_presence().nodes_for_users([alice.pk])) == 2, message="alice on both nodes"
             )
             alice_ws.send(f'{{"type": "ack", "id": {for_alice}}}')
-            assert recv_type(alice_tab_b, "read") == {"type": "read", "id": for_alice}
+            assert recv_type(alice_tab_b, "read") == {"type": "read", "id": for_alice, "read_cursor": 1}

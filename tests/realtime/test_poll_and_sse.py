@@ -66,8 +66,14 @@ def test_a_poll_answers_as_soon_as_a_message_exists(start_web, start_worker, ali
             "url",
             "icon",
             "created_at",
+            "read_at",
         }
-        assert bobs.result(timeout=30).json() == {"results": [], "cursor": 0}  # never Alice's
+        assert bobs.result(timeout=30).json() == {
+            "results": [],
+            "cursor": 0,
+            "read": [],
+            "read_cursor": 0,
+        }  # never Alice's
 
 
 def test_a_poll_with_nothing_new_answers_empty_after_its_timeout(start_web, alice, token_for):
@@ -75,7 +81,7 @@ def test_a_poll_with_nothing_new_answers_empty_after_its_timeout(start_web, alic
     started = time.monotonic()
     response = poll(web, token_for(alice), timeout=1, after=0)
     assert response.status_code == 200
-    assert response.json() == {"results": [], "cursor": 0}
+    assert response.json() == {"results": [], "cursor": 0, "read": [], "read_cursor": 0}
     assert 0.9 <= time.monotonic() - started < 10
 
 
@@ -118,6 +124,8 @@ def test_a_poll_returns_the_backlog_at_once_and_resumes_from_its_cursor(
     assert poll(web, token, after=page["cursor"], timeout=0).json() == {
         "results": [],
         "cursor": page["cursor"],
+        "read": [],
+        "read_cursor": 0,
     }
     assert poll(web, token, after=1, timeout=0).json()["results"][0]["id"] == second
 

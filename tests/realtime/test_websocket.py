@@ -361,8 +361,8 @@ def test_an_ack_on_one_tab_clears_the_message_on_the_others(start_web, start_wor
         assert recv_type(tab1, "notification")["id"] == notification.pk
         assert recv_type(tab2, "notification")["id"] == notification.pk
         tab1.send(json.dumps({"type": "ack", "id": notification.pk}))
-        assert recv_type(tab2, "read") == {"type": "read", "id": notification.pk}
-        assert recv_type(tab1, "read") == {"type": "read", "id": notification.pk}
+        assert recv_type(tab2, "read") == {"type": "read", "id": notification.pk, "read_cursor": 1}
+        assert recv_type(tab1, "read") == {"type": "read", "id": notification.pk, "read_cursor": 1}
 
 
 def test_after_replays_missed_messages_and_a_stale_cursor_starts_from_the_end(

@@ -2,12 +2,15 @@
 
 import threading
 import uuid
+from datetime import timedelta
 
 import jwt
 import pytest
+from django.utils import timezone
 
 from delivery.providers import Outcome, get_provider
 from delivery.providers.apns import APNS_ID_NAMESPACE, ApnsProvider
+from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import APNS_DEVICE, provider, push_message, targets
 
 HTTPCORE_MAX_STREAMS = 100  # httpcore's cap on concurrent streams per HTTP/2 connection
@@ -192,3 +195,20 @@ def test_close_stops_the_event_loop_thread(fake_apns):
     assert loop_thread in threading.enumerate() and loop_thread.name == "clarion-apns"
     apns.close()
     assert not loop_thread.is_alive()
+
+
+def test_a_withdrawal_is_a_background_read_push_with_its_own_apns_id(fake_apns):
+    expires_at = timezone.now() + timedelta(seconds=WITHDRAW_TTL_SECS)
+    (result,) = provider("apns").send(
+        withdraw_message(42, expires_at), targets([APNS_DEVICE], first_delivery_id=7)
+    )
+
+    assert result.outcome == Outcome.SENT
+    (note,) = fake_apns.notifications
+    assert note.payload == {"aps": {"content-available": 1}, "type": "read", "id": 42}
+    headers = note.headers
+    assert (headers["apns-push-type"], headers["apns-priority"]) == ("background", "5")
+    assert headers["apns-expiration"] == str(int(expires_at.timestamp()))
+    assert "apns-collapse-id" not in headers
+    # Not the id of the notification's own push to this device (delivery 7).
+    assert headers["apns-id"] == str(uuid.uuid5(APNS_ID_NAMESPACE, "withdraw:7"))

@@ -3,13 +3,16 @@
 import json
 import os
 import uuid
+from datetime import timedelta
 
 import firebase_admin
 import pytest
+from django.utils import timezone
 from firebase_admin import credentials, messaging
 
 from delivery.providers import Outcome, get_provider
 from delivery.providers.fcm import FcmProvider, point_messaging_at
+from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import TTL_SECS, provider, push_message, targets
 
 
@@ -184,3 +187,25 @@ def test_a_forked_child_builds_its_own_app_and_threads(fake_fcm, monkeypatch):
         parent_pool.shutdown()  # in a real fork the parent's stay in the parent
         firebase_admin.delete_app(parent_app)
         parent_session.close()
+
+
+def test_an_alert_carries_the_tag_the_app_removes_it_by(fake_fcm):
+    provider("fcm").send(push_message(), targets(["token-1"]))
+    assert fake_fcm.messages[0].message["android"]["notification"] == {"tag": "clarion-42"}
+
+
+def test_a_withdrawal_is_a_data_only_read_message_the_app_handles_in_the_background(fake_fcm):
+    expires_at = timezone.now() + timedelta(seconds=WITHDRAW_TTL_SECS)
+    (result,) = provider("fcm").send(withdraw_message(42, expires_at), targets(["token-1"]))
+
+    assert result.outcome == Outcome.SENT
+    message = fake_fcm.messages[0].message
+    assert message["token"] == "token-1"
+    assert message["data"] == {"clarion_type": "read", "clarion_id": "42"}
+    assert "notification" not in message and "notification" not in message["android"]
+    assert message["android"]["priority"] == "normal"
+    assert WITHDRAW_TTL_SECS - 5 <= int(message["android"]["ttl"].rstrip("s")) <= WITHDRAW_TTL_SECS
+    assert message["apns"]["payload"] == {"aps": {"content-available": 1}}
+    assert message["apns"]["headers"]["apns-push-type"] == "background"
+    assert message["apns"]["headers"]["apns-priority"] == "5"
+    assert "notification" not in message["webpush"]

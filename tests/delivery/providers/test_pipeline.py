@@ -33,6 +33,14 @@ class FcmPeer:
     def kill(self, phone):
         self.fake.fail_token(phone.token, "UNREGISTERED")
 
+    def withdrawals(self) -> list[tuple[str, int]]:
+        """(device token, notification id) of each read message the devices got."""
+        return [
+            (m.message["token"], int(m.message["data"]["clarion_id"]))
+            for m in self.fake.messages
+            if m.message["data"].get("clarion_type") == "read"
+        ]
+
     def fail_once(self, phone):
         self.fake.fail_token(phone.token, "UNAVAILABLE", times=1)
 
@@ -51,6 +59,11 @@ class ApnsPeer:
 
     def kill(self, phone):
         self.fake.fail_token(phone.token, "Unregistered")
+
+    def withdrawals(self) -> list[tuple[str, int]]:
+        return [
+            (n.token, n.payload["id"]) for n in self.fake.notifications if n.payload.get("type") == "read"
+        ]
 
     def fail_once(self, phone):
         self.fake.fail_token(phone.token, "ServiceUnavailable", times=1)
@@ -72,6 +85,16 @@ class WebPushPeer:
 
     def kill(self, browser):
         self.fake.unsubscribe(browser.token)
+
+    def withdrawals(self) -> list[tuple[str, int]]:
+        return [
+            (self.fake.subscription_id(m.subscription_id), json.loads(m.plaintext)["id"])
+            for m in self.fake.messages
+            if json.loads(m.plaintext).get("type") == "read"
+        ]
+
+    def token_of(self, browser) -> str:
+        return self.fake.subscription_id(browser.token)
 
     def fail_once(self, browser):
         self.fake.fail_subscription(browser.token, 503, times=1)
@@ -129,3 +152,43 @@ def test_a_dead_token_deactivates_the_device_and_is_not_sent_to_again(peer, alic
     fan_out(send({"users": ["alice"]}, route="push").pk)
     assert Delivery.objects.count() == 1
     assert peer.received() == []
+
+
+def test_a_read_notification_is_withdrawn_from_the_devices_it_was_pushed_to(
+    peer, alice, bob, alice_client, eager_tasks, fan_out, django_capture_on_commit_callbacks
+):
+    phone, second = peer.add_device(alice), peer.add_device(alice)
+    bobs = peer.add_device(bob)
+    read, unread = (send({"users": ["alice", "bob"]}, route="push", title=t) for t in ("read", "unread"))
+    fan_out(read.pk)
+    fan_out(unread.pk)
+    assert len(peer.received()) == 6 and peer.withdrawals() == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
+
+    token_of = getattr(peer, "token_of", lambda device: device.token)
+    assert sorted(peer.withdrawals()) == sorted([(token_of(phone), read.pk), (token_of(second), read.pk)])
+    assert token_of(bobs) not in {token for token, _ in peer.withdrawals()}
+    # Read once: a second ack withdraws nothing again.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_client.post(f"/api/v1/inbox/{read.pk}/ack/").status_code == 204
+    assert len(peer.withdrawals()) == 2
+
+
+def test_a_withdrawal_the_provider_could_not_take_is_retried_and_a_dead_token_deactivated(
+    peer, alice, alice_client, eager_tasks, fan_out, django_capture_on_commit_callbacks
+):
+    busy, gone = peer.add_device(alice), peer.add_device(alice)
+    notification = send({"users": ["alice"]}, route="push", title="read soon")
+    fan_out(notification.pk)
+    peer.fail_once(busy)
+    peer.kill(gone)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_client.post(f"/api/v1/inbox/{notification.pk}/ack/").status_code == 204
+
+    token_of = getattr(peer, "token_of", lambda device: device.token)
+    assert peer.withdrawals() == [(token_of(busy), notification.pk)]  # the task's retry got through
+    gone.refresh_from_db()
+    assert gone.active is False and gone.deactivated_reason.startswith(peer.dead_reason)

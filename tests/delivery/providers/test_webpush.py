@@ -2,14 +2,17 @@
 
 import json
 import socket
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.utils import timezone
 
 from delivery.providers import Outcome, get_provider
 from delivery.providers.transport import b64url_encode
 from delivery.providers.webpush import load_vapid_private_key, vapid_public_key
+from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import (
     TTL_SECS,
     VAPID_SUBJECT,
@@ -219,3 +222,17 @@ class TestConfiguration:
             assert vapid_public_key(load_vapid_private_key(form)) == expected
         with pytest.raises(ValueError):
             load_vapid_private_key(b64url_encode(b"too short"))
+
+
+def test_a_withdrawal_reaches_the_service_worker_as_a_read_message(fake_push_service, vapid_keys):
+    subscription = fake_push_service.subscribe(application_server_key=vapid_keys[1])
+    expires_at = timezone.now() + timedelta(seconds=WITHDRAW_TTL_SECS)
+    (result,) = provider("webpush").send(
+        withdraw_message(42, expires_at), [subscription_target(subscription)]
+    )
+
+    assert result.outcome == Outcome.SENT
+    (received,) = fake_push_service.messages  # decrypted with the browser's keys
+    assert json.loads(received.plaintext) == {"type": "read", "id": 42}
+    assert received.urgency == "normal" and received.topic is None
+    assert WITHDRAW_TTL_SECS - 5 <= received.ttl <= WITHDRAW_TTL_SECS
