@@ -15,6 +15,7 @@ from bench.harness import RESULTS_ENV, format_table, read_records
 # name → (arguments for a full run, arguments for --quick)
 BENCHMARKS = {
     "pipeline": ([], ["--quick"]),
+    "webhooks": ([], ["--quick"]),  # W9 with/without a delivery.sent webhook; events/s to a loopback receiver
     "providers": ([], ["--quick"]),
     "admin_bench": ([], ["--runs", "3"]),  # 1,000,000 deliveries either way
     "soak": ([], ["--quick"]),  # 10 min, 500 clients, Redis restart + worker SIGKILL; quick: 2 min, 100

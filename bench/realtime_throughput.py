@@ -13,6 +13,12 @@ W1, broadcast: every connected client gets `--messages` 100-byte messages.
 W2, per-user sends: `--rounds` rounds of one message to each client's user, from a worker
   process: Clarion one publish_messages call per send; stock one `group_send("user.<id>")`
   per send, on both layers.
+W2, end to end (API → worker → rows): `--sends` notifications, each to every client's user
+  (`route: realtime`), POSTed one after another (each waits for its 202)
+  - by one API key: per-sender order holds, so each fan-out follows the one before it;
+  - split over `--senders` keys sending at once: independent senders fan out in parallel.
+  Every frame's title names its sender and position; a frame older than one already
+  received from the same sender counts in "order".
 
 One lean asyncio client (raw WebSocket frames, no library) holds every socket in this process:
 it counts frames and reads each frame's per-user sequence number (Clarion's `cursor`, the
@@ -68,6 +74,8 @@ PUBLISH_THREADS = 4  # Clarion's W2 sender: concurrent per-user sends, like a th
 WEBSOCKETS_CHANNEL = "clarion-throughput:websockets-broadcast"
 GOAL_W1 = "≥ 40k/s, ≥ 10× stock, ≥ 0.5× websockets, 100% delivered"
 GOAL_W2 = "≥ 10k/s, 0 lost, order kept"
+E2E_SENDERS = 4  # W2 end to end: the independent senders the one-sender rate is set beside
+SENDER_ORDER = re.compile(rb'"title":"s(\d+)-(\d+)"')  # W2 end to end: sender, position
 
 
 # -- the lean client ------------------------------------------------------------------------
@@ -82,6 +90,7 @@ class Tally:
     duplicates: int = 0
     out_of_order: int = 0
     last_at: float = 0.0
+    sender_order: bool = False  # also check each sender's order by the frames' titles
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -100,6 +109,7 @@ class LeanSocket(asyncio.Protocol):
         self.seen: set[int] = set()
         self.tally: Tally | None = None
         self.closed = False
+        self.sender_positions: dict[bytes, int] = {}  # W2 end to end: last position per sender
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -164,6 +174,14 @@ class LeanSocket(asyncio.Protocol):
             tally.out_of_order += 1
         else:
             self.last_seq = seq
+        if tally.sender_order:
+            titled = SENDER_ORDER.search(buffer, start, end)
+            if titled is not None:
+                sender_id, position = titled.group(1), int(titled.group(2))
+                if position < self.sender_positions.get(sender_id, -1):
+                    tally.out_of_order += 1
+                else:
+                    self.sender_positions[sender_id] = position
         tally.delivered += 1
         tally.last_at = time.perf_counter()
         if tally.delivered >= tally.expected:
@@ -370,10 +388,13 @@ class Result:
         )
 
 
-async def _run_once(sockets, server: Proc, trigger, expected: int, result: Result | None) -> None:
-    tally = Tally(expected=expected)
+async def _run_once(
+    sockets, server: Proc, trigger, expected: int, result: Result | None, sender_order: bool = False
+) -> None:
+    tally = Tally(expected=expected, sender_order=sender_order)
     for lean in sockets:
         lean.seen = set()
+        lean.sender_positions = {}
         lean.tally = tally
     cpu_before = server.cpu_secs()
     started = time.perf_counter()
@@ -399,7 +420,16 @@ async def _run_once(sockets, server: Proc, trigger, expected: int, result: Resul
     result.rss_mb = max(result.rss_mb, server.rss_mb())
 
 
-async def measure(name: str, server: Proc, port: int, paths: list[str], seq_key: str, runs: int, trigger_for):
+async def measure(
+    name: str,
+    server: Proc,
+    port: int,
+    paths: list[str],
+    seq_key: str,
+    runs: int,
+    trigger_for,
+    sender_order: bool = False,
+):
     """Open the sockets, then warm-up and `runs` runs; `trigger_for(start)` → (coroutine fn, expected)."""
     sockets = await open_lean_sockets(port, paths, seq_key)
     result = Result(name)
@@ -407,7 +437,8 @@ async def measure(name: str, server: Proc, port: int, paths: list[str], seq_key:
     try:
         for number in range(runs + 1):
             trigger, per_socket = trigger_for(start)
-            await _run_once(sockets, server, trigger, per_socket * len(sockets), result if number else None)
+            expected = per_socket * len(sockets)
+            await _run_once(sockets, server, trigger, expected, result if number else None, sender_order)
             start += per_socket
     finally:
         for lean in sockets:
@@ -504,6 +535,50 @@ async def end_to_end_system(env, users, args, api_key: str) -> Result:
         worker.stop()
 
 
+async def end_to_end_senders_system(env, users, args, api_keys: list[str]) -> Result:
+    """W2 end to end: `--sends` notifications to every user, split evenly over `api_keys`; each
+    key POSTs its share one after another, the keys at the same time."""
+    import httpx
+
+    worker = celery_worker(env, pool="threads", concurrency=4)
+    proc, port = start_daphne(env)
+    usernames = [name for _, name, _ in users]
+    per_sender = args.sends // len(api_keys)
+    try:
+
+        def trigger_for(start):
+            async def one_sender(client, index: int, key: str) -> None:
+                for position in range(start, start + per_sender):
+                    response = await client.post(
+                        f"http://127.0.0.1:{port}/api/v1/notifications/",
+                        json={
+                            "to": {"users": usernames},
+                            "title": f"s{index}-{position}",
+                            "body": BODY,
+                            "route": "realtime",
+                        },
+                        headers={"Authorization": f"Bearer {key}"},
+                    )
+                    response.raise_for_status()
+
+            async def trigger() -> float:
+                began = time.perf_counter()
+                async with httpx.AsyncClient(timeout=60) as client:
+                    await asyncio.gather(*(one_sender(client, i, key) for i, key in enumerate(api_keys)))
+                return time.perf_counter() - began
+
+            return trigger, per_sender * len(api_keys)
+
+        senders = "one sender, order kept" if len(api_keys) == 1 else f"{len(api_keys)} senders at once"
+        name = f"W2 clarion end to end, {senders}"
+        return await measure(
+            name, proc, port, websocket_paths(users), "cursor", args.runs, trigger_for, sender_order=True
+        )
+    finally:
+        proc.stop()
+        worker.stop()
+
+
 def print_table(title: str, results: list[Result]) -> None:
     print(f"\n{title}")
     print(
@@ -519,13 +594,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--messages", type=int, default=20, help="W1: broadcasts per run")
     parser.add_argument("--rounds", type=int, default=5, help="W2: messages per user per run")
+    parser.add_argument(
+        "--sends", type=int, default=20, help=f"W2 end to end: sends per run (a multiple of {E2E_SENDERS})"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="500 clients")
     parser.add_argument("--only", choices=["W1", "W2"], help="run one workload")
     parser.add_argument(
         "--systems",
         default="clarion,e2e,core,pubsub,websockets",
-        help="comma-separated subset of clarion,e2e,core,pubsub,websockets",
+        help="comma-separated subset of clarion,e2e,core,pubsub,websockets (e2e: W1's, and W2's one-sender"
+        " and multi-sender runs)",
     )
     parser.add_argument("--sender", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -544,6 +623,7 @@ def main() -> None:
 
     users = users_with_tokens(args.clients, "thr")
     _key, api_key = api_key_create(name="bench", scopes=["send"])
+    sender_keys = [api_key_create(name=f"bench-{n}", scopes=["send"])[1] for n in range(E2E_SENDERS)]
     stock_env = {
         layer: {
             **env,
@@ -566,6 +646,9 @@ def main() -> None:
                 results.append(await sender_system("clarion", env, ours, users, workload, args))
             if workload == "W1" and "e2e" in systems:
                 results.append(await end_to_end_system(env, users, args, api_key))
+            if workload == "W2" and "e2e" in systems:
+                for keys in (sender_keys[:1], sender_keys):
+                    results.append(await end_to_end_senders_system(env, users, args, keys))
             for layer in ("core", "pubsub"):
                 if layer in systems:
                     result = await sender_system(
@@ -581,7 +664,8 @@ def main() -> None:
     tables = asyncio.run(run())
     sizes = {
         "W1": f"W1: broadcast, {args.clients} clients × {args.messages} messages",
-        "W2": f"W2: per-user sends, {args.clients} users × {args.rounds} rounds",
+        "W2": f"W2: per-user sends, {args.clients} users × {args.rounds} rounds"
+        f" (end to end: × {args.sends} sends)",
     }
     for workload, results in tables.items():
         print_table(f"{sizes[workload]}, {args.runs} runs after a warm-up", results)
@@ -596,12 +680,16 @@ def _record(tables: dict[str, list[Result]]) -> None:
         others = [result for result in others if "clarion" not in result.name]
         baselines = {result.name.split(" ", 1)[1]: result.median_rate() for result in others}
         for result in end_to_end:
+            if workload == "W1":
+                metric = "broadcast deliveries/s (API → worker → rows)"
+            else:
+                metric = "deliveries/s API → worker → rows, " + result.name.split(", ", 1)[1]
             record(
                 workload,
-                "broadcast deliveries/s (API → worker → rows)",
+                metric,
                 result.median_rate(),
                 goal="durable path, reported",
-                note=f"lost per run (max): {max(result.lost)}",
+                note=f"lost per run (max): {max(result.lost)}, out of order: {max(result.out_of_order)}",
             )
         complete = max(clarion.lost) == 0 and max(clarion.duplicates) == 0 and max(clarion.out_of_order) == 0
         rate = clarion.median_rate()

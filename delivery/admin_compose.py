@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django import forms
 from django.db.models import Count, Q
+from django.forms.fields import InvalidJSONInput
 from rest_framework.exceptions import APIException
 
 from delivery.audiences import AudienceTooLargeError, audience_target, usernames_parse
@@ -59,6 +60,22 @@ def device_ids_parse(text: str) -> list[int]:
     return list(dict.fromkeys(int(part) for part in parts))
 
 
+class DataJSONField(forms.JSONField):
+    """Django's JSONField, with runaway nesting a form error rather than a RecursionError."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError("The data is nested too deeply.", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)  # shown back as typed, as Django does for broken JSON
+
+
 class ComposeForm(forms.Form):
     send_to = forms.ChoiceField(choices=SendTo.CHOICES, initial=SendTo.USERS, widget=forms.RadioSelect)
     users = forms.CharField(
@@ -72,7 +89,7 @@ class ComposeForm(forms.Form):
 
     title = forms.CharField(required=False, max_length=1024, widget=forms.TextInput(attrs={"size": 60}))
     body = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 60}))
-    data = forms.JSONField(
+    data = DataJSONField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
         initial=dict,

@@ -1,4 +1,4 @@
-"""Data lifecycle: old delivery rows, expired end-user tokens and stale devices.
+"""Data lifecycle: old delivery rows and webhook events, expired end-user tokens and stale devices.
 
 Runs hourly from beat. Deletes go in batches by primary key, so a first run over a large
 backlog never holds one long transaction or lock.
@@ -30,6 +30,24 @@ def deliveries_purge(now=None) -> int:
     return deleted
 
 
+def webhook_events_purge(now=None) -> int:
+    """Webhook events (and their attempts) are kept as long as deliveries; a pending one is younger."""
+    from delivery.webhooks.models import WebhookEvent
+
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CLARION_RETENTION_DAYS)
+    deleted = 0
+    for _ in range(MAX_BATCHES_PER_RUN):
+        ids = list(
+            WebhookEvent.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                :DELETE_BATCH_ROWS
+            ]
+        )
+        if not ids:
+            break
+        deleted += WebhookEvent.objects.filter(pk__in=ids).delete()[1].get(WebhookEvent._meta.label, 0)
+    return deleted
+
+
 def end_user_tokens_purge(now=None) -> int:
     return AuthToken.objects.filter(expiry__lt=now or timezone.now()).delete()[0]
 
@@ -45,6 +63,7 @@ def data_retention_sweep() -> dict[str, int]:
     now = timezone.now()
     return {
         "deliveries_deleted": deliveries_purge(now),
+        "webhook_events_deleted": webhook_events_purge(now),
         "tokens_deleted": end_user_tokens_purge(now),
         "devices_deactivated": stale_devices_deactivate(now),
     }

@@ -120,6 +120,9 @@ class Notification(models.Model):
     )
     # Fan-out progress: the highest user id already written; a restarted fan-out resumes here.
     fanout_cursor = models.BigIntegerField(default=0, verbose_name="fan-out progress")
+    # The same sender's earlier notification whose fan-out this one has caught up with: it
+    # continues when that one writes its next batch (per-sender order, delivery/fanout.py).
+    waiting_for = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     dispatched_at = models.DateTimeField(null=True, blank=True, verbose_name="fanned out")
@@ -136,6 +139,18 @@ class Notification(models.Model):
             models.Index(fields=["status", "send_at"], name="notification_due"),
             models.Index(fields=["-created_at"], name="notification_recent"),
             models.Index(fields=["collapse_key", "sender_label"], name="notification_collapse"),
+            # A fan-out batch finds its sender's earlier sends still fanning out (per-sender
+            # order); partial, so it holds only the few notifications in flight.
+            models.Index(
+                fields=["sender_label", "fanout_cursor", "id"],
+                condition=models.Q(status__in=["queued", "dispatching"]),
+                name="notification_in_flight",
+            ),
+            models.Index(
+                fields=["waiting_for"],
+                condition=models.Q(waiting_for__isnull=False),
+                name="notification_waiting",
+            ),
         ]
         permissions = [
             ("send_notification", "Can send notifications (compose, test sends, resend, cancel)"),

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from delivery.models import Delivery, DeliveryStatus, InboxMessage, Notification
 from devices.models import Device, MutedTopic, TopicSubscription
@@ -51,6 +52,11 @@ def users_reached_fully(target: dict, user_ids: list[int]) -> set[int]:
     return set(recipients_queryset(only_named).filter(pk__in=user_ids).values_list("pk", flat=True))
 
 
+def waiters_of(notification_id: int) -> list[int]:
+    """Later notifications of the same sender waiting for this one's fan-out to move on."""
+    return list(Notification.objects.filter(waiting_for=notification_id).values_list("pk", flat=True))
+
+
 def recipients_count(target: dict, unknown: dict) -> int:
     """How many users the target reaches; `unknown` is unknown_targets(target).
 
@@ -86,8 +92,9 @@ def delivery_counts(notification: Notification) -> dict[str, int]:
 
 
 def inbox_page(user, after: int, limit: int) -> list[InboxMessage]:
+    """The user's messages after the cursor, oldest first; those whose ttl has passed are gone."""
     return list(
-        InboxMessage.objects.filter(user=user, seq__gt=after)
+        InboxMessage.objects.filter(user=user, seq__gt=after, notification__expires_at__gt=timezone.now())
         .select_related("notification")
         .order_by("seq")[:limit]
     )

@@ -14,12 +14,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.providers import Outcome, PushMessage, PushTarget, SendResult, get_provider
+from delivery.webhooks.events import deliveries_changed
 from devices.services import devices_deactivate
 from notifyproject import metrics
 
@@ -237,9 +238,13 @@ def _record(
     for _, delivery in retries:
         retried[(delivery.channel,)] += 1
     metrics.count_many("clarion_retries_total", retried, ("channel",))
-    _write_outcomes(finished, now)
-    if dead_devices:
-        devices_deactivate(dead_devices)
+    # Outcomes, dead devices and their webhook events commit together (or not at all).
+    with transaction.atomic():
+        recorded = _write_outcomes(finished, now)
+        deliveries_changed(recorded)
+        if dead_devices:
+            causes = {by_id[r.delivery_id].device_id: by_id[r.delivery_id].notification_id for r in results}
+            devices_deactivate(dead_devices, causes=causes)
     _schedule_retries(retries)
 
 
@@ -247,11 +252,13 @@ def _record(
 OUTCOME_ROWS_PER_STATEMENT = 1000
 
 
-def _write_outcomes(finished: list[Delivery], now: datetime) -> None:
-    """Record every row's outcome in one UPDATE … FROM (VALUES …) per chunk.
+def _write_outcomes(finished: list[Delivery], now: datetime) -> list[int]:
+    """Record every row's outcome in one UPDATE … FROM (VALUES …) per chunk; the ids written.
 
     Django's bulk_update builds a CASE WHEN per row and field: it was most of the CPU of a
-    send (bench/pipeline.py). Works on PostgreSQL and SQLite (≥ 3.33, UPDATE FROM).
+    send (bench/pipeline.py). Works on PostgreSQL and SQLite (≥ 3.35, UPDATE FROM … RETURNING).
+    Only rows still `sending` are written (an ack during the call wins); the ids returned say
+    which rows changed, for their webhook events.
     """
     table = connection.ops.quote_name(Delivery._meta.db_table)
     stamp = "CAST(%s AS timestamptz)" if connection.vendor == "postgresql" else "%s"
@@ -260,6 +267,7 @@ def _write_outcomes(finished: list[Delivery], now: datetime) -> None:
     def when(value):
         return connection.ops.adapt_datetimefield_value(value) if value is not None else None
 
+    written: list[int] = []
     for start in range(0, len(finished), OUTCOME_ROWS_PER_STATEMENT):
         chunk = finished[start : start + OUTCOME_ROWS_PER_STATEMENT]
         params = []
@@ -275,9 +283,12 @@ def _write_outcomes(finished: list[Delivery], now: datetime) -> None:
             f"claim = NULL, updated_at = {stamp} FROM v WHERE {table}.id = v.id"
             # Only rows still ours: an ack (delivered, cancelled) during the call wins.
             f" AND {table}.status = 'sending'"
+            f" RETURNING {table}.id"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
+            written += [row[0] for row in cursor.fetchall()]
+    return written
 
 
 def _schedule_retries(retries: list[tuple[float, Delivery]]) -> None:

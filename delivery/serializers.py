@@ -1,17 +1,20 @@
 """Request parsing and response shapes for notifications, deliveries and the inbox."""
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from delivery.models import Delivery, DeliveryStatus, Notification, Priority, Route
 from delivery.services import (
     DEFAULT_TTL_SECS,
     MAX_PAYLOAD_BYTES,
+    MAX_SCHEDULE_AHEAD,
     MAX_TTL_SECS,
     NotificationRequest,
     payload_size,
 )
 from devices.serializers import TOPIC_NAME_PATTERN
 from notifyproject.api import InputSerializer, PayloadTooLarge, StrictCharField
+from notifyproject.strict_json import json_value_problems
 
 MAX_TARGETS = 10_000  # users or devices named in one request; larger audiences use topics
 
@@ -46,6 +49,22 @@ class NotificationCreateSerializer(InputSerializer):
     collapse_key = StrictCharField(max_length=64, required=False, allow_blank=True, default="")
     send_at = serializers.DateTimeField(required=False, default=None)
     route = serializers.ChoiceField(choices=Route.choices, default=Route.AUTO)
+
+    def validate_data(self, value):
+        # The API's parser applies these rules to the whole body; the admin builds `data` itself.
+        problems = json_value_problems(value, "data")
+        if problems:
+            raise serializers.ValidationError(
+                [f"{where}: {message}" for where, messages in problems.items() for message in messages]
+            )
+        return value
+
+    def validate_send_at(self, value):
+        if value is not None and value > timezone.now() + MAX_SCHEDULE_AHEAD:
+            raise serializers.ValidationError(
+                f"A send may be scheduled at most {MAX_SCHEDULE_AHEAD.days} days ahead."
+            )
+        return value
 
     def validate(self, attrs):
         if not (attrs["title"] or attrs["body"] or attrs["data"]):

@@ -26,7 +26,8 @@ from delivery.models import (
     Route,
     UserStream,
 )
-from delivery.selectors import recipients_count, unknown_targets
+from delivery.selectors import recipients_count, unknown_targets, waiters_of
+from delivery.webhooks import events as webhook_events
 from notifyproject import metrics
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_TTL_SECS = 28 * 24 * 3600  # FCM's and Web Push services' longest retention
 DEFAULT_TTL_SECS = MAX_TTL_SECS
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# How far ahead a send may be scheduled: ten years is past any real reminder, and keeps every
+# date computed from send_at (send_at + ttl) far from datetime's year-9999 end.
+MAX_SCHEDULE_AHEAD = timedelta(days=3653)
 
 
 class PayloadTooLargeError(ValueError):
@@ -178,6 +182,11 @@ def _enqueue_dispatch(notification_id: int) -> None:
     notification_dispatch.delay(notification_id)
 
 
+def _enqueue_dispatches(notification_ids: list[int]) -> None:
+    for notification_id in notification_ids:
+        _enqueue_dispatch(notification_id)
+
+
 def notification_cancel(notification_id: int) -> Notification:
     """Cancel a notification that has not started sending; NotCancellableError otherwise."""
     with transaction.atomic():
@@ -191,6 +200,10 @@ def notification_cancel(notification_id: int) -> Notification:
         Delivery.objects.filter(notification=notification, status=DeliveryStatus.QUEUED).update(
             status=DeliveryStatus.CANCELLED, error="cancelled by the sender", updated_at=timezone.now()
         )
+        # The sender's later sends that waited for this one go on without it.
+        waiters = waiters_of(notification.pk)
+        if waiters:
+            transaction.on_commit(lambda: _enqueue_dispatches(waiters), robust=True)
     return notification
 
 
@@ -203,7 +216,8 @@ def inbox_ack(*, user, notification_id: int) -> bool:
 
     False when the user has no such message. The first ack reads it: `read_at` and the next read
     position are recorded, the user's realtime clients are told (`read`) and the pushes already
-    shown on their devices are withdrawn (docs/realtime.md, "Read everywhere").
+    shown on their devices are withdrawn (docs/realtime.md, "Read everywhere"). The first ack is
+    the `notification.read` event, and each delivery it marks delivered a `delivery.delivered`.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -232,12 +246,21 @@ def inbox_ack(*, user, notification_id: int) -> bool:
             if channel != Channel.REALTIME and status in SHOWN_PUSH_STATUSES:
                 shown_push.append(pk)
         if seen:
-            Delivery.objects.filter(
-                pk__in=seen, status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]
-            ).update(status=DeliveryStatus.DELIVERED, delivered_at=now, updated_at=now)
+            webhook_events.deliveries_update(
+                Delivery.objects.filter(
+                    pk__in=seen, status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING]
+                ),
+                status=DeliveryStatus.DELIVERED,
+                delivered_at=now,
+                updated_at=now,
+            )
         if realtime_unsent:
-            Delivery.objects.filter(pk__in=realtime_unsent, status=DeliveryStatus.QUEUED).update(
-                status=DeliveryStatus.DELIVERED, delivered_at=now, sent_at=now, updated_at=now
+            webhook_events.deliveries_update(
+                Delivery.objects.filter(pk__in=realtime_unsent, status=DeliveryStatus.QUEUED),
+                status=DeliveryStatus.DELIVERED,
+                delivered_at=now,
+                sent_at=now,
+                updated_at=now,
             )
         if push_unneeded:
             # auto routing's held-back push (and quiet-hours push) is no longer needed.
@@ -256,6 +279,7 @@ def inbox_ack(*, user, notification_id: int) -> bool:
         )
         if first_read:
             UserStream.objects.filter(user=user).update(last_read_seq=read_seq)
+            webhook_events.notification_read(user=user, notification_id=notification_id)
             transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
             if shown_push:
                 transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)

@@ -1,7 +1,8 @@
 """The sweeper (beat, every CLARION_SWEEP_INTERVAL seconds): time-driven and recovery work.
 
 - scheduled notifications whose `send_at` has come are released to fan-out;
-- fan-outs that stopped making progress (a worker died) are dispatched again;
+- fan-outs that stopped making progress (a worker died) are dispatched again (not those
+  waiting for their sender's earlier send, which wakes them);
 - push deliveries due (retry back-off, quiet hours, auto's ack timeout) whose task is
   missing or stale are enqueued again;
 - deliveries stuck in `sending` far longer than any provider timeout are re-queued;
@@ -13,10 +14,11 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
+from delivery.webhooks.events import deliveries_update
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +56,19 @@ def release_due_scheduled(now) -> int:
 
 
 def redispatch_stalled_fanouts(now) -> int:
+    """Fan-outs with no progress for CLARION_STALE_WORK_SECS, except those waiting for an earlier
+    send of their sender that is still in flight: its next commit wakes them (and it is swept
+    itself if it stalls), so re-checking each of them every interval would only keep the
+    workers busy behind a long fan-out."""
     from delivery.tasks import notification_dispatch
 
     stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
+    in_flight = [NotificationStatus.QUEUED, NotificationStatus.DISPATCHING]
+    blocker_in_flight = Notification.objects.filter(pk=OuterRef("waiting_for"), status__in=in_flight)
     stalled = list(
-        Notification.objects.filter(
-            status__in=[NotificationStatus.QUEUED, NotificationStatus.DISPATCHING], updated_at__lt=stale
-        ).values_list("pk", flat=True)[:SWEEP_LIMIT]
+        Notification.objects.filter(status__in=in_flight, updated_at__lt=stale)
+        .exclude(Exists(blocker_in_flight))
+        .values_list("pk", flat=True)[:SWEEP_LIMIT]
     )
     for notification_id in stalled:
         # Touch first, so the next sweep waits another interval for this attempt.
@@ -106,6 +114,9 @@ def expire_overdue(now) -> int:
     )
     if not overdue:
         return 0
-    return Delivery.objects.filter(pk__in=overdue, status=DeliveryStatus.QUEUED).update(
-        status=DeliveryStatus.EXPIRED, error="ttl passed before it was delivered", updated_at=now
+    return deliveries_update(
+        Delivery.objects.filter(pk__in=overdue, status=DeliveryStatus.QUEUED),
+        status=DeliveryStatus.EXPIRED,
+        error="ttl passed before it was delivered",
+        updated_at=now,
     )

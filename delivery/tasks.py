@@ -32,7 +32,10 @@ def push_withdraw(self, delivery_ids: list[int]) -> None:
 
 @shared_task(name="delivery.tasks.due_work_sweep", acks_late=False, expires=10)
 def due_work_sweep() -> dict:
-    return sweeper.sweep()
+    """The one periodic sweep: deliveries, then the webhook outbox (due retries, dead workers' claims)."""
+    from delivery.webhooks import sweeper as webhook_sweeper
+
+    return {**sweeper.sweep(), **{f"webhook_{k}": v for k, v in webhook_sweeper.sweep().items()}}
 
 
 @shared_task(name="delivery.tasks.recurring_notification_send")

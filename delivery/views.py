@@ -47,6 +47,8 @@ class NotificationCreateView(APIView):
             raise exceptions.ValidationError(
                 {"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX_CHARS} characters."]}
             )
+        if idempotency_key and "\x00" in idempotency_key:  # HTTP servers refuse it; not all do
+            raise exceptions.ValidationError({"Idempotency-Key": ["NUL characters are not allowed."]})
         serializer = NotificationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         notification, created = services.notification_send(

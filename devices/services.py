@@ -77,13 +77,26 @@ def device_delete(*, user, device_id: int) -> bool:
     return bool(deleted)
 
 
-def devices_deactivate(reasons: dict[int, str]) -> None:
-    """Deactivate devices a provider reported dead (device id → the provider's reason)."""
+def devices_deactivate(reasons: dict[int, str], *, causes: dict[int, int] | None = None) -> None:
+    """Deactivate devices a provider reported dead (device id → the provider's reason).
+
+    `causes` (device id → the notification whose send found it dead) scopes the
+    `device.deactivated` event to that notification's sender; the event goes out for the
+    devices this call deactivated, with the deactivation, after commit.
+    """
+    from delivery.webhooks.events import devices_deactivated
+
     by_reason: dict[str, list[int]] = {}
     for device_id, reason in reasons.items():
         by_reason.setdefault(reason[:200], []).append(device_id)
-    for reason, device_ids in by_reason.items():
-        Device.objects.filter(pk__in=device_ids).update(active=False, deactivated_reason=reason)
+    with transaction.atomic():
+        deactivated: list[int] = []
+        for reason, device_ids in by_reason.items():
+            active = Device.objects.filter(pk__in=device_ids, active=True)
+            ids = list(active.select_for_update().values_list("pk", flat=True))
+            Device.objects.filter(pk__in=ids).update(active=False, deactivated_reason=reason)
+            deactivated += ids
+        devices_deactivated(deactivated, causes=causes)
 
 
 def topic_subscribe(*, user, topic: str) -> None:

@@ -13,6 +13,8 @@ from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
 
+MAX_ID = 2**63 - 1  # PostgreSQL bigint: the largest primary key a cursor can point past
+
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -172,6 +174,16 @@ class CursorPagination(pagination.CursorPagination):
     ordering = "-id"
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def decode_cursor(self, request):
+        """DRF checks a cursor's offset but not its position; ours are ids, so a position that
+        is not one (hand-edited, or NUL) is the same 404 as any invalid cursor, not a 500."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            position = cursor.position
+            if not (position.isascii() and position.isdigit() and int(position) <= MAX_ID):
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class StrictCharField(serializers.CharField):

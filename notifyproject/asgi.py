@@ -11,26 +11,35 @@ from notifyproject.logredact import redact_daphne_access_log  # noqa: E402
 
 redact_daphne_access_log()  # before the first request: `?token=` never reaches the access log
 
+from django.conf import settings  # noqa: E402
+
+from notifyproject import daphne_body_limit  # noqa: E402
 from notifyproject.handler import OneHopASGIHandler  # noqa: E402
+from notifyproject.request_guards import RequestGuard  # noqa: E402
+
+# daphne buffers a request's body before calling the application; refuse oversized ones there.
+daphne_body_limit.install(settings.CLARION_MAX_BODY_BYTES)
 
 django_asgi_app = OneHopASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 from realtime.auth import SessionsForCookieSockets  # noqa: E402
 from realtime.longwait import LongWaitEndpoints  # noqa: E402
 from realtime.node import StartRealtimeNode  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        # Long-polls and event streams wait without a thread each (realtime/longwait.py).
-        "http": LongWaitEndpoints(django_asgi_app),
-        # Origins are checked per connection in realtime.auth: token sockets may come from
-        # the embedding app's origin, session sockets only from ALLOWED_HOSTS.
-        "websocket": SessionsForCookieSockets(URLRouter(websocket_urlpatterns)),
-    }
+application = RequestGuard(
+    ProtocolTypeRouter(
+        {
+            # Long-polls and event streams wait without a thread each (realtime/longwait.py).
+            "http": LongWaitEndpoints(django_asgi_app),
+            # Origins are checked per connection in realtime.auth: token sockets may come from
+            # the embedding app's origin, session sockets only from this site's own origins.
+            "websocket": SessionsForCookieSockets(URLRouter(websocket_urlpatterns)),
+        }
+    ),
+    max_body_bytes=settings.CLARION_MAX_BODY_BYTES,
 )
 application = StartRealtimeNode(application)  # the node's subscription is up before a socket needs it
 

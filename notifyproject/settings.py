@@ -62,16 +62,19 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "knox",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from this instance
     "django_celery_beat",
     "channels",
     "devices",
     "delivery",
     "realtime",
+    "delivery.webhooks",
 ]
 
 MIDDLEWARE = [
     "notifyproject.api.ApiErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "notifyproject.csp.ContentSecurityPolicyMiddleware",
     "notifyproject.staticfiles.AsyncCapableWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -226,7 +229,7 @@ REST_FRAMEWORK = {
         "notifyproject.api.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["notifyproject.strict_json.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "notifyproject.openapi.ClarionAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "notifyproject.api.CursorPagination",
@@ -266,6 +269,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Swagger UI from drf-spectacular-sidecar's static files, not a public CDN at @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Operation ids, auth, errors and the realtime endpoints: notifyproject/openapi.py.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -273,8 +280,11 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Request bodies: a device or a send is a few KB; 256 KB leaves room without inviting abuse.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+# Request bodies, in bytes: a device or a send is a few KB; 256 KB leaves room without inviting
+# abuse. Larger bodies are refused with 413 before they are read (notifyproject/request_guards.py,
+# notifyproject/daphne_body_limit.py), whatever their declared or actual length.
+CLARION_MAX_BODY_BYTES = env_int("CLARION_MAX_BODY_BYTES", 256 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CLARION_MAX_BODY_BYTES
 
 # --- Push providers (configured in later modules; read here so one place lists them) ----
 FCM_CREDENTIALS = os.environ.get("FCM_CREDENTIALS", "")
@@ -294,6 +304,17 @@ VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "")
 WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = env_flag("WEBPUSH_ALLOW_PRIVATE_ENDPOINTS")
 
 CLARION_ACK_TIMEOUT_SECS = env_int("CLARION_ACK_TIMEOUT", 10)
+
+# Webhooks (docs/webhooks.md). `1` lets webhook URLs point at loopback/private addresses or
+# http:// (registration and every connect are checked otherwise); off by default.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_flag("WEBHOOK_ALLOW_PRIVATE_URLS")
+# Seconds an endpoint has to answer one POST before the attempt counts as failed (the contract's 10).
+CLARION_WEBHOOK_TIMEOUT_SECS = float(os.environ.get("CLARION_WEBHOOK_TIMEOUT", "10"))
+# First retry wait in seconds; each further one doubles (jittered, capped at 2 h), for 24 h.
+CLARION_WEBHOOK_RETRY_BASE_SECS = float(os.environ.get("CLARION_WEBHOOK_RETRY_BASE", "5"))
+# Events `sending` this long belong to a dead worker and are sent again (an attempt takes at
+# most the timeout above plus a few seconds).
+CLARION_WEBHOOK_SENDING_STALE_SECS = env_int("CLARION_WEBHOOK_SENDING_STALE_SECS", 120)
 
 # One provider per platform, by import path (tests and deployments swap them here).
 CLARION_PROVIDERS = {
@@ -317,7 +338,7 @@ CLARION_STALE_WORK_SECS = env_int("CLARION_STALE_WORK_SECS", 30)
 CLARION_SENDING_STALE_SECS = env_int("CLARION_SENDING_STALE_SECS", 300)
 # Recipients per fan-out transaction.
 CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 500)
-# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry), in seconds.
+# How often beat runs the sweeper (scheduled sends, retries, recovery, expiry, webhook retries), in seconds.
 CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
 # Data lifecycle: delivery rows older than this are deleted; devices unseen this long are deactivated.
 CLARION_RETENTION_DAYS = env_int("CLARION_RETENTION_DAYS", 30)
@@ -345,12 +366,64 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "/admin/login/"
+# Database sessions that ignore a cookie no session could have (a NUL in it reached PostgreSQL).
+SESSION_ENGINE = "notifyproject.sessions"
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", True)
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def env_proxy_ssl_header(name: str, default: tuple[str, str] | None) -> tuple[str, str] | None:
+    """`Header-Name: value` as Django's (META key, value) pair; `off` for none."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value.lower() == "off":
+        return None
+    header, separator, expected = value.partition(":")
+    if not separator or not header.strip() or not expected.strip():
+        raise ImproperlyConfigured(
+            f"{name} must look like 'X-Forwarded-Proto: https' or be 'off', got {value!r}."
+        )
+    return ("HTTP_" + header.strip().upper().replace("-", "_"), expected.strip())
+
+
+# --- HTTPS (docs/security.md, Input limits and browser hardening) ------------------------
+# The request header (and its value) by which the reverse proxy in front says the client used
+# HTTPS. Trust it only behind a proxy that always sets or strips it. Default outside DEBUG:
+# `X-Forwarded-Proto: https`; `off` disables it.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header(
+    "SECURE_PROXY_SSL_HEADER", None if DEBUG else ("HTTP_X_FORWARDED_PROTO", "https")
+)
+# 1: redirect plain-HTTP requests to HTTPS (default off: usually the proxy does it). Health and
+# metrics stay reachable over HTTP for probes inside the network.
+SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# Strict-Transport-Security max-age in seconds (default 0: no header). Browsers then refuse
+# plain HTTP to this host for that long: set it once HTTPS works, e.g. 31536000 (a year).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD")
+
+# Content-Security-Policy of every HTML page (notifyproject/csp.py): scripts, styles, images and
+# connections from this origin only, no plugins, no framing. The demo page, the API docs
+# (Swagger UI served from this instance) and the admin need nothing more.
+CLARION_CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 LOGGING = {
     "version": 1,

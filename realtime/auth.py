@@ -3,12 +3,12 @@
 Credentials are read and checked by notifyproject/identities.py, as for the rest of the API.
 """
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.auth import get_user
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 from notifyproject import identities
 from realtime.streams import db
@@ -26,13 +26,34 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
+def _site_scheme(scope) -> str:
+    """http or https, as Django's request.is_secure() decides it (SECURE_PROXY_SSL_HEADER)."""
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        name, secure_value = proxy_header
+        header = name.removeprefix("HTTP_").lower().replace("_", "-").encode()
+        value = _header(scope, header)
+        if value is not None:
+            return "https" if value.split(",")[0].strip() == secure_value else "http"
+    return "https" if scope.get("scheme") in ("wss", "https") else "http"
+
+
 def origin_allowed_for_session(scope) -> bool:
-    """A cookie rides along on cross-site sockets, so session sockets must come from our hosts."""
+    """A cookie rides along on cross-site sockets, so session sockets must come from this site's
+    own origin: the same scheme, host and port as the page's (as Django's CSRF origin check),
+    or one listed in CSRF_TRUSTED_ORIGINS. A host alone is not enough: another port on the same
+    host is another site."""
     origin = _header(scope, b"origin")
     if origin is None:
         return True  # not a browser: no ambient cookie risk
-    host = urlsplit(origin).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS)
+    origin = origin.strip().lower()
+    if origin in {trusted.lower() for trusted in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])}:
+        return True
+    host = (_header(scope, b"host") or "").strip().lower()
+    domain, _port = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return False
+    return origin == f"{_site_scheme(scope)}://{host}"
 
 
 class SessionsForCookieSockets:

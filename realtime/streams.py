@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, UserStream
 from delivery.selectors import message_payload
+from delivery.webhooks.events import deliveries_update
 
 REPLAY_PAGE = 200  # messages per query while catching a client up
 
@@ -70,17 +71,27 @@ LIVE_MESSAGE_FIELDS = ("seq", "notification_id", "read_at") + tuple(
 def live_messages_after(
     user_id: int, after: int, limit: int = REPLAY_PAGE, until: int | None = None
 ) -> list[dict]:
-    """Realtime messages with cursor > after (≤ until), oldest first, as clients see them."""
-    rows = InboxMessage.objects.filter(user_id=user_id, seq__gt=after, live=True)
+    """Realtime messages with cursor > after (≤ until), oldest first, as clients see them.
+
+    A message whose ttl has passed is skipped (the sweeper marks its delivery `expired`).
+    """
+    rows = InboxMessage.objects.filter(
+        user_id=user_id, seq__gt=after, live=True, notification__expires_at__gt=timezone.now()
+    )
     if until is not None:
         rows = rows.filter(seq__lte=until)
     # Only what a client sees: the notification's target and unknown-targets JSON are not decoded.
     rows = list(rows.select_related("notification").only(*LIVE_MESSAGE_FIELDS).order_by("seq")[:limit])
     if rows:
-        Delivery.objects.filter(
-            user_id=user_id,
-            channel=Channel.REALTIME,
-            status=DeliveryStatus.QUEUED,
-            notification_id__in=[row.notification_id for row in rows],
-        ).update(status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=1)
+        deliveries_update(
+            Delivery.objects.filter(
+                user_id=user_id,
+                channel=Channel.REALTIME,
+                status=DeliveryStatus.QUEUED,
+                notification_id__in=[row.notification_id for row in rows],
+            ),
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=1,
+        )
     return [message_payload(row.notification, row.seq, row.read_at) for row in rows]

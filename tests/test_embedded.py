@@ -23,6 +23,7 @@ def embedded(tmp_path):
         CLARION_EMBEDDED_WORKER="1",
         # Recovery would re-dispatch a failed fan-out after this long; no test here may lean on it.
         CLARION_STALE_WORK_SECS="600",
+        WEBHOOK_ALLOW_PRIVATE_URLS="1",  # the loopback webhook receiver below
     )
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=ROOT, timeout=120)
@@ -127,3 +128,47 @@ def test_concurrent_live_and_scheduled_sends_all_arrive_first_time(embedded):
         )
     expected = sorted([f"now {i}" for i in range(sends_each)] + [f"later {i}" for i in range(sends_each)])
     assert {user: sorted(titles) for user, titles in received.items()} == {user: expected for user in users}
+
+
+def test_webhooks_are_signed_and_posted_from_the_embedded_default(embedded):
+    """The outbox's multi-row statements and the webhook sender on SQLite and the in-process worker."""
+    import standardwebhooks
+
+    from tests.webhooks.receiver import Receiver
+
+    web, key = embedded
+    receiver = Receiver().start()
+    try:
+        api = httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        hook = api.post(
+            "/api/v1/webhooks/",
+            json={
+                "url": receiver.url,
+                "events": ["delivery.sent", "delivery.delivered", "notification.read"],
+            },
+        ).json()
+        with _live_socket(web, api, "alice") as ws:
+            sent = api.post(
+                "/api/v1/notifications/", json={"to": {"users": ["alice"]}, "title": "hooked"}
+            ).json()
+            assert json.loads(ws.recv(timeout=15))["id"] == sent["id"]
+            ws.send(json.dumps({"type": "ack", "id": sent["id"]}))
+            received = receiver.wait_for(3)
+        verifier = standardwebhooks.Webhook(hook["secret"])
+        bodies = [verifier.verify(r.body, r.headers) for r in received]
+        assert sorted(b["type"] for b in bodies) == [
+            "delivery.delivered",
+            "delivery.sent",
+            "notification.read",
+        ]
+        assert {b["data"]["notification"] for b in bodies} == {sent["id"]}
+        attempts = wait_until(
+            lambda: (
+                len(found := api.get(f"/api/v1/webhooks/{hook['id']}/attempts/").json()["results"]) == 3
+                and found
+            ),
+            message="the three attempts recorded",
+        )
+        assert [a["status_code"] for a in attempts] == [200, 200, 200]
+    finally:
+        receiver.stop()

@@ -25,6 +25,9 @@ CONTRACT_PATHS = {
     "/api/v1/poll/": {"get"},
     "/api/v1/events/": {"get"},
     "/api/v1/webpush/key/": {"get"},
+    "/api/v1/webhooks/": {"get", "post"},
+    "/api/v1/webhooks/{webhook_id}/": {"delete"},
+    "/api/v1/webhooks/{webhook_id}/attempts/": {"get"},
 }
 # Whoever may call without credentials: signing in with a password, and the VAPID public key.
 PUBLIC_OPERATIONS = {"createTokenFromPassword", "getWebPushKey"}

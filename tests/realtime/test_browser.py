@@ -51,7 +51,10 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context()
+    # wait_for_function polls by evaluating its string in the page, which the demo page's
+    # Content-Security-Policy (no 'unsafe-eval') refuses; tests/test_browser_hardening.py
+    # drives the page under the policy.
+    context = browser.new_context(bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     yield page
@@ -220,7 +223,7 @@ def test_clarion_js_clears_a_message_read_while_long_polling(
 
 
 def _service_worker(web, browser):
-    context = browser.new_context()
+    context = browser.new_context(bypass_csp=True)  # as the page fixture: the policy is tested elsewhere
     context.grant_permissions(["notifications"], origin=web.url)
     tab = context.new_page()
     tab.set_default_timeout(PAGE_TIMEOUT_MS)

@@ -46,7 +46,7 @@ def test_the_demo_page_offers_sign_in_or_uses_the_admin_session(make_user):
     client = Client()
     client.force_login(staff)
     page = client.get("/")
-    assert b'var sessionUser = "carol"' in page.content
+    assert b'data-session-user="carol"' in page.content
 
 
 def test_a_user_sends_themselves_a_test_and_is_rate_limited(alice, alice_client, anon, api_key_client):

@@ -470,3 +470,42 @@ def test_sends_from_many_threads_share_publishes_and_keep_each_users_order(start
             assert cursors == list(range(1, per_user + 1))
     sends = len(users) * per_user
     assert publishes <= sends // 10, f"{publishes} PUBLISHes for {sends} sends"
+
+
+def test_a_session_socket_must_come_from_the_sites_exact_origin(start_web, alice):
+    """Same host on another port, or another scheme, is another site: its page must not get a
+    socket signed in with the user's cookie."""
+    web = start_web()
+    browser = Client()
+    browser.force_login(alice)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    url = f"{web.ws_url}/ws/v1/notifications/"
+    other_port = 31337 if web.port != 31337 else 31338
+    for origin in (
+        f"http://127.0.0.1:{other_port}",
+        f"https://127.0.0.1:{web.port}",
+        "http://127.0.0.1",
+        f"http://localhost:{other_port}",
+        "null",
+    ):
+        with connect(url, additional_headers={"Cookie": cookie, "Origin": origin}, open_timeout=10) as ws:
+            assert close_code(ws) == 4401, origin
+    with connect(url, additional_headers={"Cookie": cookie, "Origin": web.url}, open_timeout=10) as ws:
+        wait_online(alice)
+
+
+def test_behind_a_tls_proxy_the_origin_is_compared_with_the_forwarded_scheme(settings):
+    from realtime.auth import origin_allowed_for_session
+
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+    def scope(origin: str, proto: str | None) -> dict:
+        headers = [(b"host", b"localhost"), (b"origin", origin.encode())]
+        if proto:
+            headers.append((b"x-forwarded-proto", proto.encode()))
+        return {"type": "websocket", "scheme": "ws", "headers": headers}
+
+    assert origin_allowed_for_session(scope("https://localhost", "https"))
+    assert not origin_allowed_for_session(scope("http://localhost", "https"))
+    assert not origin_allowed_for_session(scope("https://localhost", None))
+    assert origin_allowed_for_session(scope("http://localhost", None))
