@@ -183,7 +183,7 @@ def test_access_log_format_never_holds_the_query_string():
 
 def variables_read_by_settings() -> set[str]:
     source = (ROOT / "notifyproject" / "settings.py").read_text()
-    readers = r"(?:os\.environ\.get|os\.getenv|env_int|env_flag|env_list|env_float)"
+    readers = r"(?:os\.environ\.get|os\.getenv|env_\w+)"
     reads = re.findall(readers + r"\(\s*\"([A-Z][A-Z0-9_]*)\"", source)
     return set(reads) | set(re.findall(r"os\.environ\[\"([A-Z][A-Z0-9_]*)\"\]", source))
 
