@@ -1,6 +1,6 @@
-"""Provider benchmarks: issue 5, W6 and W7, Clarion and its peers side by side in one invocation.
+"""Provider benchmarks: bulk, W6 and W7, Clarion and its peers side by side in one invocation.
 
-* issue5 — one send through POST /api/v1/notifications/ to 10,000 devices of each platform
+* bulk — one send through POST /api/v1/notifications/ to 10,000 devices of each platform
   (FCM, APNs, Web Push), API → fan-out → Celery prefork ×2 → provider → fake, every delivery
   recorded; django-push-notifications' bulk FCM send to the same 10,000 tokens, same fake.
 * w6 — Web Push to 20,000 subscriptions with distinct keys, 230-byte payload, fake answers 201;
@@ -54,8 +54,8 @@ W7_BUSY_OFFSET = 50
 RETRY_AFTER_SECS = 2  # the FCM fake's Retry-After on 429; Clarion's first back-off is 1–2 s
 PER_TOKEN_THREADS = 32  # the one-task-per-token baseline's Celery pool (threads)
 
-FULL = {"issue5": 10_000, "w6": 20_000, "w7": 50_000, "w7_baseline": 5_000}
-QUICK = {"issue5": 2_000, "w6": 5_000, "w7": 5_000, "w7_baseline": 1_000}
+FULL = {"bulk": 10_000, "w6": 20_000, "w7": 50_000, "w7_baseline": 5_000}
+QUICK = {"bulk": 2_000, "w6": 5_000, "w7": 5_000, "w7_baseline": 1_000}
 
 
 # -- the fakes, in their own process ---------------------------------------------------------------
@@ -636,9 +636,9 @@ class Bench:
         return {name: runs}
 
     # -- scenarios --------------------------------------------------------------------------------
-    def issue5(self) -> None:
-        count = self.sizes["issue5"]
-        message = {"title": "Issue 5", "body": "Ten thousand devices", "data": {"bench": "issue5"}}
+    def bulk(self) -> None:
+        count = self.sizes["bulk"]
+        message = {"title": "Bulk send", "body": "Ten thousand devices", "data": {"bench": "bulk"}}
         fakes = Fakes(self.workdir, latency_ms=0, subscriptions=count)
         try:
             self.prepare(fakes, {"fcm": count, "apns": count, "webpush": count})
@@ -659,7 +659,7 @@ class Bench:
             )
         finally:
             fakes.stop()
-        self.results["issue5"] = results
+        self.results["bulk"] = results
 
     def w6(self) -> None:
         count = self.sizes["w6"]
@@ -803,12 +803,12 @@ def _web_push_json(title: str, body: str, data: dict) -> bytes:
 
 # -- report ----------------------------------------------------------------------------------------
 TITLES = {
-    "issue5": "Issue 5 — one API send to N devices per platform, fakes answer at once",
+    "bulk": "Bulk — one API send to N devices per platform, fakes answer at once",
     "w6": "W6 — Web Push, distinct subscription keys, 230-byte payload, fake answers 201",
     "w7": f"W7 — fakes add {W7_LATENCY_MS} ms per answer; 1% dead tokens, 0.5% answered 429 once",
 }
 RATIOS = {
-    "issue5": [("clarion fcm", "django-push-notifications fcm")],
+    "bulk": [("clarion fcm", "django-push-notifications fcm")],
     "w6": [("clarion webpush", "django-webpush")],
     "w7": [("clarion fcm", "task per token fcm"), ("clarion apns", "task per token apns")],
 }
@@ -850,7 +850,7 @@ def report(bench: Bench) -> None:
 
 # scenario → (workload, goal in msg/s, goal text); CPU per message is a second W6 goal.
 GOALS = {
-    "issue5": ("issue 5", None, "at least the peer's rate"),
+    "bulk": ("bulk", None, "at least the peer's rate"),
     "w6": ("W6", 3000, "≥ 3k/s, ≤ 300 µs CPU/msg"),
     "w7": ("W7", 5000, "≥ 5k/s, dead tokens off, 429 honoured"),
 }
@@ -897,7 +897,7 @@ def main(argv=None) -> Bench:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes: a few minutes")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="issue5,w6,w7", help="comma-separated: issue5, w6, w7")
+    parser.add_argument("--only", default="bulk,w6,w7", help="comma-separated: bulk, w6, w7")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the workers during the timed runs")
     parser.add_argument("--apps", type=int, choices=(1, 2), default=1, help="spread the devices over 2 apps")
     parser.add_argument("--serve-fakes", help=argparse.SUPPRESS)

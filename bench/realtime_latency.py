@@ -1,9 +1,9 @@
-"""Latency to connected users: a burst to all of them (issue 4), and W5, one user per send.
+"""Latency to connected users: a burst to all of them, and W5, one user per send.
 
     python -m bench.realtime_latency [--users 1000] [--rounds 5] [--w5-users 200] [--w5-secs 10]
     python -m bench.realtime_latency --only w5 [--clarion-max-rate 120]
 
-Burst (issue 4):
+Burst:
 
 1. Clarion end to end: POST /api/v1/notifications/ to all users → worker fan-out →
    node channel → sockets; per-recipient time from the API call to the frame's arrival.
@@ -12,7 +12,7 @@ Burst (issue 4):
    one group_send per user to stock consumers (bench/realtime_baseline_asgi.py).
 "call p50" is how long the API call / publish call itself took (the publisher's cost).
 
-W5 (issue 7): each send goes to ONE user, at a steady pace of half the system's own max
+W5: each send goes to ONE user, at a steady pace of half the system's own max
 sustained rate (measured first, flat out with W5_IN_FLIGHT sends in flight, unless given).
 Clarion: POST /api/v1/notifications/ → row → worker fan-out → node → socket, timed from the
 start of the POST. Baselines: stock Channels consumers (bench/realtime_baseline_asgi.py),

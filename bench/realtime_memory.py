@@ -45,7 +45,7 @@ SETTLE_SECS = 5  # after connecting, before the idle period: let handshake buffe
 SAMPLE_SECS = 10  # the server is checked alive this often during the idle period
 CONNECT_TIMEOUT_SECS = 900  # 10,000 handshakes on a shared 2-core machine
 STATUS_TIMEOUT_SECS = 120
-# Goals from issue 7 (W3).
+# Goals (W3).
 GOAL_KB_PER_CONNECTION = 20
 GOAL_IDLE_CPU_PCT = 5
 

@@ -1,4 +1,4 @@
-"""W1 and W2 (issue 7): realtime delivery throughput against stock Channels and bare websockets.
+"""W1 and W2: realtime delivery throughput against stock Channels and bare websockets.
 
     python -m bench.realtime_throughput [--clients 2000] [--messages 20] [--rounds 5] [--quick]
 

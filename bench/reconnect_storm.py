@@ -52,7 +52,7 @@ CONVERGE_TIMEOUT_SECS = 30  # after the publisher stops: until every cursor reac
 CONNECT_TIMEOUT_SECS = 900
 POLL_SECS = 0.5
 USERS_PER_NOTIFICATION = 50  # one notification_send / one burst of group_sends per tick
-# Goals from issue 7 (W4).
+# Goals (W4).
 GOAL_BACK_SECS = 15
 ERROR_LINE = re.compile(r"error|exception|traceback", re.IGNORECASE)
 REDIS_ERROR_LINE = re.compile(

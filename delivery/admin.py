@@ -14,7 +14,9 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryApiKey
 
@@ -39,6 +41,8 @@ from devices.models import DEFAULT_APP, App, Device, Platform, token_digest
 from devices.selectors import app_exists
 
 User = get_user_model()
+# A tooltip longer than this is no longer read; the delivery's own page shows the whole error.
+ERROR_TOOLTIP_CHARS = 2000
 
 # Clarion uses its own key model (scopes, last use); hide the library's unused one.
 admin.site.unregister(LibraryApiKey)
@@ -513,6 +517,11 @@ class HasErrorFilter(admin.SimpleListFilter):
         return queryset
 
 
+def compact_time(value) -> str:
+    """A log timestamp in a narrow column: "Dec 5, 18:25:03" (the full date is on the row's page)."""
+    return date_format(localtime(value), "M j, H:i:s") if value else "–"
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
     """The delivery log: one row per user, channel and device of each notification.
@@ -526,7 +535,7 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
 
     list_display = (
         "id",
-        "created_at",
+        "created",
         "notification_link",
         "user",
         "channel",
@@ -534,10 +543,9 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
         "device_app",
         "status",
         "attempts",
-        "provider_message_id",
         "error_plain",
-        "sent_at",
-        "delivered_at",
+        "sent",
+        "delivered",
     )
     list_display_links = ("id",)
     list_filter = (
@@ -586,6 +594,18 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
             match |= Q(pk=int(term))
         return queryset.filter(match), False
 
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Delivery) -> str:
+        return compact_time(obj.created_at)
+
+    @admin.display(description="Sent", ordering="sent_at")
+    def sent(self, obj: Delivery) -> str:
+        return compact_time(obj.sent_at)
+
+    @admin.display(description="Delivered", ordering="delivered_at")
+    def delivered(self, obj: Delivery) -> str:
+        return compact_time(obj.delivered_at)
+
     @admin.display(description="Notification", ordering="notification_id")
     def notification_link(self, obj: Delivery) -> str:
         url = reverse("admin:delivery_notification_change", args=[obj.notification_id])
@@ -607,7 +627,12 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
 
     @admin.display(description="Error")
     def error_plain(self, obj: Delivery) -> str:
-        return format_html('<span class="clarion-error">{}</span>', obj.error) if obj.error else "–"
+        """The whole error; the log's list shows three lines of it, and all of it on hover."""
+        if not obj.error:
+            return "–"
+        return format_html(
+            '<span class="clarion-error" title="{}">{}</span>', obj.error[:ERROR_TOOLTIP_CHARS], obj.error
+        )
 
     @admin.action(description="Resend the selected failed push deliveries", permissions=["send"])
     def resend_selected(self, request, queryset):

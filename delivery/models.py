@@ -17,7 +17,7 @@ class ApiKey(AbstractAPIKey):
     # An app's slug: the key then sends only to that app's devices and reads and cancels only
     # what it sent. Empty: instance-wide.
     app = models.CharField(max_length=40, blank=True, default="", db_default="")
-    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, verbose_name="last used")
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "API key"
@@ -80,25 +80,37 @@ class Notification(models.Model):
     """What a sender asked for; written before anything is sent (intent first)."""
 
     sender_key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notifications",
+        verbose_name="sender API key",
     )
     sender_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="sender (staff user)",
     )
     # "key:<id>" or "user:<id>": who the idempotency key belongs to, kept if the key is deleted.
-    sender_label = models.CharField(max_length=64)
+    sender_label = models.CharField(max_length=64, verbose_name="sender")
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
 
     title = models.CharField(max_length=1024, blank=True, default="")
     body = models.TextField(blank=True, default="")
-    data = models.JSONField(default=dict, blank=True)
-    url = models.URLField(max_length=2048, blank=True, default="")
-    icon = models.URLField(max_length=2048, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True, verbose_name="data (JSON)")
+    url = models.URLField(max_length=2048, blank=True, default="", verbose_name="URL")
+    icon = models.URLField(max_length=2048, blank=True, default="", verbose_name="icon URL")
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
-    ttl = models.PositiveIntegerField(help_text="Seconds the message stays deliverable.")
-    expires_at = models.DateTimeField()
+    ttl = models.PositiveIntegerField(
+        help_text="Seconds the message stays deliverable.", verbose_name="TTL (seconds)"
+    )
+    expires_at = models.DateTimeField(verbose_name="expires")
     collapse_key = models.CharField(max_length=64, blank=True, default="")
-    send_at = models.DateTimeField(null=True, blank=True)
+    send_at = models.DateTimeField(null=True, blank=True, verbose_name="scheduled for")
     route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
     # The rich push fields (badge, sound, image, ...; see delivery/providers/base.PushOptions)
     # and {"fcm"|"apns"|"webpush": {...}} merged last into each provider's own message.
@@ -108,21 +120,21 @@ class Notification(models.Model):
     app = models.CharField(max_length=40, blank=True, default="", db_default="")
 
     # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}
-    target = models.JSONField(default=dict)
-    unknown = models.JSONField(default=dict, blank=True)
+    target = models.JSONField(default=dict, verbose_name="audience")
+    unknown = models.JSONField(default=dict, blank=True, verbose_name="unknown users and devices")
     recipients = models.PositiveIntegerField(default=0)
 
     status = models.CharField(
         max_length=12, choices=NotificationStatus.choices, default=NotificationStatus.QUEUED
     )
     # Fan-out progress: the highest user id already written; a restarted fan-out resumes here.
-    fanout_cursor = models.BigIntegerField(default=0)
+    fanout_cursor = models.BigIntegerField(default=0, verbose_name="fan-out progress")
     # The same sender's earlier notification whose fan-out this one has caught up with: it
     # continues when that one writes its next batch (per-sender order, delivery/fanout.py).
     waiting_for = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, verbose_name="fanned out")
 
     class Meta:
         constraints = [
@@ -161,7 +173,7 @@ class UserStream(models.Model):
     """A user's message counter: the cursor that orders inbox, replay, poll and SSE."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE)
-    last_seq = models.BigIntegerField(default=0)
+    last_seq = models.BigIntegerField(default=0, verbose_name="last cursor")
     # The user's read counter: each first read of a message takes the next one, so long-poll
     # clients can ask for "every read after N" (a separate count: cursors stay consecutive).
     last_read_seq = models.BigIntegerField(
@@ -174,11 +186,11 @@ class InboxMessage(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox")
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="messages")
-    seq = models.BigIntegerField()
+    seq = models.BigIntegerField(verbose_name="cursor")
     # Whether realtime clients (WebSocket, poll, SSE) get it: not for route=push or device-only sends.
     live = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    read_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True, verbose_name="read")
     read_seq = models.BigIntegerField(null=True, blank=True)  # the user's last_read_seq when first read
 
     class Meta:
@@ -205,17 +217,19 @@ class Delivery(models.Model):
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True, default="")
-    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    provider_message_id = models.CharField(
+        max_length=255, blank=True, default="", verbose_name="provider message ID"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, verbose_name="sent")
+    delivered_at = models.DateTimeField(null=True, blank=True, verbose_name="delivered")
     # Not before this moment (retry back-off, quiet hours); null means now.
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name="next attempt")
     # When a send task was last enqueued for it; the sweeper re-enqueues stale ones.
-    enqueued_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True, verbose_name="enqueued")
     # Set by the send task that claimed it, so a duplicated task finds nothing to send.
-    claim = models.UUIDField(null=True, blank=True)
+    claim = models.UUIDField(null=True, blank=True, verbose_name="worker claim")
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -254,33 +268,42 @@ class RecurringNotification(models.Model):
     name = models.CharField(max_length=200, unique=True)
     enabled = models.BooleanField(default=True)
     interval_seconds = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Every N seconds (leave empty to use a cron schedule)."
+        null=True,
+        blank=True,
+        help_text="Every N seconds (leave empty to use a cron schedule).",
+        verbose_name="every (seconds)",
     )
     crontab = models.CharField(
         max_length=100,
         blank=True,
         default="",
         help_text="Cron schedule in UTC: minute hour day-of-month month day-of-week, e.g. '0 9 * * 1'.",
+        verbose_name="cron schedule",
     )
     title = models.CharField(max_length=1024, blank=True, default="")
     body = models.TextField(blank=True, default="")
-    data = models.JSONField(default=dict, blank=True)
-    url = models.URLField(max_length=2048, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True, verbose_name="data (JSON)")
+    url = models.URLField(max_length=2048, blank=True, default="", verbose_name="URL")
     target_users = models.TextField(
-        blank=True, default="", help_text="Usernames, one per line or comma-separated."
+        blank=True, default="", help_text="Usernames, one per line or comma-separated.", verbose_name="users"
     )
-    target_topic = models.CharField(max_length=64, blank=True, default="")
+    target_topic = models.CharField(max_length=64, blank=True, default="", verbose_name="topic")
     broadcast = models.BooleanField(default=False)
     route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
-    ttl = models.PositiveIntegerField(default=24 * 3600)
+    ttl = models.PositiveIntegerField(default=24 * 3600, verbose_name="TTL (seconds)")
     periodic_task = models.OneToOneField(
-        "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        verbose_name="beat task",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    last_sent_at = models.DateTimeField(null=True, blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True, verbose_name="last sent")
 
     def __str__(self) -> str:
         return self.name

@@ -72,17 +72,17 @@ class Device(models.Model):
     app = models.CharField(max_length=40, default=DEFAULT_APP, db_default=DEFAULT_APP)
     platform = models.CharField(max_length=16, choices=Platform.choices)
     # FCM registration token, APNs hex token, or the Web Push endpoint URL.
-    token = models.TextField()
+    token = models.TextField(verbose_name="token or endpoint")
     token_digest = models.CharField(max_length=64, editable=False)
     name = models.CharField(max_length=100, blank=True, default="")
     environment = models.CharField(max_length=16, choices=ApnsEnvironment.choices, blank=True, default="")
     # Web Push subscription keys (base64url, as the browser gives them).
-    p256dh = models.CharField(max_length=100, blank=True, default="")
-    auth = models.CharField(max_length=40, blank=True, default="")
+    p256dh = models.CharField(max_length=100, blank=True, default="", verbose_name="Web Push p256dh key")
+    auth = models.CharField(max_length=40, blank=True, default="", verbose_name="Web Push auth secret")
     active = models.BooleanField(default=True)
     deactivated_reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
-    last_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(verbose_name="last seen")
 
     class Meta:
         constraints = [
@@ -115,7 +115,7 @@ class DeviceOwnershipChange(models.Model):
     new_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
-    changed_at = models.DateTimeField(auto_now_add=True)
+    changed_at = models.DateTimeField(auto_now_add=True, verbose_name="changed")
 
     class Meta:
         ordering = ["-changed_at"]
@@ -145,8 +145,8 @@ class UserPreferences(models.Model):
         on_delete=models.CASCADE,
         related_name="notification_preferences",
     )
-    quiet_start = models.TimeField(null=True, blank=True)
-    quiet_end = models.TimeField(null=True, blank=True)
+    quiet_start = models.TimeField(null=True, blank=True, verbose_name="quiet hours start")
+    quiet_end = models.TimeField(null=True, blank=True, verbose_name="quiet hours end")
     timezone = models.CharField(max_length=64, blank=True, default="UTC")
 
 

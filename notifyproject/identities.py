@@ -127,6 +127,8 @@ class _KnoxTokens(TokenAuthentication):
 
 def authenticate_token(token: str) -> TokenIdentity | None:
     """The active user an end-user token belongs to, or None (unknown, expired, inactive user)."""
+    if "\x00" in token:  # PostgreSQL refuses NUL in a text parameter: no token holds one
+        return None
     try:
         user, auth_token = _KnoxTokens().authenticate_credentials(token.encode())
     except (AuthenticationFailed, UnicodeError):

@@ -1,4 +1,4 @@
-"""Clarion settings, read from the environment (the table in shared/API.md).
+"""Clarion settings, read from the environment (every variable: deploy/clarion.env.example).
 
 Nothing set is the embedded default: SQLite, the in-memory channel layer and a Celery
 worker with beat inside the web process (see notifyproject/embedded.py and
@@ -52,7 +52,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "notifyproject.admin_site.ClarionAdminConfig",  # django.contrib.admin, with Clarion's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -155,7 +155,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 # redis-py's default pool (100 connections, 5 s read timeout) breaks under a
-                # few thousand sockets; see docs/architecture.md.
+                # few thousand sockets.
                 "hosts": [{"address": REDIS_URL, "max_connections": 1000, "socket_timeout": None}],
             },
         }
@@ -231,7 +231,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["notifyproject.strict_json.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "notifyproject.openapi.ClarionAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "notifyproject.api.CursorPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "notifyproject.api.exception_handler",
@@ -273,6 +273,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Operation ids, auth, errors and the realtime endpoints: notifyproject/openapi.py.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "notifyproject.openapi.add_realtime_paths",
+    ],
 }
 
 # Request bodies, in bytes: a device or a send is a few KB; 256 KB leaves room without inviting
@@ -434,10 +439,16 @@ LOGGING = {
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         }
     },
+    "filters": {"housekeeping_at_debug": {"()": "notifyproject.logfilters.HousekeepingAtDebug"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         # Django logs every 4xx with the request line at WARNING; bodies and headers never.
         "django.request": {"level": "ERROR"},
+        # Beat's, the worker's and the tracer's line per periodic task (the sweeper: every second).
+        **{
+            name: {"filters": ["housekeeping_at_debug"]}
+            for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+        },
     },
 }

@@ -128,8 +128,10 @@ class TestSearch:
 class TestDisplay:
     def test_provider_message_id_and_error_are_shown_plainly(self, staff_client, log):
         page = staff_client.get(LOG_URL).content.decode()
-        assert "projects/p/messages/1" in page
-        assert '<span class="clarion-error">410 Gone: subscription expired</span>' in page
+        error = "410 Gone: subscription expired"
+        assert f'<span class="clarion-error" title="{error}">{error}</span>' in page
+        detail = staff_client.get(f"{LOG_URL}{log['alice_fcm_sent']}/change/").content.decode()
+        assert "projects/p/messages/1" in detail  # on the delivery's page; the list has no room for it
 
     def test_the_log_is_read_only(self, staff_client, log):
         assert staff_client.get(f"{LOG_URL}add/").status_code == 403
