@@ -540,7 +540,6 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
         "user",
         "channel",
         "device_link",
-        "device_app",
         "status",
         "attempts",
         "error_plain",
@@ -613,17 +612,16 @@ class DeliveryAdmin(SendPermissionMixin, admin.ModelAdmin):
 
     @admin.display(description="Device")
     def device_link(self, obj: Delivery) -> str:
+        """The device, and its app when that is not the default one (no column of its own: width)."""
         if obj.device_id is None:
             return "–"
+        app = "" if obj.device.app == DEFAULT_APP else f" · {obj.device.app}"
         return format_html(
-            '<a href="{}">#{}</a>',
+            '<a href="{}">#{}</a>{}',
             reverse("admin:devices_device_change", args=[obj.device_id]),
             obj.device_id,
+            app,
         )
-
-    @admin.display(description="App")
-    def device_app(self, obj: Delivery) -> str:
-        return obj.device.app if obj.device_id is not None else "–"
 
     @admin.display(description="Error")
     def error_plain(self, obj: Delivery) -> str:

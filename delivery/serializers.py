@@ -160,7 +160,7 @@ class NotificationCreateSerializer(InputSerializer):
     route = serializers.ChoiceField(choices=Route.choices, default=Route.AUTO)
     push = PushOptionsSerializer(required=False, allow_null=True)
     overrides = OverridesSerializer(required=False, allow_null=True)
-    app = StrictCharField(max_length=40, required=False, allow_null=True, default="")
+    app = StrictCharField(max_length=40, required=False, allow_null=True, allow_blank=True, default="")
 
     def validate_app(self, value):
         return validate_app_slug(value) if value else ""
