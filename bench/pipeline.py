@@ -246,7 +246,7 @@ def report(recipients: int, results: dict, retention: dict | None = None) -> Non
         f"(Celery prefork ×2, null provider; median of {runs_of} runs, min–max)"
     )
     columns = [("fan-out/s", 22), ("rows/s", 22), ("elapsed s", 11), ("Celery tasks", 22)]
-    columns += [("deliveries/task", 17), ("worker CPU s", 16), ("B/recipient", 13), ("peak RSS MB", 12)]
+    columns += [("deliveries/task", 17), ("worker CPU s", 16), ("B/recipient", 22), ("peak RSS MB", 13)]
     print(f"{'':<10}" + "".join(f"{title:>{width}}" for title, width in columns))
     for name, runs in results.items():
 
@@ -258,7 +258,7 @@ def report(recipients: int, results: dict, retention: dict | None = None) -> Non
         peak = max(r["worker_peak_rss_mb"] for r in runs)
         print(
             f"{name:<10}{col('fanout_per_sec'):>22}{col('rows_per_sec'):>22}{elapsed:>11.1f}{col('tasks'):>22}"
-            f"{col('deliveries_per_task'):>17}{col('worker_cpu'):>16}{col('bytes_per_recipient'):>13}{peak:>12.0f}"
+            f"{col('deliveries_per_task'):>17}{col('worker_cpu'):>16}{col('bytes_per_recipient'):>22}{peak:>13.0f}"
         )
 
     def median(name, key):
