@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from delivery.audiences import audience_summary, audience_target, audience_users, usernames_parse
+from delivery.audiences import audience_summary, audience_users, usernames_parse
 from delivery.models import Audience
 from devices.models import Device, MutedTopic, TopicSubscription
 from tests.delivery.factories import device
@@ -50,9 +50,6 @@ class TestConditions:
         assert names(Audience(topic="news", group=people)) == ["ann"]
         assert names(Audience(platform="apns", seen_within_days=60)) == ["ben"]
         assert names(Audience(platform="apns", seen_within_days=30)) == []
-
-    def test_the_target_is_the_users_in_id_order(self, people):
-        assert audience_target(Audience(name="x", topic="news")) == {"users": ["ann", "ben"]}
 
     def test_summary_and_usernames_parsing(self, people):
         audience = Audience(usernames="a, b", topic="news", platform="fcm", seen_within_days=7, group=people)
