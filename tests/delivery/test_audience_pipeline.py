@@ -1,10 +1,7 @@
 """Audience sends end to end: composed in the admin, fanned out by a real Celery worker with beat."""
 
-import os
-import signal
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -13,7 +10,8 @@ from django.utils import timezone
 from delivery.models import Audience, Delivery, InboxMessage, Notification, RecurringNotification, UserStream
 from delivery.services import NotificationRequest, Sender, notification_send
 from tests.delivery.factories import device, users
-from tests.support.processes import database_url, wait_until
+from tests.support.fanout_kill import fan_out_killed_mid_way
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,33 +160,16 @@ def test_worker_killed_mid_audience_fan_out_resumes_and_sends_nothing_twice(star
     UserStream.objects.bulk_create([UserStream(user=user) for user in everyone])
     audience = Audience.objects.create(name="some", group=group_of("some", members))
     env = {"CLARION_FANOUT_BATCH": 50, "CLARION_STALE_WORK_SECS": 2, "CLARION_SENDING_STALE_SECS": 5}
-    worker = start_worker(**env)
-    blocker = members[220]  # in the fifth batch of 50
-
-    with psycopg.connect(database_url(), autocommit=False) as lock_conn:
-        lock_conn.execute("SELECT 1 FROM delivery_userstream WHERE user_id = %s FOR UPDATE", [blocker.pk])
-        notification, _ = notification_send(
+    notification = fan_out_killed_mid_way(
+        start_worker,
+        env,
+        blocker_user_id=members[220].pk,  # in the fifth batch of 50
+        send=lambda: notification_send(
             sender=Sender(label="tests"),
             request=NotificationRequest(target={}, audience=audience, title="big"),
-        )
-
-        def worker_blocked_on_the_lock():
-            with psycopg.connect(database_url(), autocommit=True) as probe:
-                return probe.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE '%userstream%'"
-                ).fetchone()[0]
-
-        wait_until(worker_blocked_on_the_lock, timeout=30, message="the fan-out to block on the held lock")
-        wait_until(
-            lambda: Delivery.objects.filter(notification=notification, status="sent").count() == 200,
-            timeout=30,
-            message="the first four batches sent",
-        )
-        assert InboxMessage.objects.filter(notification=notification).count() == 200
-        os.killpg(worker.proc.pid, signal.SIGKILL)
-        worker.proc.wait(10)
-        lock_conn.rollback()
+        )[0],
+        written_before=200,
+    )
 
     start_worker(**env)
     wait_until(

@@ -10,8 +10,8 @@ from delivery import sweeper
 from delivery.audiences import audience_users
 from delivery.models import Audience, Delivery, InboxMessage, Notification
 from delivery.services import AudienceWithTargetError, NotificationRequest, notification_send
-from devices.models import Device, MutedTopic, TopicSubscription, UserPreferences
-from tests.delivery.factories import device, sender, users
+from devices.models import UserPreferences
+from tests.delivery.factories import audience_population, sender, users
 
 pytestmark = pytest.mark.django_db
 
@@ -32,21 +32,7 @@ def reached(notification: Notification) -> list[str]:
 
 @pytest.fixture
 def editors(make_user):
-    """ann, ben, cat, dan with topics, devices, staff and a group, as tests/admin/test_audiences.py."""
-    ann, ben, cat, dan = (make_user(n) for n in ("ann", "ben", "cat", "dan"))
-    make_user("gone", is_active=False)
-    ben.is_staff = True
-    ben.save()
-    for user in (ann, ben, cat):
-        TopicSubscription.objects.create(user=user, topic="news")
-    MutedTopic.objects.create(user=cat, topic="news")
-    device(ann, "fcm")
-    old_phone = device(ben, "apns")
-    Device.objects.filter(pk=old_phone.pk).update(last_seen_at=timezone.now() - timedelta(days=40))
-    device(dan, "fcm", active=False)
-    group = Group.objects.create(name="editors")
-    group.user_set.add(ann, dan)
-    return group
+    return audience_population(make_user)
 
 
 @pytest.mark.parametrize(
