@@ -61,7 +61,12 @@ def audience_conditions(audience: Audience, now: datetime | None = None) -> dict
 
 def users_matching(conditions: dict) -> QuerySet:
     """Active users matching every condition of a snapshot, one row each (one query over users,
-    with EXISTS sub-queries, so it can be walked in id order however many match)."""
+    with EXISTS sub-queries, so it can be walked in id order however many match).
+
+    No condition at all (an audience whose only condition was a since-deleted group) matches
+    nobody: only broadcast reaches everyone."""
+    if not any(conditions.values()):
+        return User.objects.none()
     users = User.objects.filter(is_active=True)
     if conditions.get("usernames"):
         users = users.filter(username__in=conditions["usernames"])

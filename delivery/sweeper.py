@@ -44,12 +44,13 @@ def release_due_scheduled(now) -> int:
 
     due = list(
         Notification.objects.filter(status=NotificationStatus.SCHEDULED, send_at__lte=now).values_list(
-            "pk", flat=True
+            "pk", "audience_id"
         )[:SWEEP_LIMIT]
     )
     released = 0
-    for notification_id in due:
-        scheduled_audience_refresh(notification_id)  # before release: a started fan-out never changes it
+    for notification_id, audience_id in due:
+        if audience_id is not None:  # before release: a started fan-out's conditions never change
+            scheduled_audience_refresh(notification_id)
         if Notification.objects.filter(pk=notification_id, status=NotificationStatus.SCHEDULED).update(
             status=NotificationStatus.QUEUED, updated_at=now
         ):

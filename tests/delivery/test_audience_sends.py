@@ -87,6 +87,16 @@ def test_quiet_hours_hold_an_audience_sends_push(editors, fan_out, recorder, eag
     assert recorder.sent() == []
 
 
+def test_an_audience_left_without_conditions_reaches_nobody_not_everyone(editors, fan_out):
+    audience = Audience.objects.create(name="editors", group=editors)
+    editors.delete()  # the audience's only condition goes with it (SET_NULL)
+    audience.refresh_from_db()
+    assert not audience_users(audience).exists()
+    notification = send_to(audience)
+    fan_out(notification.pk)
+    assert notification.recipients == 0 and reached(notification) == []
+
+
 def test_an_audience_send_names_no_other_recipients(editors):
     audience = Audience.objects.create(name="news", topic="news")
     with pytest.raises(AudienceWithTargetError):
