@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -56,6 +57,15 @@ def baseline_class(platform: str, workdir: Path):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return getattr(module, CLASSES[platform])
+
+
+def build(provider_class, platform: str, baseline: bool, fakes):
+    """A provider for the default app; firebase-admin's requests (the baseline) need FCM's HTTP/1.1 address."""
+    if not (baseline and platform == "fcm"):
+        return provider_class()
+    from delivery.providers.credentials import AppCredentials
+
+    return provider_class(dataclasses.replace(AppCredentials.from_settings(), fcm_endpoint=fakes.fcm_http1_url))
 
 
 def message(platform: str):
@@ -149,7 +159,7 @@ def main(argv=None) -> None:
                 variants.append((f"{BASELINE_REV} transport", baseline_class(platform, workdir)))
             msg, all_targets = message(platform), targets(platform, args.messages, fakes.subscriptions)
             for name, provider_class in variants:
-                provider = provider_class()
+                provider = build(provider_class, platform, baseline=name != "clarion", fakes=fakes)
                 assert not provider.not_configured_reason(), provider.not_configured_reason()
                 try:
                     timed(provider, msg, all_targets[:WARMUP_MESSAGES])
