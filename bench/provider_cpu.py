@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,12 +59,14 @@ def baseline_class(platform: str, workdir: Path):
 
 
 def build(provider_class, platform: str, baseline: bool, fakes):
-    """A provider for the default app; firebase-admin's requests (the baseline) need FCM's HTTP/1.1 address."""
+    """A provider for the default app; the baseline FCM (firebase-admin, requests) needs HTTP/1.1."""
     if not (baseline and platform == "fcm"):
         return provider_class()
     from delivery.providers.credentials import AppCredentials
 
-    return provider_class(dataclasses.replace(AppCredentials.from_settings(), fcm_endpoint=fakes.fcm_http1_url))
+    return provider_class(
+        dataclasses.replace(AppCredentials.from_settings(), fcm_endpoint=fakes.fcm_http1_url)
+    )
 
 
 def message(platform: str):
@@ -108,26 +109,11 @@ def timed(provider, msg, all_targets) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, sent
 
 
-@contextlib.contextmanager
 def profiling(directory: str | None, name: str):
+    """py-spy on this process during the timed runs, with --profile DIR."""
     if not directory:
-        yield
-        return
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    path = Path(directory) / f"provider-cpu-{name}.txt"
-    spy = subprocess.Popen(
-        [str(harness.BIN / "py-spy"), "record", "--pid", str(os.getpid()), "--nonblocking", "--gil"]
-        + ["--rate", "250", "--format", "raw", "--output", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1)
-    try:
-        yield
-    finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
-        print(f"  profile: {path}", flush=True)
+        return contextlib.nullcontext()
+    return harness.py_spy(os.getpid(), Path(directory) / f"provider-cpu-{name}.txt")
 
 
 def main(argv=None) -> None:
@@ -172,7 +158,9 @@ def main(argv=None) -> None:
                 cpu_us = [cpu / args.messages * 1e6 for cpu, _, _ in runs]
                 rates = [args.messages / wall for _, wall, _ in runs]
                 accepted = min(sent for _, _, sent in runs)
-                rows.append((platform, name, cpu_us, rates, accepted, fakes_cpu / args.runs / args.messages * 1e6))
+                rows.append(
+                    (platform, name, cpu_us, rates, accepted, fakes_cpu / args.runs / args.messages * 1e6)
+                )
                 print(f"  {platform} {name}: {statistics.median(cpu_us):,.0f} µs/msg", flush=True)
     finally:
         fakes.stop()
@@ -180,7 +168,9 @@ def main(argv=None) -> None:
     print(f"{'':<28}{'CPU µs/msg':>18}{'msg/s':>22}{'accepted':>10}{'fake µs/msg':>13}")
     for platform, name, cpu_us, rates, accepted, fake_us in rows:
         label = f"{platform} {name}"
-        print(f"{label:<28}{harness.summary(cpu_us):>18}{harness.summary(rates):>22}{accepted:>10,}{fake_us:>13,.0f}")
+        print(
+            f"{label:<28}{harness.summary(cpu_us):>18}{harness.summary(rates):>22}{accepted:>10,}{fake_us:>13,.0f}"
+        )
     for platform in dict.fromkeys(row[0] for row in rows):
         mine = [statistics.median(r[2]) for r in rows if r[0] == platform and r[1] == "clarion"]
         theirs = [statistics.median(r[2]) for r in rows if r[0] == platform and r[1] != "clarion"]

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -781,22 +780,9 @@ class Bench:
         if not self.args.profile:
             yield
             return
-        directory = Path(self.args.profile)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.scenario}-{name}.txt"
-        spy = subprocess.Popen(
-            [str(harness.BIN / "py-spy"), "record", "--pid", str(worker.proc.pid), "--subprocesses", "--gil"]
-            + ["--nonblocking", "--rate", "200", "--format", "raw", "--output", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1)  # attached
-        try:
+        path = Path(self.args.profile) / f"{self.scenario}-{name}.txt"
+        with harness.py_spy(worker.proc.pid, path, "--subprocesses"):
             yield
-        finally:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(60)
-            print(f"  profile: {path}", flush=True)
 
     def progress(self, name: str, runs: list[Run]) -> None:
         rates = ", ".join(f"{r.rate:,.0f}/s" for r in runs)

@@ -223,7 +223,9 @@ class ApnsProvider:
             return self._loop.run(self._send_all(requests), BATCH_TIMEOUT_SECS)
         except TimeoutError as exc:
             logger.warning("APNs batch of %d unanswered: %s; retrying it", len(requests), exc)
-            return [SendResult(delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for delivery_id, _ in requests]
+            return [
+                SendResult(delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for delivery_id, _ in requests
+            ]
 
     def close(self) -> None:
         self._loop.close(_close_client)
@@ -243,13 +245,18 @@ class ApnsProvider:
                 results[i] = result
         return [result for result, _ in results]
 
-    async def _post_all(self, requests: list[tuple[int, Http2Request]], token: str) -> list[tuple[SendResult, str]]:
+    async def _post_all(
+        self, requests: list[tuple[int, Http2Request]], token: str
+    ) -> list[tuple[SendResult, str]]:
         """(outcome, Apple's reason or "") for each request."""
         authorization = (b"authorization", f"bearer {token}".encode())
         answers = await self._client().send_all(
-            [Http2Request(r.url, [authorization, *r.headers], r.body) for _, r in requests], REQUEST_TIMEOUT_SECS
+            [Http2Request(r.url, [authorization, *r.headers], r.body) for _, r in requests],
+            REQUEST_TIMEOUT_SECS,
         )
-        return [_result(delivery_id, answer) for (delivery_id, _), answer in zip(requests, answers, strict=True)]
+        return [
+            _result(delivery_id, answer) for (delivery_id, _), answer in zip(requests, answers, strict=True)
+        ]
 
     def _client(self) -> Http2Client:
         """The HTTP/2 client of this process: one connection per APNs host."""

@@ -1,4 +1,4 @@
-"""Firebase Cloud Messaging (HTTP v1): firebase-admin for the OAuth token and the message, our HTTP/2 for sending.
+"""Firebase Cloud Messaging (HTTP v1): firebase-admin for OAuth and the message, our HTTP/2 to send.
 
 The v1 `message` object is built once per notification with firebase-admin's own encoder, and
 only the token changes per device. The POSTs run on this provider's background event loop over
@@ -254,9 +254,7 @@ class FcmProvider:
             headers = [(b"authorization", f"Bearer {token}".encode()), *CLIENT_HEADERS]
             requests_ = [Http2Request(self._send_url, headers, bodies[i]) for i in pending]
             try:
-                answers = self._loop.run(
-                    self._client_send(requests_), BATCH_TIMEOUT_SECS
-                )
+                answers = self._loop.run(self._client_send(requests_), BATCH_TIMEOUT_SECS)
             except TimeoutError as exc:
                 logger.warning("FCM batch of %d unanswered: %s; retrying it", len(pending), exc)
                 answers = [TimeoutError(str(exc))] * len(pending)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -113,10 +114,8 @@ class _Connection(asyncio.Protocol):
                 del self._open[stream_id]
                 self._blocked.discard(stream_id)
                 if not self.closed:
-                    try:
+                    with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed there
                         self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-                    except h2.exceptions.ProtocolError:  # already closed on the server's side
-                        pass
                 return
         self._queued = collections.deque(s for s in self._queued if s.future is not future)
 
@@ -257,7 +256,11 @@ class Http2Client:
         paths: list[bytes] = []
         for index, request in enumerate(requests):
             parts = urlsplit(request.url)
-            origin = (parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+            origin = (
+                parts.scheme,
+                parts.hostname or "",
+                parts.port or (443 if parts.scheme == "https" else 80),
+            )
             by_origin.setdefault(origin, []).append(index)
             if origin not in prefix:
                 prefix[origin] = [
@@ -311,7 +314,11 @@ class Http2Client:
         tls = self._ssl if scheme == "https" else None
         async with asyncio.timeout(self._connect_timeout):
             _transport, connection = await loop.create_connection(
-                lambda: _Connection(self._max_streams), host, port, ssl=tls, server_hostname=host if tls else None
+                lambda: _Connection(self._max_streams),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls else None,
             )
             if tls is not None:
                 protocol = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()

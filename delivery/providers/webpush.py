@@ -1,12 +1,13 @@
 """Web Push (RFC 8030) with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291).
 
-Encryption (RFC 8291 with cryptography's ECDH and AES-GCM, HKDF from hmac) runs in the caller's thread; the POSTs run on this provider's background
-event loop over one pooled aiohttp session (HTTP/1.1 keep-alive, which every push service
-speaks). The VAPID JWT is signed once per push-service origin and reused for hours. Where a
-request may go is notifyproject.outbound's rule: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, the
-endpoint is checked as written before encryption, every address is checked again at connect time
-(so a name that resolves or rebinds to a private address is refused), redirects are not followed,
-and an error records the status and a reason token, never the push service's body.
+Encryption (ours: cryptography's ECDH and AES-GCM, HKDF from hmac) runs in the caller's thread;
+the POSTs run on this provider's background event loop over one pooled aiohttp session
+(HTTP/1.1 keep-alive, which every push service speaks). The VAPID JWT is signed once per
+push-service origin and reused for hours. Where a request may go is notifyproject.outbound's
+rule: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, the endpoint is checked as written before
+encryption, every address is checked again at connect time (so a name that resolves or rebinds
+to a private address is refused), redirects are not followed, and an error records the status
+and a reason token, never the push service's body.
 Why aiohttp and not pywebpush.webpush() or httpx: docs/providers.md.
 """
 
@@ -16,8 +17,8 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import math
+import os
 import re
 import threading
 import time

@@ -44,7 +44,8 @@ class _Connection(asyncio.Protocol):
         self.server.connections_opened += 1
         self.server.open_connections.add(self)
         self.h2.local_settings = h2.settings.Settings(
-            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS}
+            client=False,
+            initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS},
         )
         self.h2.initiate_connection()
         self._flush()

@@ -338,10 +338,16 @@ class FakeFCM:
             arrived = time.time()
             if self.latency_ms:
                 await asyncio.sleep(self.latency_ms / 1000)
-            status, payload, extra = self._answer_send(path[len(prefix) : -len(suffix)], headers, body, arrived)
+            status, payload, extra = self._answer_send(
+                path[len(prefix) : -len(suffix)], headers, body, arrived
+            )
         else:
             status, payload, extra = 404, _google_error(404, "NOT_FOUND", f"No route for {path}"), {}
-        return status, {"content-type": "application/json; charset=UTF-8", **extra}, json.dumps(payload).encode()
+        return (
+            status,
+            {"content-type": "application/json; charset=UTF-8", **extra},
+            json.dumps(payload).encode(),
+        )
 
     def _answer_send(self, project: str, headers, body: bytes, arrived: float) -> tuple[int, dict, dict]:
         status, payload, extra, target, error = self._send_inner(project, headers, body)

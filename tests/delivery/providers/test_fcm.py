@@ -1,10 +1,9 @@
-"""FCM provider: firebase-admin's credentials and message encoder, our HTTP/2, against the fake FCM v1 API and OAuth endpoint."""
+"""FCM provider (firebase-admin's OAuth and encoder, our HTTP/2) against the fake FCM v1 API and OAuth."""
 
 import json
 import os
-from datetime import timedelta
-
 import threading
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -149,7 +148,9 @@ def test_close_stops_the_event_loop_thread(fake_fcm):
 def test_a_batch_is_multiplexed_on_one_http2_connection(fake_fcm):
     fcm = provider("fcm")
     for first in range(0, 600, 300):
-        results = fcm.send(push_message(), targets([f"t-{i}" for i in range(300)], first_delivery_id=first + 1))
+        results = fcm.send(
+            push_message(), targets([f"t-{i}" for i in range(300)], first_delivery_id=first + 1)
+        )
         assert {r.outcome for r in results} == {Outcome.SENT}
     assert len(fake_fcm.messages) == 600 and fake_fcm.h2_connections_opened == 1
 

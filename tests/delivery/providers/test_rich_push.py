@@ -244,7 +244,9 @@ def test_the_web_push_size_bound_matches_what_is_written_and_http_ece_decrypts_i
         plaintext = os.urandom(size)
         body = web_push_encrypt(plaintext, point, auth)
         assert web_push_encrypted_size(size) == len(body), size
-        decrypted = http_ece.decrypt(body, private_key=receiver, dh=None, auth_secret=auth, version="aes128gcm")
+        decrypted = http_ece.decrypt(
+            body, private_key=receiver, dh=None, auth_secret=auth, version="aes128gcm"
+        )
         assert decrypted == plaintext, size
 
 
