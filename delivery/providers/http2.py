@@ -312,20 +312,25 @@ class Http2Client:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self._ssl if scheme == "https" else None
-        async with asyncio.timeout(self._connect_timeout):
-            _transport, connection = await loop.create_connection(
-                lambda: _Connection(self._max_streams),
-                host,
-                port,
-                ssl=tls,
-                server_hostname=host if tls else None,
-            )
-            if tls is not None:
-                protocol = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()
-                if protocol != "h2":
-                    connection.transport.close()
-                    raise Http2Error(f"{host}:{port} does not speak HTTP/2 (ALPN {protocol!r})")
-            await connection.settings_received  # the server's stream limit, before the first request
+        connection = None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _transport, connection = await loop.create_connection(
+                    lambda: _Connection(self._max_streams),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+                if tls is not None:
+                    protocol = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()
+                    if protocol != "h2":
+                        raise Http2Error(f"{host}:{port} does not speak HTTP/2 (ALPN {protocol!r})")
+                await connection.settings_received  # the server's stream limit, before the first request
+        except BaseException:
+            if connection is not None and connection.transport is not None:
+                connection.transport.close()
+            raise
         self._connections[origin] = connection
         self.connections_made += 1
         return connection

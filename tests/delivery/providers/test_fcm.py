@@ -181,6 +181,13 @@ def test_an_endpoint_that_does_not_answer_is_retried(fake_fcm, settings):
     assert result.outcome == Outcome.RETRY and result.error.startswith("CONNECTION_ERROR: ")
 
 
+def test_an_endpoint_that_speaks_only_http1_is_a_connection_error_not_a_hang(fake_fcm, settings):
+    settings.FCM_ENDPOINT = fake_fcm.url  # the fake's HTTP/1.1 listener
+    (result,) = provider("fcm").send(push_message(), targets(["token-1"]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith("CONNECTION_ERROR: ")
+    assert fake_fcm.messages == []
+
+
 def test_the_message_is_the_one_firebase_admin_builds(fake_fcm):
     """Built with the SDK's own encoder: what messaging.send() would have sent for the same message."""
     message = push_message()
