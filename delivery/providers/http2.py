@@ -90,6 +90,8 @@ class _Connection(asyncio.Protocol):
             self._on_event(event)
         self._start_queued()
         self._flush()
+        if self.closed and not self._open and self.transport is not None:
+            self.transport.close()  # GOAWAY or no stream ids left, and nothing in flight
 
     def connection_lost(self, exc) -> None:
         self._fail_all(Http2Error(f"connection lost: {exc!r}" if exc else "connection closed by the server"))
@@ -137,10 +139,18 @@ class _Connection(asyncio.Protocol):
         return min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
 
     def _start(self, stream: _Stream) -> None:
-        stream_id = self.h2.get_next_available_stream_id()
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(stream_id, stream.headers, end_stream=not stream.body)
+        except h2.exceptions.ProtocolError as exc:  # e.g. stream ids used up: the next send reconnects
+            self.closed = True  # open streams finish, then data_received closes the transport
+            error = Http2Error(f"cannot open a stream: {exc!r}")
+            for waiting in [stream, *self._queued]:
+                self._settle(waiting, error)
+            self._queued.clear()
+            return
         stream.stream_id = stream_id
         self._open[stream_id] = stream
-        self.h2.send_headers(stream_id, stream.headers, end_stream=not stream.body)
         if stream.body:
             self._send_body(stream)
 
@@ -175,6 +185,10 @@ class _Connection(asyncio.Protocol):
                 stream.chunks.append(event.data)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._open.pop(event.stream_id, None)
+            if event.stream_id in self._blocked:  # answered before its body was sent: stop sending it
+                self._blocked.discard(event.stream_id)
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
             if stream is not None and not stream.future.done():
                 response = Http2Response(stream.status, stream.response_headers, b"".join(stream.chunks))
                 stream.future.set_result(response)
