@@ -62,16 +62,22 @@ class BatchPlan:
     waiters: list[tuple[int, int]] = field(default_factory=list)
 
 
-def notification_fan_out(notification_id: int) -> None:
-    while _fan_out_next_batch(notification_id):
-        pass
+def notification_fan_out(notification_id: int, resume: bool = False) -> None:
+    """Fan out batch by batch. `resume` (the sweeper's re-dispatch of a fan-out that looks
+    stalled) gives up at once if a live fan-out holds the row, instead of holding a worker
+    on the lock until that whole fan-out ends; a dead worker's lock is gone with its connection."""
+    skip_locked = resume
+    while _fan_out_next_batch(notification_id, skip_locked):
+        skip_locked = False  # ours now: later batches queue behind whoever takes it in between
 
 
-def _fan_out_next_batch(notification_id: int) -> bool:
-    """Write one batch; False when there is nothing (more) to do now."""
+def _fan_out_next_batch(notification_id: int, skip_locked: bool = False) -> bool:
+    """Write one batch; False when there is nothing (more) to do now, or the row is busy."""
     now = timezone.now()
     with transaction.atomic():
-        notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
+        notification = (
+            Notification.objects.select_for_update(skip_locked=skip_locked).filter(pk=notification_id).first()
+        )
         if notification is None or notification.status not in IN_FLIGHT:
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.

@@ -77,7 +77,7 @@ def redispatch_stalled_fanouts(now) -> int:
     for notification_id in stalled:
         # Touch first, so the next sweep waits another interval for this attempt.
         if Notification.objects.filter(pk=notification_id, updated_at__lt=stale).update(updated_at=now):
-            notification_dispatch.delay(notification_id)
+            notification_dispatch.delay(notification_id, resume=True)
     return len(stalled)
 
 

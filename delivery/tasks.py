@@ -10,8 +10,8 @@ from delivery import fanout, lifecycle, sending, services, sweeper
 
 
 @shared_task(name="delivery.tasks.notification_dispatch")
-def notification_dispatch(notification_id: int) -> None:
-    fanout.notification_fan_out(notification_id)
+def notification_dispatch(notification_id: int, resume: bool = False) -> None:
+    fanout.notification_fan_out(notification_id, resume=resume)
 
 
 @shared_task(name="delivery.tasks.deliveries_send")

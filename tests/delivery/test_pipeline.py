@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from websockets.sync.client import connect
 
+from delivery import fanout
 from delivery.models import Delivery, InboxMessage, Notification, UserStream
 from realtime.presence import users_online
 from tests.delivery.factories import device, send, users
@@ -212,3 +213,33 @@ def test_broadcast_to_ten_thousand_users_completes(start_worker, recorder):
         message="all pushes sent",
     )
     assert len(recorder.sent()) == 2_000
+
+
+def test_the_sweepers_resume_leaves_a_live_fan_out_alone_and_takes_over_a_dead_ones(settings):
+    """A fan-out slower than CLARION_STALE_WORK_SECS is re-dispatched by the sweeper; that task
+    must not hold a worker on the row lock until the live fan-out ends."""
+    import psycopg
+    from django.db import connection
+
+    from tests.support.processes import database_url
+
+    settings.CLARION_INLINE_FANOUT_MAX = 0  # every send fans out in a task (none runs here)
+    audience = users(5, "z")
+    notification = send({"users": [user.username for user in audience]}, route="realtime")
+    with psycopg.connect(database_url(), autocommit=False) as live_fan_out:
+        live_fan_out.execute(
+            "SELECT 1 FROM delivery_notification WHERE id = %s FOR UPDATE", [notification.pk]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '10s'")  # a resume that waits fails instead of hanging
+        try:
+            fanout.notification_fan_out(notification.pk, resume=True)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+        assert not InboxMessage.objects.filter(notification=notification).exists()
+        live_fan_out.rollback()  # the worker holding the row died: its lock went with its connection
+    fanout.notification_fan_out(notification.pk, resume=True)
+    notification.refresh_from_db()
+    assert notification.status == "dispatched"
+    assert InboxMessage.objects.filter(notification=notification).count() == 5
