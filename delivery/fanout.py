@@ -65,11 +65,17 @@ def notification_fan_out(notification_id: int) -> None:
         pass
 
 
-def _fan_out_next_batch(notification_id: int) -> bool:
+def notification_fan_out_first_batch(notification: Notification) -> bool:
+    """The first batch of a notification inserted in the current transaction (so its row is ours
+    already), written in that transaction: one commit for a small send. True if more remain."""
+    return _fan_out_next_batch(notification.pk, inserted=notification)
+
+
+def _fan_out_next_batch(notification_id: int, inserted: Notification | None = None) -> bool:
     """Write one batch; False when there is nothing (more) to do now."""
     now = timezone.now()
-    with transaction.atomic():
-        notification = Notification.objects.select_for_update().filter(pk=notification_id).first()
+    with transaction.atomic(savepoint=inserted is None):
+        notification = inserted or Notification.objects.select_for_update().filter(pk=notification_id).first()
         if notification is None or notification.status not in IN_FLIGHT:
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.
