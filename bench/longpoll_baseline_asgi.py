@@ -43,7 +43,7 @@ class LongPollConsumer(AsyncHttpConsumer):
             await self.handle(b"".join(self.body))
 
     async def handle(self, body):
-        user = await authenticate_scope(self.scope)
+        user, _token = await authenticate_scope(self.scope)
         if user is None:
             await self.finish(401, {"error": {"code": "not_authenticated", "message": "No valid token."}})
         try:

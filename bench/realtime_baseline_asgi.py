@@ -30,7 +30,7 @@ class StockConsumer(AsyncWebsocketConsumer):
     groups_joined = ()
 
     async def connect(self):
-        user = await authenticate_scope(self.scope)
+        user, _token = await authenticate_scope(self.scope)
         await self.accept()
         if user is None:
             await self.close(code=4401)

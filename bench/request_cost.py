@@ -17,6 +17,7 @@ Request kinds: an unknown path (404: middleware only), an authenticated read
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 
@@ -31,7 +32,7 @@ from bench.harness import (
 )
 from bench.realtime_common import REALTIME_REDIS_URL, percentile, start_daphne, users_with_tokens
 
-DATABASE = "clarion_bench_request_cost"
+DATABASE = os.environ.get("BENCH_REQUEST_COST_DATABASE", "clarion_bench_request_cost")
 WARM_UP_REQUESTS = 30
 SYSTEMS = {
     "clarion (one hop)": "notifyproject.asgi:application",

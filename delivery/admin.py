@@ -23,6 +23,7 @@ from rest_framework_api_key.models import APIKey as LibraryApiKey
 from delivery import admin_views, recurring
 from delivery.admin_lists import DateTimeRangeFilter, EstimatedCountPaginator, IdFilter, TextContainsFilter
 from delivery.audiences import audience_count, audience_has_conditions, audience_summary
+from delivery.authentication import api_key_cache_clear
 from delivery.models import (
     ApiKey,
     ApiScope,
@@ -125,6 +126,7 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     @admin.action(description="Revoke the selected keys (cannot be undone)")
     def revoke(self, request, queryset):
         revoked = queryset.filter(revoked=False).update(revoked=True)
+        api_key_cache_clear()  # an update sends no post_save: this process forgets the keys now
         self.message_user(request, f"Revoked {revoked} key(s).")
 
 

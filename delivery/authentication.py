@@ -1,7 +1,20 @@
-"""API key authentication for product backends (`Authorization: Bearer <key>`)."""
+"""API key authentication for product backends (`Authorization: Bearer <key>`).
 
+A verified key is remembered in this process for API_KEY_CACHE_SECS, keyed by a SHA-256 digest
+of the presented key (never the key itself): a backend sending many notifications then costs
+no database round trip per request for its key. Any save or delete of an ApiKey in this process
+(the admin's revoke action, `revoked = True; save()`) empties the cache at once; a key revoked
+by another process is refused here within API_KEY_CACHE_SECS. Expiry is checked on every request.
+Only keys that verified are cached, and at most API_KEY_CACHE_MAX of them.
+"""
+
+import hashlib
+import threading
+import time
 from datetime import timedelta
 
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -11,6 +24,35 @@ from notifyproject import identities
 
 # last_used_at is for humans reading the admin; a write per request would be waste.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# How long another process's revocation may take to reach this one: a few seconds is short next
+# to how long a leaked key goes unnoticed, and saves a query on every request of a busy sender.
+API_KEY_CACHE_SECS = 5.0
+API_KEY_CACHE_MAX = 1024  # distinct keys remembered; beyond it the cache starts over
+
+_verified: dict[bytes, tuple[float, ApiKey]] = {}  # digest of the presented key → (until, key)
+_verified_lock = threading.Lock()
+
+
+def api_key_verified(key: str) -> ApiKey:
+    """The unrevoked ApiKey the presented key verifies against; ApiKey.DoesNotExist if none."""
+    digest = hashlib.sha256(key.encode()).digest()
+    now = time.monotonic()
+    cached = _verified.get(digest)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    api_key = ApiKey.objects.get_from_key(key)
+    with _verified_lock:
+        if len(_verified) >= API_KEY_CACHE_MAX:
+            _verified.clear()
+        _verified[digest] = (now + API_KEY_CACHE_SECS, api_key)
+    return api_key
+
+
+@receiver([post_save, post_delete], sender=ApiKey, dispatch_uid="api_key_cache_clear")
+def api_key_cache_clear(**_kwargs) -> None:
+    """A key changed here (revoked, re-scoped, deleted): nothing cached may outlive the change."""
+    with _verified_lock:
+        _verified.clear()
 
 
 class ApiKeyPrincipal:
@@ -47,7 +89,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         if key is None:
             return None
         try:
-            api_key = ApiKey.objects.get_from_key(key)
+            api_key = api_key_verified(key)
         except ApiKey.DoesNotExist:
             raise exceptions.AuthenticationFailed("Invalid API key.") from None
         if api_key.has_expired:
@@ -55,6 +97,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key.last_used_at = now  # the cached instance too: the next write is a minute away
         return ApiKeyPrincipal(api_key), api_key
 
     def authenticate_header(self, request):

@@ -71,12 +71,21 @@ def notification_fan_out(notification_id: int, resume: bool = False) -> None:
         skip_locked = False  # ours now: later batches queue behind whoever takes it in between
 
 
-def _fan_out_next_batch(notification_id: int, skip_locked: bool = False) -> bool:
+def notification_fan_out_first_batch(notification: Notification) -> bool:
+    """The first batch of a notification inserted in the current transaction (so its row is ours
+    already), written in that transaction: one commit for a small send. True if more remain."""
+    return _fan_out_next_batch(notification.pk, inserted=notification)
+
+
+def _fan_out_next_batch(
+    notification_id: int, skip_locked: bool = False, inserted: Notification | None = None
+) -> bool:
     """Write one batch; False when there is nothing (more) to do now, or the row is busy."""
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=inserted is None):
         notification = (
-            Notification.objects.select_for_update(skip_locked=skip_locked).filter(pk=notification_id).first()
+            inserted
+            or Notification.objects.select_for_update(skip_locked=skip_locked).filter(pk=notification_id).first()
         )
         if notification is None or notification.status not in IN_FLIGHT:
             return False

@@ -204,6 +204,22 @@ class NotificationAcceptedSerializer(serializers.ModelSerializer):
         fields = ["id", "status", "recipients", "created_at", "unknown", "app"]
 
 
+_timestamp = serializers.DateTimeField()
+
+
+def accepted_body(notification: Notification) -> dict:
+    """NotificationAcceptedSerializer's output (the schema's source), built directly: a
+    ModelSerializer builds its fields from the model on every instance, a tenth of a send's CPU."""
+    return {
+        "id": notification.pk,
+        "status": str(notification.status),
+        "recipients": notification.recipients,
+        "created_at": _timestamp.to_representation(notification.created_at),
+        "unknown": notification.unknown,
+        "app": notification.app,
+    }
+
+
 class CountsSerializer(serializers.Serializer):
     queued = serializers.IntegerField()
     sent = serializers.IntegerField()

@@ -4,6 +4,7 @@
 and nothing is sent unless that transaction commits (see docs/python-api.md).
 """
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -178,11 +179,22 @@ def notification_send(
         ),
         status=NotificationStatus.SCHEDULED if starts_at > now else NotificationStatus.QUEUED,
     )
+    inline = notification.status == NotificationStatus.QUEUED and (
+        notification.recipients <= settings.CLARION_INLINE_FANOUT_MAX
+    )
+    # An audience's conditions are read back from the row by the fan-out, so it goes the usual way.
+    if inline and conditions is None and not transaction.get_connection().in_atomic_block:
+        try:
+            return _insert_with_first_batch(notification, request.route), True
+        except Exception as exc:
+            if not isinstance(exc, IntegrityError):  # else a concurrent send took the key: below says so
+                logger.exception("fan-out of a new notification failed; the worker does it instead")
+            notification.pk, notification._state.adding = None, True  # rolled back: insert it again
+            inline = False  # the same fan-out just failed here
     try:
         with transaction.atomic():
             notification.save()
             if notification.status == NotificationStatus.QUEUED:
-                inline = notification.recipients <= settings.CLARION_INLINE_FANOUT_MAX
                 # A lambda: Django logs a failing robust hook by __qualname__, which a partial lacks.
                 transaction.on_commit(lambda: _dispatch(notification.pk, inline=inline), robust=True)
             transaction.on_commit(
@@ -194,6 +206,20 @@ def notification_send(
         # A concurrent request with the same key won the insert.
         return Notification.objects.get(sender_label=sender.label, idempotency_key=idempotency_key), False
     return notification, True
+
+
+def _insert_with_first_batch(notification: Notification, route: str) -> Notification:
+    """A small send outside any caller's transaction: its row and its first (for a few users,
+    only) fan-out batch in one transaction, so one commit stands between the request and the
+    realtime publish. The batch works on a copy: the caller answers with the accepted state."""
+    from delivery.fanout import notification_fan_out_first_batch
+
+    with transaction.atomic():
+        notification.save()
+        if notification_fan_out_first_batch(copy.copy(notification)):
+            transaction.on_commit(lambda: _dispatch(notification.pk, inline=True), robust=True)
+        transaction.on_commit(lambda: metrics.count("clarion_notifications_total", route=route), robust=True)
+    return notification
 
 
 def _audience_conditions_of_send(request: NotificationRequest, now: datetime) -> dict | None:

@@ -15,6 +15,7 @@ from delivery.serializers import (
     NotificationAcceptedSerializer,
     NotificationCreateSerializer,
     NotificationDetailSerializer,
+    accepted_body,
 )
 from notifyproject.api import Conflict, CursorPagination, PayloadTooLarge
 from notifyproject.permissions import CanRead, CanSend, IsEndUser
@@ -65,8 +66,7 @@ class NotificationCreateView(APIView):
         except services.AppNotAllowedError as exc:
             raise exceptions.PermissionDenied(str(exc)) from None
         return Response(
-            NotificationAcceptedSerializer(notification).data,
-            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+            accepted_body(notification), status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
         )
 
 

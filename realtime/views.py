@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from delivery.models import Route
 from delivery.selectors import reads_after
-from delivery.serializers import NotificationAcceptedSerializer
+from delivery.serializers import NotificationAcceptedSerializer, accepted_body
 from delivery.services import NotificationRequest, Sender, notification_send
 from devices.models import DEFAULT_APP
 from devices.selectors import apps_by_slug
@@ -85,6 +85,40 @@ def _preflight() -> HttpResponse:
     response = HttpResponse(status=204)
     for name, value in CORS_HEADERS.items():
         response[name] = value
+    return response
+
+
+async def _long_wait_caller(request) -> tuple | HttpResponse:
+    """What poll and events do before they wait: a CORS preflight is answered, only GET goes on,
+    and the caller is (user, token) by a token (any origin) or this site's session (token None);
+    else the response that refuses the request."""
+    if request.method == "OPTIONS":
+        return _preflight()
+    if request.method != "GET":
+        return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
+    user, token = await authenticate_request(request)
+    if user is None:
+        return _unauthenticated()
+    return user, token
+
+
+def _cursor(raw: str | None, field: str, message: str, problems: dict) -> int | None:
+    """A cursor parameter; a malformed one adds `message` to `problems` under `field`."""
+    try:
+        return parse_cursor(raw)
+    except ValueError:
+        problems[field] = [message]
+        return None
+
+
+def _invalid(problems: dict) -> JsonResponse:
+    return _error(400, "validation_error", "The request has invalid fields.", problems)
+
+
+def _for_caller(response, token):
+    """A token caller may be another origin's page (CORS); a session caller is this site's own."""
+    if token is not None:
+        response["Access-Control-Allow-Origin"] = "*"
     return response
 
 
@@ -152,30 +186,23 @@ class PollWaiter:
 async def poll(request):
     """GET /api/v1/poll/?after=<cursor>&read_after=<read position>&timeout=30: answers as soon as
     a message exists after the cursor or a message was read after the read position."""
-    if request.method == "OPTIONS":
-        return _preflight()
-    if request.method != "GET":
-        return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
-    user, token = await authenticate_request(request)
-    if user is None:
-        return _unauthenticated()
-    fields = {}
-    try:
-        after = parse_cursor(request.GET.get("after"))
-    except ValueError:
-        fields["after"] = ["A cursor is a non-negative integer."]
-    try:
-        read_after = parse_cursor(request.GET.get("read_after"))
-    except ValueError:
-        fields["read_after"] = ["A read position is a non-negative integer."]
+    caller = await _long_wait_caller(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    user, token = caller
+    problems = {}
+    after = _cursor(request.GET.get("after"), "after", "A cursor is a non-negative integer.", problems)
+    read_after = _cursor(
+        request.GET.get("read_after"), "read_after", "A read position is a non-negative integer.", problems
+    )
     try:
         wait = float(request.GET.get("timeout") or LONGPOLL_DEFAULT_WAIT_SECS)
         if not 0 <= wait < float("inf"):
             raise ValueError
     except ValueError:
-        fields["timeout"] = [f"Seconds to wait, 0 to {LONGPOLL_MAX_WAIT_SECS}."]
-    if fields:
-        return _error(400, "validation_error", "The request has invalid fields.", fields)
+        problems["timeout"] = [f"Seconds to wait, 0 to {LONGPOLL_MAX_WAIT_SECS}."]
+    if problems:
+        return _invalid(problems)
     wait = min(wait, _setting("CLARION_LONGPOLL_MAX_WAIT_SECS", LONGPOLL_MAX_WAIT_SECS))
 
     waiter = PollWaiter(user, token)
@@ -226,9 +253,7 @@ async def poll(request):
         }
     )
     response["Cache-Control"] = "no-store"
-    if token is not None:
-        response["Access-Control-Allow-Origin"] = "*"
-    return response
+    return _for_caller(response, token)
 
 
 class SseSubscriber(Subscriber):
@@ -286,30 +311,21 @@ async def _event_stream(subscriber: SseSubscriber, after: int | None):
 
 async def events(request):
     """GET /api/v1/events/: server-sent events; `id:` is the cursor, Last-Event-ID (or ?after=) resumes."""
-    if request.method == "OPTIONS":
-        return _preflight()
-    if request.method != "GET":
-        return _error(405, "method_not_allowed", "Method not allowed.", Allow="GET, OPTIONS")
-    user, token = await authenticate_request(request)
-    if user is None:
-        return _unauthenticated()
+    caller = await _long_wait_caller(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    user, token = caller
+    problems = {}
     raw_after = request.headers.get("Last-Event-ID") or request.GET.get("after")
-    try:
-        after = parse_cursor(raw_after)
-    except ValueError:
-        return _error(
-            400,
-            "validation_error",
-            "The request has invalid fields.",
-            {"after": ["Last-Event-ID / after is a cursor, a non-negative integer."]},
-        )
+    message = "Last-Event-ID / after is a cursor, a non-negative integer."
+    after = _cursor(raw_after, "after", message, problems)
+    if problems:
+        return _invalid(problems)
     stream = _event_stream(SseSubscriber(user, token), after)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-transform"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    if token is not None:
-        response["Access-Control-Allow-Origin"] = "*"
-    return response
+    return _for_caller(response, token)
 
 
 @require_GET
@@ -391,4 +407,4 @@ class SelfTestNotificationView(APIView):
             sender=Sender(label=f"user:{user.pk}", user=user),
             request=NotificationRequest(target={"users": [user.username]}, **serializer.validated_data),
         )
-        return Response(NotificationAcceptedSerializer(notification).data, status=status.HTTP_202_ACCEPTED)
+        return Response(accepted_body(notification), status=status.HTTP_202_ACCEPTED)

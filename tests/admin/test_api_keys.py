@@ -67,6 +67,24 @@ def test_revoking_stops_the_key(staff_client):
     assert client.get("/api/v1/notifications/1/").status_code == 401
 
 
+def test_a_key_in_use_is_refused_as_soon_as_it_is_revoked(staff_client):
+    """The process remembers verified keys for a few seconds; a revoke here forgets them at once."""
+    from rest_framework.test import APIClient
+
+    api_key, key = create_key(staff_client)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert client.get("/api/v1/notifications/1/").status_code == 404  # verified, and remembered
+    staff_client.post(LIST_URL, {"action": "revoke", "_selected_action": [api_key.pk]})
+    assert client.get("/api/v1/notifications/1/").status_code == 401
+    api_key.revoked = False
+    api_key.save()
+    assert client.get("/api/v1/notifications/1/").status_code == 404
+    api_key.revoked = True
+    api_key.save()  # a model save, as a shell or another admin form does
+    assert client.get("/api/v1/notifications/1/").status_code == 401
+
+
 def test_a_key_needs_a_scope(staff_client):
     response = staff_client.post(ADD_URL, {"name": "scopeless", "expiry_date": ""})
     assert response.status_code == 200 and not ApiKey.objects.filter(name="scopeless").exists()
