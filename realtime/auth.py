@@ -83,10 +83,11 @@ async def authenticate_scope(scope) -> tuple[object | None, identities.TokenIden
     """
     token = identities.scope_token(scope)
     if token:
-        known = get_node().recent_token(token)
+        node = get_node()
+        known = node.recent_token(token)
         if known is not None:
             return known.user, known
-        identity = await db(identities.authenticate_token)(token)
+        identity = await node.token_lookup.get(token)
         return (identity.user, identity) if identity else (None, None)
     if "session" in scope and origin_allowed_for_session(scope):
         user = await get_user(scope)

@@ -31,7 +31,7 @@ from knox.crypto import hash_token
 
 from notifyproject import identities
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
-from realtime.streams import db, stream_positions
+from realtime.streams import BatchedLookup, db, stream_and_read_positions_of, stream_positions
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,9 @@ class Node:
         self._tasks: set[asyncio.Task] = set()
         self._last_refresh = 0.0
         self._recent_tokens: dict[str, RecentToken] = {}  # digest → token of a closed connection
+        # What concurrent handshakes read, one query per batch: tokens, then stream positions.
+        self.token_lookup = BatchedLookup(identities.authenticate_tokens)
+        self.position_lookup = BatchedLookup(stream_and_read_positions_of)
 
     # -- connections ---------------------------------------------------------------------
 
