@@ -1,6 +1,7 @@
 """The baseline for the realtime benchmarks: a stock Channels consumer, as in the Channels docs.
 
-Same authentication as Clarion's consumer; then `group_add("user.<id>")` on the configured
+The same token check as Clarion's (notifyproject/identities.py), made the stock way: one
+`database_sync_to_async` query per connection; then `group_add("user.<id>")` on the configured
 channel layer, and one `group_send` per user to reach it (what realtime/publish.py did before
 the node channels). With `?broadcast=1` the consumer also joins the one group "broadcast", so
 a single `group_send` reaches every socket (W1 in bench/realtime_throughput.py).
@@ -15,14 +16,23 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
 django_asgi_app = get_asgi_application()
 
+from channels.db import database_sync_to_async  # noqa: E402
 from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from realtime.auth import authenticate_scope, query_param  # noqa: E402
+from notifyproject import identities  # noqa: E402
+from realtime.auth import query_param  # noqa: E402
 
 BROADCAST_GROUP = "broadcast"
+
+
+async def authenticate(scope):
+    """The token's user, or None."""
+    token = identities.scope_token(scope)
+    identity = await database_sync_to_async(identities.authenticate_token)(token) if token else None
+    return identity.user if identity is not None else None
 
 
 class StockConsumer(AsyncWebsocketConsumer):
@@ -30,7 +40,7 @@ class StockConsumer(AsyncWebsocketConsumer):
     groups_joined = ()
 
     async def connect(self):
-        user, _token = await authenticate_scope(self.scope)
+        user = await authenticate(self.scope)
         await self.accept()
         if user is None:
             await self.close(code=4401)

@@ -7,13 +7,17 @@ line between end users and staff: staff powers come with this site's session onl
 with an end-user token, whoever its user is. See docs/security.md.
 """
 
+import binascii
 from dataclasses import dataclass
 from datetime import datetime
+from hmac import compare_digest
 from urllib.parse import parse_qs
 
 from django.utils import timezone
 from knox.auth import TokenAuthentication
+from knox.crypto import hash_token
 from knox.models import AuthToken
+from knox.settings import CONSTANTS, knox_settings
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -134,6 +138,33 @@ def authenticate_token(token: str) -> TokenIdentity | None:
     except (AuthenticationFailed, UnicodeError):
         return None
     return TokenIdentity(user=user, auth_token=auth_token)
+
+
+def authenticate_tokens(tokens) -> dict[str, TokenIdentity]:
+    """authenticate_token for many tokens in one query (a node's concurrent WebSocket handshakes):
+    knox's check, token by token (its key prefix, then its digest compared in constant time)."""
+    tokens = [token for token in tokens if "\x00" not in token]
+    candidates: dict[str, list[AuthToken]] = {}
+    prefixes = {token[: CONSTANTS.TOKEN_KEY_LENGTH] for token in tokens}
+    for auth_token in AuthToken.objects.filter(token_key__in=prefixes).select_related("user"):
+        candidates.setdefault(auth_token.token_key, []).append(auth_token)
+    found: dict[str, TokenIdentity] = {}
+    check = _KnoxTokens()
+    for token in tokens:
+        for auth_token in candidates.get(token[: CONSTANTS.TOKEN_KEY_LENGTH], ()):
+            if check._cleanup_token(auth_token):
+                continue
+            try:
+                digest = hash_token(token)
+            except (TypeError, binascii.Error, UnicodeError):
+                break
+            if compare_digest(digest, auth_token.digest):
+                if knox_settings.AUTO_REFRESH and auth_token.expiry:
+                    check.renew_token(auth_token)
+                if auth_token.user.is_active:
+                    found[token] = TokenIdentity(user=auth_token.user, auth_token=auth_token)
+                break
+    return found
 
 
 def valid_token_digests(digests) -> set[str]:

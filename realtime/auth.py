@@ -11,6 +11,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from notifyproject import identities
+from realtime.node import get_node
 from realtime.streams import db
 
 
@@ -77,11 +78,16 @@ async def authenticate_scope(scope) -> tuple[object | None, identities.TokenIden
     """(user, token identity) of a token socket, (user, None) of a session one; user None if neither.
 
     Token connections may come from any origin (the embedding web app's); session ones only
-    from this site's hosts.
+    from this site's hosts. A token a connection closed on this node presented recently is
+    taken without a query (the node re-checks those as it does open ones: realtime/node.py).
     """
     token = identities.scope_token(scope)
     if token:
-        identity = await db(identities.authenticate_token)(token)
+        node = get_node()
+        known = node.recent_token(token)
+        if known is not None:
+            return known.user, known
+        identity = await node.token_lookup.get(token)
         return (identity.user, identity) if identity else (None, None)
     if "session" in scope and origin_allowed_for_session(scope):
         user = await get_user(scope)

@@ -9,7 +9,6 @@ import time
 
 import orjson
 from autobahn.exception import Disconnected
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
 from delivery.services import inbox_ack
@@ -70,70 +69,101 @@ class WebSocketSubscriber(Subscriber):
             return True
 
     async def write(self, frame: str, cursor: int | None) -> None:
-        await self.consumer.send(text_data=frame)
+        await self.consumer.send(frame)
 
     def _close(self, code: int) -> None:
         self.consumer.close_later(code)
 
 
-class NotificationConsumer(AsyncWebsocketConsumer):
-    # No per-socket channel-layer subscription: the node fans frames out (realtime/node.py).
-    channel_layer_alias = "clarion-realtime-node-only"
-    subscriber: WebSocketSubscriber | None = None
-    socket = None  # the fast path's handle on daphne's socket (realtime/transport.py), or None
+class NotificationConsumer:
+    """One WebSocket as a plain ASGI application (Channels' URLRouter routes to `as_asgi()`).
 
-    async def dispatch(self, message):
-        """The handshake and every client frame (pings, acks) go straight to Channels' own
-        handlers: Channels' dispatch first hops to its one sync thread to close stale database
-        connections, and this consumer holds none (`db()` closes its own, in its worker thread).
-        Everything else, the disconnect included, takes Channels' dispatch unchanged."""
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-        elif message["type"] == "websocket.connect":
-            await self.websocket_connect(message)
-        else:
-            await super().dispatch(message)
+    Not a Channels consumer: this socket has no channel-layer subscription (the node fans
+    frames out, realtime/node.py) and holds no database connection on the event loop, so
+    Channels' per-message dispatch (a task per receive, a thread hop to close stale database
+    connections) would be pure cost: W3 and W4 measured it per handshake and per idle socket
+    (docs/benchmarks.md, "Connections: where the time goes").
+    """
 
-    async def connect(self):
+    __slots__ = ("scope", "base_send", "socket", "subscriber", "_tokens", "_refilled_at")
+
+    def __init__(self, scope, send):
+        self.scope = scope
+        self.base_send = send
+        self.socket = None  # the fast path's handle on daphne's socket (realtime/transport.py)
+        self.subscriber: WebSocketSubscriber | None = None
+        self._tokens = float(FRAME_BURST)
+        self._refilled_at = 0.0
+
+    @classmethod
+    def as_asgi(cls):
+        async def app(scope, receive, send):
+            await cls(scope, send).run(receive)
+
+        return app
+
+    async def run(self, receive) -> None:
+        """The ASGI WebSocket protocol: connect, frames, disconnect (the scope is let go once open)."""
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                await self.receive(text if text is not None else message.get("bytes"))
+            elif kind == "websocket.connect":
+                await self.connect()
+                self.scope = None
+            elif kind == "websocket.disconnect":
+                self.disconnect()
+                return
+
+    async def connect(self) -> None:
+        scope = self.scope
         self.socket = open_socket(self.base_send)
         if self.socket is not None:
             self.socket.limit_client_messages(MAX_CLIENT_MESSAGE_BYTES)
-        user, token = await authenticate_scope(self.scope)
+        user, token = await authenticate_scope(scope)
         # A browser offering subprotocols needs one chosen; ours, never the token entry.
-        await self.accept(subprotocol=identities.selected_subprotocol(self.scope))
+        subprotocol = identities.selected_subprotocol(scope)
+        await self.base_send({"type": "websocket.accept", "subprotocol": subprotocol})
         if user is None:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(CLOSE_UNAUTHENTICATED)
             return
         try:
-            after = parse_cursor(query_param(self.scope, "after"))
-            read_after = parse_cursor(query_param(self.scope, "read_after"))
+            after = parse_cursor(query_param(scope, "after"))
+            read_after = parse_cursor(query_param(scope, "read_after"))
         except ValueError:
             await self._error("bad_cursor", "after and read_after must be cursors (non-negative integers).")
-            await self.close(code=CLOSE_BAD_REQUEST)
+            await self.close(CLOSE_BAD_REQUEST)
             return
         self.subscriber = WebSocketSubscriber(self, user, token)
         if self.socket is not None:
             self.socket.attach_flow_control(self.subscriber)
-        self._tokens, self._refilled_at = float(FRAME_BURST), time.monotonic()
+        self._refilled_at = time.monotonic()
         await self.subscriber.open(after, read_after)
 
-    async def disconnect(self, code):
+    def disconnect(self) -> None:
         if self.subscriber is not None:
             self.subscriber.detach()
 
-    def close_later(self, code: int) -> None:
-        """Close from outside the consumer's own task (the node, the writer)."""
-        spawn(self.close(code=code))
+    async def send(self, text_data: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text_data})
 
-    async def receive(self, text_data=None, bytes_data=None):
+    async def close(self, code: int) -> None:
+        await self.base_send({"type": "websocket.close", "code": code})
+
+    def close_later(self, code: int) -> None:
+        """Close from outside the connection's own task (the node, the writer)."""
+        spawn(self.close(code))
+
+    async def receive(self, raw) -> None:
         subscriber = self.subscriber
-        if subscriber is None or subscriber.closed:
+        if subscriber is None or subscriber.closed or raw is None:
             return
         subscriber.last_seen = time.monotonic()
         if not self._take_token():
             subscriber.close(CLOSE_FLOODING)
             return
-        raw = text_data if text_data is not None else bytes_data
         if len(raw) > MAX_CLIENT_FRAME_BYTES:
             await self._error("frame_too_large", f"Frames are at most {MAX_CLIENT_FRAME_BYTES} bytes.")
             return
@@ -147,8 +177,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             subscriber.heartbeat = True
             if self.socket is not None:
                 self.socket.defer_ping(HEARTBEAT_TIMEOUT_SECS)
-            if not subscriber.write_now(PONG_FRAME):  # no Channels send chain: most idle CPU is pongs
-                await self.send(text_data=PONG_FRAME)
+            if not subscriber.write_now(PONG_FRAME):  # no ASGI send chain: most idle CPU is pongs
+                await self.send(PONG_FRAME)
         elif kind == "ack":
             await self._ack(frame.get("id"))
         else:
@@ -178,4 +208,4 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, message: str, **extra) -> None:
         frame = {"type": "error", "code": code, "message": message, **extra}
-        await self.send(text_data=orjson.dumps(frame).decode())
+        await self.send(orjson.dumps(frame).decode())

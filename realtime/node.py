@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import weakref
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import orjson
 import redis
@@ -27,10 +27,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
+from knox.crypto import hash_token
 
 from notifyproject import identities
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
-from realtime.streams import db, stream_positions
+from realtime.streams import BatchedLookup, db, stream_and_read_positions_of, stream_positions
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ PRESENCE_CHUNK = 1000  # users per presence pipeline
 # a revoked token's streams within a minute for the price of one indexed query per node.
 # Tests shorten it with settings.CLARION_TOKEN_RECHECK_SECS.
 TOKEN_RECHECK_SECS = 30
+# The token of a socket that closed is remembered this long, so a client that reconnects (a
+# network blip, a proxy or node restart: W4) is let in without a token query. Each re-check
+# round asks the database about remembered tokens too and forgets those that no longer
+# authenticate, so remembering never lets a revoked token stream past the round after its
+# revocation, the same bound as an open socket's. Past a minute, a client is not reconnecting.
+RECENT_TOKEN_SECS = 60
 
 
 def token_recheck_secs() -> float:
@@ -89,6 +96,15 @@ class Connection(Protocol):
     def close(self, code: int) -> None: ...
 
 
+class RecentToken(NamedTuple):
+    """A token that authenticated a connection here, as its subscriber keeps it."""
+
+    user: object
+    digest: str
+    expires_at: object  # a datetime, or None
+    closed_at: float  # time.monotonic() when its connection closed
+
+
 def channel_for(node_id: str) -> str:
     return f"{CHANNEL_PREFIX}{node_id}"
 
@@ -113,6 +129,10 @@ class Node:
         self._subscription_known = threading.Event()
         self._tasks: set[asyncio.Task] = set()
         self._last_refresh = 0.0
+        self._recent_tokens: dict[str, RecentToken] = {}  # digest → token of a closed connection
+        # What concurrent handshakes read, one query per batch: tokens, then stream positions.
+        self.token_lookup = BatchedLookup(identities.authenticate_tokens)
+        self.position_lookup = BatchedLookup(stream_and_read_positions_of)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -140,11 +160,35 @@ class Node:
         if not subscribers or subscriber not in subscribers:
             return
         del subscribers[subscriber]
+        self._remember_token(subscriber)
         if not subscribers:
             del self.subscribers[subscriber.user_id]
             if subscriber.linger_secs:
                 self._lingering.add(subscriber.user_id)
             self._sync_presence(subscriber.user_id)
+
+    def _remember_token(self, subscriber) -> None:
+        """Remember a closed WebSocket's token for its reconnect (realtime/auth.py asks first)."""
+        if (
+            subscriber.kind == "websocket"
+            and subscriber.token_digest is not None
+            and subscriber.close_code != CLOSE_UNAUTHENTICATED
+        ):
+            self._recent_tokens[subscriber.token_digest] = RecentToken(
+                subscriber.user, subscriber.token_digest, subscriber.token_expires_at, time.monotonic()
+            )
+
+    def recent_token(self, token: str) -> RecentToken | None:
+        """The still-valid token a connection closed here recently presented, found without a query."""
+        if not self._recent_tokens:
+            return None
+        try:
+            known = self._recent_tokens.get(hash_token(token))  # knox's digest: equal iff the token is
+        except (TypeError, ValueError):
+            return None
+        if known is None or (known.expires_at is not None and known.expires_at <= timezone.now()):
+            return None
+        return known
 
     def connection_count(self) -> int:
         return sum(len(subscribers) for subscribers in self.subscribers.values())
@@ -288,6 +332,7 @@ class Node:
             try:
                 await self.recheck_tokens()
             except DatabaseError:
+                self._recent_tokens.clear()  # unchecked this round: no longer vouched for
                 logger.warning(
                     "node %s could not re-check tokens; retrying next round", self.id, exc_info=True
                 )
@@ -295,8 +340,16 @@ class Node:
                 logger.exception("node %s token re-check failed", self.id)
 
     async def recheck_tokens(self) -> None:
-        """End every local connection whose token has expired or no longer authenticates."""
+        """End every local connection whose token has expired or no longer authenticates, and
+        forget the recently closed connections' tokens that are stale, expired or revoked."""
         now = timezone.now()
+        forget_before = time.monotonic() - RECENT_TOKEN_SECS
+        recent = {
+            digest: known
+            for digest, known in self._recent_tokens.items()
+            if known.closed_at >= forget_before and (known.expires_at is None or known.expires_at > now)
+        }
+        self._recent_tokens = recent
         by_digest: dict[str, list[Connection]] = {}
         for subscribers in list(self.subscribers.values()):
             for subscriber in tuple(subscribers):
@@ -306,13 +359,15 @@ class Node:
                     subscriber.close(CLOSE_UNAUTHENTICATED)
                 else:
                     by_digest.setdefault(subscriber.token_digest, []).append(subscriber)
-        if not by_digest:
+        if not by_digest and not recent:
             return
-        valid = await db(identities.valid_token_digests)(list(by_digest))
+        valid = await db(identities.valid_token_digests)(list(by_digest.keys() | recent.keys()))
         for digest, subscribers in by_digest.items():
             if digest not in valid:
                 for subscriber in subscribers:
                     subscriber.close(CLOSE_UNAUTHENTICATED)
+        for digest in recent.keys() - valid:
+            self._recent_tokens.pop(digest, None)
 
     def _sync_presence(self, user_id: int) -> asyncio.Future:
         """Have this user's presence here written as it is by then; done once written.

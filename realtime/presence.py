@@ -38,6 +38,28 @@ end
 return live
 """
 
+# Many users' entries for one node in one command (`apply`): KEYS are the users' keys; ARGV is
+# the node id, then two values per key: the entry's expiry score and the key's ttl in seconds,
+# or "" and "" to remove the entry. The key outlives its longest entry by a second (EXPIRE GT,
+# or NX on a key without one). A pipeline of three commands per user cost more CPU in redis-py
+# (packing, a timeout per reply) than the rest of a handshake (profile, bench/handshake.py),
+# and the 20 s refresh of 10,000 users was most of an idle node's CPU.
+APPLY_ENTRIES_LUA = """
+local node = ARGV[1]
+for i, key in ipairs(KEYS) do
+  local score, ttl = ARGV[2 * i], ARGV[2 * i + 1]
+  if score == '' then
+    redis.call('ZREM', key, node)
+  else
+    redis.call('ZADD', key, score, node)
+    redis.call('EXPIRE', key, ttl, 'GT')
+    redis.call('EXPIRE', key, ttl, 'NX')
+  end
+end
+return #KEYS
+"""
+APPLY_CHUNK = 1000  # keys per script call: Redis runs one call at a time, so it stays short
+
 
 def _key(user_id: int) -> str:
     return f"{KEY_PREFIX}{user_id}"
@@ -58,14 +80,18 @@ class RedisPresence:
         return self._sync
 
     def async_client(self) -> aioredis.Redis:
+        return self._async_parts()[0]
+
+    def _async_parts(self) -> tuple:
+        """(this loop's client, its APPLY_ENTRIES_LUA script)."""
         loop = asyncio.get_running_loop()
-        client = self._async_by_loop.get(loop)
-        if client is None:
+        parts = self._async_by_loop.get(loop)
+        if parts is None:
             client = aioredis.Redis.from_url(
                 self._url, socket_timeout=REDIS_TIMEOUT_SECS, socket_connect_timeout=REDIS_TIMEOUT_SECS
             )
-            self._async_by_loop[loop] = client
-        return client
+            parts = self._async_by_loop[loop] = (client, client.register_script(APPLY_ENTRIES_LUA))
+        return parts
 
     async def refresh(self, node_id: str, user_ids, ttl: float = PRESENCE_TTL_SECS) -> None:
         """Mark these users online on this node for `ttl` seconds (one pipeline)."""
@@ -75,17 +101,17 @@ class RedisPresence:
         await self.async_client().zrem(_key(user_id), node_id)
 
     async def apply(self, node_id: str, changes: dict[int, float | None]) -> None:
-        """Many users' entries for this node in one pipeline: {user id: ttl, or None to remove}."""
+        """Many users' entries for this node, a script call per APPLY_CHUNK users: {user id: ttl,
+        or None to remove}."""
         now = time.time()
-        async with self.async_client().pipeline(transaction=False) as pipe:
-            for user_id, ttl in changes.items():
-                if ttl is None:
-                    pipe.zrem(_key(user_id), node_id)
-                    continue
-                pipe.zadd(_key(user_id), {node_id: now + ttl})
-                pipe.expire(_key(user_id), int(ttl) + 1, gt=True)
-                pipe.expire(_key(user_id), int(ttl) + 1, nx=True)
-            await pipe.execute()
+        _client, apply_entries = self._async_parts()
+        items = list(changes.items())
+        for start in range(0, len(items), APPLY_CHUNK):
+            chunk = items[start : start + APPLY_CHUNK]
+            args = [node_id]
+            for _user_id, ttl in chunk:
+                args += ("", "") if ttl is None else (repr(now + ttl), int(ttl) + 1)
+            await apply_entries(keys=[_key(user_id) for user_id, _ttl in chunk], args=args)
 
     async def touch(self, user_id: int, entry_id: str) -> None:
         """One entry for a user, refreshed by its owner (a node, or a caller tracking its own)."""

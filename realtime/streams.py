@@ -1,5 +1,7 @@
 """The per-user message stream that WebSocket replay, long-polling and SSE read."""
 
+import asyncio
+
 import orjson
 from channels.db import database_sync_to_async
 from django.db import connection
@@ -16,6 +18,58 @@ def db(fn):
     """`fn` run in the shared thread pool: thread_sensitive=True would serialise every socket's
     queries on one thread (or park one thread per long-lived request)."""
     return database_sync_to_async(fn, thread_sensitive=False)
+
+
+# Keys per batched query: one round trip, and a parameter array PostgreSQL plans as one index scan.
+BATCH_MAX_KEYS = 1000
+
+
+class BatchedLookup:
+    """Concurrent callers' keys looked up together: one thread hop and one query per batch.
+
+    A caller's key joins the next batch, which starts after the caller asked, so what the
+    query reads is at least as recent as a lookup of its own would have been. A thousand
+    handshakes then cost a few queries, not a thousand thread hops and pool check-outs (the
+    bulk of a handshake's CPU: docs/benchmarks.md, "Connections: where the time goes").
+    `lookup(keys) -> {key: value}` runs in the shared thread pool; a missing key gets None.
+    """
+
+    def __init__(self, lookup):
+        self._lookup = db(lookup)
+        self._waiting: dict = {}  # key → [futures of its callers]
+        self._running = False
+
+    async def get(self, key):
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(waiter)
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._run()).add_done_callback(self._done)
+        return await waiter
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._running = False
+        if self._waiting:  # keys that arrived as the last batch ended
+            self._running = True
+            asyncio.get_running_loop().create_task(self._run()).add_done_callback(self._done)
+
+    async def _run(self) -> None:
+        while self._waiting:
+            keys = list(self._waiting)[:BATCH_MAX_KEYS]
+            batch = {key: self._waiting.pop(key) for key in keys}
+            try:
+                found = await self._lookup(keys)
+            except Exception as exc:  # noqa: BLE001 - raised in each caller, as its own query would
+                for waiters in batch.values():
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                continue
+            for key, waiters in batch.items():
+                value = found.get(key)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(value)
 
 
 def notification_frame(message: dict) -> str:
@@ -61,6 +115,12 @@ def stream_and_read_positions(user_id: int) -> tuple[int, int]:
         0,
         0,
     )
+
+
+def stream_and_read_positions_of(user_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """{user id: (last cursor, last read position)} for those of these users with a stream row."""
+    rows = UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq", "last_read_seq")
+    return {user_id: (last_seq, last_read_seq) for user_id, last_seq, last_read_seq in rows}
 
 
 LIVE_MESSAGE_FIELDS = ("seq", "notification_id", "read_at") + tuple(

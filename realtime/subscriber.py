@@ -24,8 +24,6 @@ from realtime.streams import (
     notification_frame,
     read_frame,
     start_cursor,
-    stream_and_read_positions,
-    stream_position,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,18 +152,14 @@ class Subscriber:
         start. With `read_after` (a read position), the reads made since then are sent too,
         after the replayed messages; one read may come twice, never none.
         """
-        await get_node().register(self)
-        if read_after is None:
-            position = await db(stream_position)(self.user_id)
-        else:
-            position, read_position = await db(stream_and_read_positions)(self.user_id)
-            if read_after < read_position:
-                # Read positions have no gaps, so this is the last READ_REPLAY_MAX reads at most.
-                since = max(read_after, read_position - READ_REPLAY_MAX)
-                for read_cursor, notification_id in await db(reads_after)(
-                    self.user_id, since, READ_REPLAY_MAX
-                ):
-                    self._enqueue(None, read_frame(notification_id, read_cursor))  # written after open()
+        node = get_node()
+        await node.register(self)
+        position, read_position = await node.position_lookup.get(self.user_id) or (0, 0)
+        if read_after is not None and read_after < read_position:
+            # Read positions have no gaps, so this is the last READ_REPLAY_MAX reads at most.
+            since = max(read_after, read_position - READ_REPLAY_MAX)
+            for read_cursor, notification_id in await db(reads_after)(self.user_id, since, READ_REPLAY_MAX):
+                self._enqueue(None, read_frame(notification_id, read_cursor))  # written after open()
         self.cursor = start_cursor(after, position)
         self._resync = self._resync or self.cursor < position
         self._draining = False

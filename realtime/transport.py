@@ -13,14 +13,24 @@ If the protocol is not found (another ASGI server, or a daphne that hands `send`
 differently) or lacks anything below, the fast path is off for the process: frames go
 through the ASGI `await send()`, a warning says why, and the gauge
 `clarion_realtime_fast_path_enabled` is 0. requirements.txt pins the versions checked.
+
+With the fast path on, the first connection also trims what autobahn does for every later
+one (`share_protocol_options`): it copies its ~40 options from daphne's factory onto each
+protocol instance and pretty-prints them for a debug line even when nothing logs at debug
+(a tenth of a handshake's CPU and ~2 KB of every open socket, bench/handshake.py and W3).
+Its module-level `pformat` is then formatted only while txaio logs at debug.
 """
 
 import functools
 import logging
+import pprint
 import struct
 import time
+import types
 from dataclasses import dataclass
 
+import txaio
+from autobahn.websocket import protocol as autobahn_protocol
 from twisted.internet import tcp
 
 logger = logging.getLogger(__name__)
@@ -98,6 +108,7 @@ def open_socket(send) -> "DaphneSocket | None":
         _check = check_fast_path(protocol)
         if _check.enabled:
             logger.info("realtime fast path on: frames are written to daphne's sockets directly")
+            share_protocol_options(protocol)
         else:
             logger.warning(
                 "realtime fast path OFF, frames go through ASGI send without flow control: %s", _check.reason
@@ -112,6 +123,29 @@ def open_socket(send) -> "DaphneSocket | None":
             )
         return None
     return DaphneSocket(protocol)
+
+
+def _pformat_when_debugging(value) -> str:
+    """autobahn's pformat, for its debug lines: empty unless txaio logs at debug (or trace)."""
+    return pprint.pformat(value) if txaio.get_global_log_level() in ("debug", "trace") else ""
+
+
+def share_protocol_options(protocol) -> bool:
+    """Later protocols of this one's factory read autobahn's options from their class, and
+    autobahn's debug listing of them is formatted only when logged. Same values, same log."""
+    factory = getattr(protocol, "factory", None)
+    protocol_class = type(protocol)
+    names = getattr(protocol_class, "CONFIG_ATTRS", None)
+    if factory is None or getattr(factory, "protocol", None) is not protocol_class or names is None:
+        return False
+    options = {name: getattr(factory, name) for name in names if hasattr(factory, name)}
+    for name, value in options.items():
+        if isinstance(value, types.FunctionType):  # e.g. perMessageCompressionAccept: not a method
+            options[name] = staticmethod(value)
+    factory.protocol = type(protocol_class.__name__, (protocol_class,), options)
+    if autobahn_protocol.pformat is pprint.pformat:
+        autobahn_protocol.pformat = _pformat_when_debugging
+    return True
 
 
 def _is_protocol(candidate) -> bool:
