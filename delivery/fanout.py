@@ -83,10 +83,8 @@ def _fan_out_next_batch(
     """Write one batch; False when there is nothing (more) to do now, or the row is busy."""
     now = timezone.now()
     with transaction.atomic(savepoint=inserted is None):
-        notification = (
-            inserted
-            or Notification.objects.select_for_update(skip_locked=skip_locked).filter(pk=notification_id).first()
-        )
+        locked = Notification.objects.select_for_update(skip_locked=skip_locked)
+        notification = inserted or locked.filter(pk=notification_id).first()
         if notification is None or notification.status not in IN_FLIGHT:
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.
