@@ -9,11 +9,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from knox.models import AuthToken
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from devices.services import end_user_token_create
 from tests.realtime.conftest import open_socket, recv_json, wait_online
 from tests.realtime.test_websocket import close_code
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RECHECK_SECS = 0.3  # CLARION_TOKEN_RECHECK_SECS for the server; production re-checks every 30 s
@@ -89,3 +91,29 @@ def test_every_open_stream_ends_when_its_token_is_revoked(start_web, alice, revo
             read_until_the_stream_ends(stream)
             assert waiting_poll.result(timeout=ENDS_WITHIN_SECS).status_code == 401
             assert time.monotonic() - revoked_at < ENDS_WITHIN_SECS
+
+
+def reconnect_is_refused(web, token: str) -> bool:
+    """One reconnect: True if the server closes it with 4401, False if it lets the socket live."""
+    with open_socket(web, token) as ws:
+        try:
+            ws.send('{"type": "ping"}')
+            frame = recv_json(ws)
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code if closed.rcvd else None) == 4401
+        assert frame == {"type": "pong"}
+        return False
+
+
+@pytest.mark.parametrize("revoke", [delete_the_token, deactivate_the_user])
+def test_a_token_revoked_after_its_socket_closed_cannot_reconnect(start_web, alice, revoke):
+    """A node remembers a closed socket's token so a reconnect skips the token query; the
+    re-check rounds forget it once revoked, the same bound as an open socket's."""
+    web = start_web(CLARION_TOKEN_RECHECK_SECS=RECHECK_SECS)
+    token, _ = end_user_token_create(user=alice, ttl=timedelta(days=1))
+    assert not reconnect_is_refused(web, token)  # open, then closed: remembered by the node
+    revoked_at = time.monotonic()
+    revoke(alice)
+    wait_until(lambda: reconnect_is_refused(web, token), timeout=ENDS_WITHIN_SECS, message="refused")
+    assert time.monotonic() - revoked_at < ENDS_WITHIN_SECS
+    assert reconnect_is_refused(web, token)  # and stays refused
