@@ -52,7 +52,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 
 INSTALLED_APPS = [
     "daphne",
-    "notifyproject.admin_site.ClarionAdminConfig",  # django.contrib.admin, with Clarion's site
+    "notifyproject.console.site.ClarionAdminConfig",  # django.contrib.admin, with Clarion's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "delivery",
     "realtime",
     "delivery.webhooks",
+    "notifyproject.console",
 ]
 
 MIDDLEWARE = [

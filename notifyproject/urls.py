@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from notifyproject import openapi  # noqa: F401 - registers the auth schemes with drf-spectacular
-from notifyproject.admin_login import ThrottledAdminAuthenticationForm, admin_login
+from notifyproject.console.login import ThrottledAdminAuthenticationForm, admin_login
 from notifyproject.health import healthz, metrics
 
 admin.site.login_form = ThrottledAdminAuthenticationForm  # failed sign-ins are limited

@@ -1,7 +1,7 @@
 """The admin for product teams: compose and follow notifications, the delivery log, audiences,
 API keys, recurring sends and a dashboard (docs/admin.md).
 
-ModelAdmins here only declare lists and route to delivery/admin_views.py; sends, resends and
+ModelAdmins here only declare lists and route to notifyproject/console/views.py; sends, resends and
 cancels go through the same services as the API, and none of them sends inside the request.
 """
 
@@ -20,8 +20,7 @@ from django.utils.timezone import localtime
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryApiKey
 
-from delivery import admin_views, recurring
-from delivery.admin_lists import DateTimeRangeFilter, EstimatedCountPaginator, IdFilter, TextContainsFilter
+from delivery import recurring
 from delivery.audiences import audience_count, audience_has_conditions, audience_summary
 from delivery.models import (
     ApiKey,
@@ -39,6 +38,13 @@ from delivery.resend import NotResendableError, deliveries_resend, notification_
 from delivery.services import NotCancellableError, notification_cancel
 from devices.models import DEFAULT_APP, App, Device, Platform, token_digest
 from devices.selectors import app_exists
+from notifyproject.console import views as admin_views
+from notifyproject.console.lists import (
+    DateTimeRangeFilter,
+    EstimatedCountPaginator,
+    IdFilter,
+    TextContainsFilter,
+)
 
 User = get_user_model()
 # A tooltip longer than this is no longer read; the delivery's own page shows the whole error.

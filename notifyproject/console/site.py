@@ -64,4 +64,4 @@ class ClarionAdminSite(admin.AdminSite):
 
 
 class ClarionAdminConfig(AdminConfig):
-    default_site = "notifyproject.admin_site.ClarionAdminSite"
+    default_site = "notifyproject.console.site.ClarionAdminSite"
