@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served from this instance
     "django_celery_beat",
     "channels",
+    "notifyproject.identities",
     "devices",
     "delivery",
     "realtime",
@@ -225,8 +226,8 @@ CLIENT_TOKEN_DEFAULT_TTL_SECS = 24 * 3600
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # The first class's header names the 401 challenge (WWW-Authenticate: Token).
-        "devices.authentication.EndUserTokenAuthentication",
-        "delivery.authentication.ApiKeyAuthentication",
+        "notifyproject.identities.authentication.EndUserTokenAuthentication",
+        "notifyproject.identities.authentication.ApiKeyAuthentication",
         "notifyproject.api.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

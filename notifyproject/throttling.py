@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
-from delivery.models import ApiKey
+from notifyproject.identities.models import ApiKey
 
 logger = logging.getLogger(__name__)
 

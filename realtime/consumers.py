@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
 from delivery.services import inbox_ack
-from notifyproject import identities
+from notifyproject.identities import credentials
 from realtime.auth import authenticate_scope, query_param
 from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS
 from realtime.streams import db
@@ -100,7 +100,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             self.socket.limit_client_messages(MAX_CLIENT_MESSAGE_BYTES)
         user, token = await authenticate_scope(self.scope)
         # A browser offering subprotocols needs one chosen; ours, never the token entry.
-        await self.accept(subprotocol=identities.selected_subprotocol(self.scope))
+        await self.accept(subprotocol=credentials.selected_subprotocol(self.scope))
         if user is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return

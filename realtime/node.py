@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from notifyproject import identities
+from notifyproject.identities import credentials
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
 from realtime.streams import db, stream_positions
 
@@ -308,7 +308,7 @@ class Node:
                     by_digest.setdefault(subscriber.token_digest, []).append(subscriber)
         if not by_digest:
             return
-        valid = await db(identities.valid_token_digests)(list(by_digest))
+        valid = await db(credentials.valid_token_digests)(list(by_digest))
         for digest, subscribers in by_digest.items():
             if digest not in valid:
                 for subscriber in subscribers:

@@ -1,3 +1,8 @@
 """The console's ModelAdmins, one module per domain, loaded by the admin's autodiscovery."""
 
-from notifyproject.console import delivery_admin, devices_admin, webhooks_admin  # noqa: F401
+from notifyproject.console import (  # noqa: F401
+    delivery_admin,
+    devices_admin,
+    identities_admin,
+    webhooks_admin,
+)
