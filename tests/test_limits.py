@@ -66,18 +66,28 @@ def test_limits_fail_open_when_their_counters_are_unreachable(api_key_client, al
     ]
 
 
+@pytest.fixture
+def private_redis():
+    """A redis-server of the web process's own, so the server's connection count is its alone."""
+    from tests.support.servers import PrivateRedis
+
+    server = PrivateRedis().start()
+    yield server
+    server.cleanup()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_rate_limit_counters_reuse_the_processes_redis_connections(
-    start_web, api_key_client, alice, settings
+    start_web, api_key_client, alice, private_redis
 ):
     """Django keeps a cache object per request context under ASGI; without a shared pool each
     request opened its own TCP connection to Redis for its rate-limit counter."""
     import httpx
     import redis
 
-    web = start_web()
+    web = start_web(REDIS_URL=private_redis.url)
     key = api_key_client("send").key
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis.Redis(port=private_redis.port)
 
     def connections_so_far() -> int:
         return client.info("stats")["total_connections_received"]
