@@ -486,7 +486,7 @@ class Bench:
                 second_app(fakes.env)
                 cursor.execute("UPDATE devices_device SET app = %s WHERE id %% 2 = 0", [SECOND_APP])
             cursor.execute("ANALYZE")
-        from delivery.services import api_key_create
+        from notifyproject.identities.api_keys import api_key_create
 
         _, self.api_key = api_key_create(name=API_KEY_NAME, scopes=["send", "read"])
 

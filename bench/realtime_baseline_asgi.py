@@ -22,7 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from notifyproject import identities  # noqa: E402
+from notifyproject.identities import credentials  # noqa: E402
 from realtime.auth import query_param  # noqa: E402
 
 BROADCAST_GROUP = "broadcast"
@@ -30,8 +30,8 @@ BROADCAST_GROUP = "broadcast"
 
 async def authenticate(scope):
     """The token's user, or None."""
-    token = identities.scope_token(scope)
-    identity = await database_sync_to_async(identities.authenticate_token)(token) if token else None
+    token = credentials.scope_token(scope)
+    identity = await database_sync_to_async(credentials.authenticate_token)(token) if token else None
     return identity.user if identity is not None else None
 
 

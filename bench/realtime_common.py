@@ -52,7 +52,7 @@ def users_with_tokens(count: int, prefix: str) -> list[tuple[int, str, str]]:
     """[(user id, username, token)], users created once, a fresh token each run."""
     from django.contrib.auth import get_user_model
 
-    from devices.services import end_user_token_create
+    from notifyproject.identities.client_tokens import end_user_token_create
 
     user_model = get_user_model()
     names = [f"{prefix}{n}" for n in range(count)]

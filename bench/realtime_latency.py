@@ -499,7 +499,7 @@ def main() -> None:
     purge_redis(env["REDIS_URL"])
     migrate(env)
     setup_django(env)
-    from delivery.services import api_key_create
+    from notifyproject.identities.api_keys import api_key_create
 
     _key, api_key = api_key_create(name="bench", scopes=["send"])
     if args.only != "w5":

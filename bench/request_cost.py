@@ -84,7 +84,7 @@ def main() -> None:
     purge_redis(env["REDIS_URL"])
     migrate(env)
     setup_django(env)
-    from delivery.services import api_key_create
+    from notifyproject.identities.api_keys import api_key_create
 
     _key, api_key = api_key_create(name="bench", scopes=["send", "read"])
     ((_user_id, username, _token),) = users_with_tokens(1, "cost")

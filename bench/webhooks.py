@@ -157,9 +157,9 @@ def main(argv=None) -> dict:
                 results["without"].append(
                     timed_run(worker, connection, recipients, clarion_start(recipients))
                 )
-            from delivery.services import api_key_create
             from delivery.webhooks.events import SUBSCRIPTIONS_TTL_SECS
             from delivery.webhooks.services import Owner, webhook_create
+            from notifyproject.identities.api_keys import api_key_create
 
             api_key, _ = api_key_create(name="bench", scopes=["send"])
             webhook = webhook_create(owner=Owner(api_key=api_key), url=receiver.url, events=["delivery.sent"])

@@ -6,8 +6,9 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from delivery.models import ApiKey, Delivery, DeliveryStatus, InboxMessage, Notification
+from delivery.models import Delivery, DeliveryStatus, InboxMessage, Notification
 from devices.models import Device, MutedTopic, TopicSubscription
+from notifyproject.identities.models import ApiKey
 
 User = get_user_model()
 

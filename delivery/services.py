@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from delivery.audiences import audience_conditions, users_matching
 from delivery.models import (
-    ApiKey,
     Audience,
     Channel,
     Delivery,
@@ -33,6 +32,7 @@ from delivery.providers.base import PushMessage, PushOptions
 from delivery.selectors import recipients_count, unknown_targets, waiters_of
 from delivery.webhooks import events as webhook_events
 from notifyproject import metrics
+from notifyproject.identities.models import ApiKey
 
 logger = logging.getLogger(__name__)
 
@@ -421,8 +421,3 @@ def recurring_notification_fire(recurring_id: int) -> Notification | None:
     notification, _ = notification_send(sender=Sender(label=f"recurring:{recurring.pk}"), request=request)
     RecurringNotification.objects.filter(pk=recurring.pk).update(last_sent_at=timezone.now())
     return notification
-
-
-def api_key_create(*, name: str, scopes: list[str], app: str = "") -> tuple[ApiKey, str]:
-    """Create a key (bound to `app` if given); the returned plaintext is the only copy there will be."""
-    return ApiKey.objects.create_key(name=name, scopes=sorted(set(scopes)), app=app)

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from delivery import selectors, services
-from delivery.models import ApiKey, Delivery, Notification
+from delivery.models import Delivery, Notification
 from delivery.serializers import (
     DeliverySerializer,
     InboxPageSerializer,
@@ -18,7 +18,8 @@ from delivery.serializers import (
     accepted_body,
 )
 from notifyproject.api import Conflict, CursorPagination, PayloadTooLarge
-from notifyproject.permissions import CanRead, CanSend, IsEndUser
+from notifyproject.identities.models import ApiKey
+from notifyproject.identities.permissions import CanRead, CanSend, IsEndUser
 from notifyproject.throttling import SendRateThrottle
 
 IDEMPOTENCY_KEY_MAX_CHARS = 255

@@ -1,17 +1,12 @@
 """Writes for devices and topics; views and the admin call these, never the ORM directly."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from knox.models import AuthToken
 
+from devices import signals
 from devices.models import DEFAULT_APP, Device, DeviceOwnershipChange, TopicSubscription, token_digest
-from notifyproject import identities
-
-User = get_user_model()
 
 
 @dataclass(frozen=True)
@@ -85,10 +80,9 @@ def devices_deactivate(reasons: dict[int, str], *, causes: dict[int, int] | None
 
     `causes` (device id → the notification whose send found it dead) scopes the
     `device.deactivated` event to that notification's sender; the event goes out for the
-    devices this call deactivated, with the deactivation, after commit.
+    devices this call deactivated, with the deactivation, after commit (webhooks hear of them
+    through `signals.devices_deactivated`, so devices imports nothing of delivery).
     """
-    from delivery.webhooks.events import devices_deactivated
-
     by_reason: dict[str, list[int]] = {}
     for device_id, reason in reasons.items():
         by_reason.setdefault(reason[:200], []).append(device_id)
@@ -99,7 +93,7 @@ def devices_deactivate(reasons: dict[int, str], *, causes: dict[int, int] | None
             ids = list(active.select_for_update().values_list("pk", flat=True))
             Device.objects.filter(pk__in=ids).update(active=False, deactivated_reason=reason)
             deactivated += ids
-        devices_deactivated(deactivated, causes=causes)
+        signals.devices_deactivated.send(sender=Device, device_ids=deactivated, causes=causes)
 
 
 def topic_subscribe(*, user, topic: str) -> None:
@@ -108,42 +102,3 @@ def topic_subscribe(*, user, topic: str) -> None:
 
 def topic_unsubscribe(*, user, topic: str) -> None:
     TopicSubscription.objects.filter(user=user, topic=topic).delete()
-
-
-def end_user_get_or_create(username: str):
-    """The Django user a product backend names by its own id, created without a password."""
-    user = User.objects.filter(username=username).first()
-    if user is not None:
-        return user
-    try:
-        with transaction.atomic():
-            user = User(username=username)
-            user.set_unusable_password()
-            user.save()
-            return user
-    except IntegrityError:
-        return User.objects.get(username=username)
-
-
-def end_user_token_create(*, user, ttl: timedelta | None) -> tuple[str, datetime | None]:
-    """Mint an end-user token; only its digest is stored. Returns (token, expires_at)."""
-    instance, token = AuthToken.objects.create(user=user, expiry=ttl)
-    return token, instance.expiry
-
-
-class ClientTokenRefusedError(Exception):
-    """The named account may not hold a client token (a staff account, or deactivated)."""
-
-
-def client_token_create(*, username: str, ttl: timedelta) -> tuple[str, datetime | None]:
-    """A product backend's token for one of its end users (created if unknown).
-
-    Staff and superuser accounts are refused before anything is written: a client token
-    must never let a `send` key act as an administrator.
-    """
-    user = end_user_get_or_create(username)  # an existing account is only read
-    if not identities.may_hold_client_token(user):
-        raise ClientTokenRefusedError("Client tokens are for end users only; this account cannot have one.")
-    if not user.is_active:
-        raise ClientTokenRefusedError("That user is deactivated.")
-    return end_user_token_create(user=user, ttl=ttl)

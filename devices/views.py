@@ -22,7 +22,8 @@ from devices.serializers import (
     TopicNameSerializer,
 )
 from notifyproject import throttling
-from notifyproject.permissions import CanSend, IsEndUser
+from notifyproject.identities import client_tokens
+from notifyproject.identities.permissions import CanSend, IsEndUser
 from notifyproject.throttling import ClientTokenRateThrottle, LoginRateThrottle, RegistrationRateThrottle
 
 
@@ -47,7 +48,9 @@ class PasswordTokenView(APIView):
         if user is None:
             throttling.signin_failed(request, username)
             raise exceptions.AuthenticationFailed("Wrong username or password.")
-        token, expires_at = services.end_user_token_create(user=user, ttl=settings.REST_KNOX["TOKEN_TTL"])
+        token, expires_at = client_tokens.end_user_token_create(
+            user=user, ttl=settings.REST_KNOX["TOKEN_TTL"]
+        )
         return Response({"token": token, "expires_at": expires_at})
 
     def get_authenticate_header(self, request):
@@ -65,11 +68,11 @@ class ClientTokenView(APIView):
         serializer = ClientTokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            token, expires_at = services.client_token_create(
+            token, expires_at = client_tokens.client_token_create(
                 username=serializer.validated_data["user"],
                 ttl=timedelta(seconds=serializer.validated_data["ttl"]),
             )
-        except services.ClientTokenRefusedError as exc:
+        except client_tokens.ClientTokenRefusedError as exc:
             raise exceptions.PermissionDenied(str(exc)) from None
         return Response({"token": token, "expires_at": expires_at}, status=status.HTTP_201_CREATED)
 

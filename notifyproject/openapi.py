@@ -12,14 +12,14 @@ from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
-from notifyproject.permissions import CanRead, CanSend, IsEndUser
+from notifyproject.identities.permissions import CanRead, CanSend, IsEndUser
 
 END_USER_TOKEN = "endUserToken"
 API_KEY = "apiKey"
 
 
 class EndUserTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "devices.authentication.EndUserTokenAuthentication"
+    target_class = "notifyproject.identities.authentication.EndUserTokenAuthentication"
     name = END_USER_TOKEN
 
     def get_security_definition(self, auto_schema):
@@ -33,7 +33,7 @@ class EndUserTokenScheme(OpenApiAuthenticationExtension):
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "delivery.authentication.ApiKeyAuthentication"
+    target_class = "notifyproject.identities.authentication.ApiKeyAuthentication"
     name = API_KEY
 
     def get_security_definition(self, auto_schema):

@@ -52,7 +52,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if
 
 INSTALLED_APPS = [
     "daphne",
-    "notifyproject.admin_site.ClarionAdminConfig",  # django.contrib.admin, with Clarion's site
+    "notifyproject.console.site.ClarionAdminConfig",  # django.contrib.admin, with Clarion's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -65,10 +65,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files, served from this instance
     "django_celery_beat",
     "channels",
+    "notifyproject.identities",
     "devices",
     "delivery",
     "realtime",
     "delivery.webhooks",
+    "notifyproject.console",
 ]
 
 MIDDLEWARE = [
@@ -224,8 +226,8 @@ CLIENT_TOKEN_DEFAULT_TTL_SECS = 24 * 3600
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # The first class's header names the 401 challenge (WWW-Authenticate: Token).
-        "devices.authentication.EndUserTokenAuthentication",
-        "delivery.authentication.ApiKeyAuthentication",
+        "notifyproject.identities.authentication.EndUserTokenAuthentication",
+        "notifyproject.identities.authentication.ApiKeyAuthentication",
         "notifyproject.api.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

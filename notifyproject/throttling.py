@@ -20,8 +20,8 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import SimpleRateThrottle
 
-from delivery.models import ApiKey
 from notifyproject.cache import SharedConnectionPool
+from notifyproject.identities.models import ApiKey
 
 logger = logging.getLogger(__name__)
 

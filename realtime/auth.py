@@ -1,6 +1,6 @@
 """Who a realtime connection (WebSocket, poll, SSE) belongs to.
 
-Credentials are read and checked by notifyproject/identities.py, as for the rest of the API.
+Credentials are read and checked by notifyproject/identities/credentials.py, as for the rest of the API.
 """
 
 from urllib.parse import parse_qs
@@ -10,7 +10,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from notifyproject import identities
+from notifyproject.identities import credentials
 from realtime.node import get_node
 from realtime.streams import db
 
@@ -70,18 +70,18 @@ class SessionsForCookieSockets:
         self.with_session = CookieMiddleware(SessionMiddleware(inner))
 
     async def __call__(self, scope, receive, send):
-        app = self.inner if identities.scope_token(scope) else self.with_session
+        app = self.inner if credentials.scope_token(scope) else self.with_session
         return await app(scope, receive, send)
 
 
-async def authenticate_scope(scope) -> tuple[object | None, identities.TokenIdentity | None]:
+async def authenticate_scope(scope) -> tuple[object | None, credentials.TokenIdentity | None]:
     """(user, token identity) of a token socket, (user, None) of a session one; user None if neither.
 
     Token connections may come from any origin (the embedding web app's); session ones only
     from this site's hosts. A token a connection closed on this node presented recently is
     taken without a query (the node re-checks those as it does open ones: realtime/node.py).
     """
-    token = identities.scope_token(scope)
+    token = credentials.scope_token(scope)
     if token:
         node = get_node()
         known = node.recent_token(token)
@@ -96,14 +96,14 @@ async def authenticate_scope(scope) -> tuple[object | None, identities.TokenIden
     return None, None
 
 
-async def authenticate_request(request) -> tuple[object | None, identities.TokenIdentity | None]:
+async def authenticate_request(request) -> tuple[object | None, credentials.TokenIdentity | None]:
     """The same for a long-poll or event-stream request: its token, else this site's session."""
     try:
-        token = identities.request_token(request)
-    except identities.MalformedCredentialsError:
+        token = credentials.request_token(request)
+    except credentials.MalformedCredentialsError:
         return None, None
     if token:
-        identity = await db(identities.authenticate_token)(token)
+        identity = await db(credentials.authenticate_token)(token)
         return (identity.user, identity) if identity else (None, None)
     user = await request.auser()
     if user.is_authenticated and user.is_active:

@@ -12,7 +12,7 @@ from autobahn.exception import Disconnected
 from django.db import DatabaseError
 
 from delivery.services import inbox_ack
-from notifyproject import identities
+from notifyproject.identities import credentials
 from realtime.auth import authenticate_scope, query_param
 from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS
 from realtime.streams import db
@@ -124,7 +124,7 @@ class NotificationConsumer:
             self.socket.limit_client_messages(MAX_CLIENT_MESSAGE_BYTES)
         user, token = await authenticate_scope(scope)
         # A browser offering subprotocols needs one chosen; ours, never the token entry.
-        subprotocol = identities.selected_subprotocol(scope)
+        subprotocol = credentials.selected_subprotocol(scope)
         await self.base_send({"type": "websocket.accept", "subprotocol": subprotocol})
         if user is None:
             await self.close(CLOSE_UNAUTHENTICATED)

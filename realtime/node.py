@@ -29,7 +29,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 from knox.crypto import hash_token
 
-from notifyproject import identities
+from notifyproject.identities import credentials
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
 from realtime.streams import BatchedLookup, db, stream_and_read_positions_of, stream_positions
 
@@ -131,7 +131,7 @@ class Node:
         self._last_refresh = 0.0
         self._recent_tokens: dict[str, RecentToken] = {}  # digest → token of a closed connection
         # What concurrent handshakes read, one query per batch: tokens, then stream positions.
-        self.token_lookup = BatchedLookup(identities.authenticate_tokens)
+        self.token_lookup = BatchedLookup(credentials.authenticate_tokens)
         self.position_lookup = BatchedLookup(stream_and_read_positions_of)
 
     # -- connections ---------------------------------------------------------------------
@@ -361,7 +361,7 @@ class Node:
                     by_digest.setdefault(subscriber.token_digest, []).append(subscriber)
         if not by_digest and not recent:
             return
-        valid = await db(identities.valid_token_digests)(list(by_digest.keys() | recent.keys()))
+        valid = await db(credentials.valid_token_digests)(list(by_digest.keys() | recent.keys()))
         for digest, subscribers in by_digest.items():
             if digest not in valid:
                 for subscriber in subscribers:

@@ -29,7 +29,7 @@ from delivery.services import NotificationRequest, Sender, notification_send
 from devices.models import DEFAULT_APP
 from devices.selectors import apps_by_slug
 from notifyproject.api import InputSerializer, error_body
-from notifyproject.permissions import IsEndUser
+from notifyproject.identities.permissions import IsEndUser
 from realtime.auth import authenticate_request
 from realtime.consumers import parse_cursor
 from realtime.node import CLOSE_UNAUTHENTICATED, get_node

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from delivery.services import api_key_create
-from devices.services import end_user_token_create
+from notifyproject.identities.api_keys import api_key_create
+from notifyproject.identities.client_tokens import end_user_token_create
 
 _usernames = itertools.count(1)
 

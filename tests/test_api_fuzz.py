@@ -10,8 +10,8 @@ import schemathesis
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
 
-from delivery.services import api_key_create
-from devices.services import end_user_token_create
+from notifyproject.identities.api_keys import api_key_create
+from notifyproject.identities.client_tokens import end_user_token_create
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
 SENDER_PATHS = ("/api/v1/notifications", "/api/v1/client-tokens", "/api/v1/webhooks")

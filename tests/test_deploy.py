@@ -14,7 +14,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from delivery.services import api_key_create
+from notifyproject.identities.api_keys import api_key_create
 from realtime.views import LONGPOLL_MAX_WAIT_SECS, SSE_HEARTBEAT_MAX_SECS, SSE_IDLE_TIMEOUT_SECS
 from tests.support.processes import free_port, wait_until
 

@@ -4,8 +4,8 @@ import pytest
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from devices.services import end_user_token_create
-from notifyproject import identities
+from notifyproject.identities import credentials
+from notifyproject.identities.client_tokens import end_user_token_create
 from tests.conftest import assert_error
 from tests.delivery.factories import send
 
@@ -69,7 +69,7 @@ def test_a_password_token_of_a_staff_account_is_an_end_user_token(make_user, ali
 
 
 class TestTokenParsing:
-    """One parser for every transport (notifyproject/identities.py)."""
+    """One parser for every transport (notifyproject/identities/credentials.py)."""
 
     token = "ct_" + "ab" * 32
 
@@ -84,23 +84,23 @@ class TestTokenParsing:
         ids=["subprotocol", "header", "query", "subprotocol first"],
     )
     def test_a_websocket_presents_its_token_on_any_transport(self, scope):
-        assert identities.scope_token(scope) == self.token
+        assert credentials.scope_token(scope) == self.token
 
     def test_the_server_selects_its_subprotocol_never_the_token(self):
         offered = {"subprotocols": [f"clarion.token.{self.token}", "clarion.v1"]}
-        assert identities.selected_subprotocol(offered) == "clarion.v1"
-        assert identities.selected_subprotocol({"subprotocols": [f"clarion.token.{self.token}"]}) is None
+        assert credentials.selected_subprotocol(offered) == "clarion.v1"
+        assert credentials.selected_subprotocol({"subprotocols": [f"clarion.token.{self.token}"]}) is None
 
     @pytest.mark.parametrize("header", ["Token", "Token a b", "token  "])
     def test_a_malformed_token_header_is_refused_not_ignored(self, header):
-        with pytest.raises(identities.MalformedCredentialsError):
-            identities.authorization_credentials(header, identities.TOKEN_SCHEME)
-        assert identities.scope_token({"headers": [(b"authorization", header.encode())]}) is None
+        with pytest.raises(credentials.MalformedCredentialsError):
+            credentials.authorization_credentials(header, credentials.TOKEN_SCHEME)
+        assert credentials.scope_token({"headers": [(b"authorization", header.encode())]}) is None
 
     def test_other_schemes_are_left_to_their_authenticator(self):
-        assert identities.authorization_credentials(f"Bearer {self.token}", identities.TOKEN_SCHEME) is None
+        assert credentials.authorization_credentials(f"Bearer {self.token}", credentials.TOKEN_SCHEME) is None
         assert (
-            identities.authorization_credentials(f"bearer {self.token}", identities.API_KEY_SCHEME)
+            credentials.authorization_credentials(f"bearer {self.token}", credentials.API_KEY_SCHEME)
             == self.token
         )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from delivery.services import api_key_create
+from notifyproject.identities.api_keys import api_key_create
 
 BIN = Path(sys.executable).parent
 PACKAGE = "clarion_generated_client"

@@ -22,12 +22,14 @@ from django.db.models import Q, QuerySet
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from delivery.models import ApiKey, Delivery, DeliveryStatus, Notification
+from delivery.models import Delivery, DeliveryStatus, Notification
 from delivery.webhooks import signals
 from delivery.webhooks.bulk import insert_rows
 from delivery.webhooks.models import EventStatus, EventType, Webhook, WebhookEvent
 from delivery.webhooks.signing import message_id_generate
+from devices import signals as device_signals
 from devices.models import Device
+from notifyproject.identities.models import ApiKey
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +232,15 @@ def devices_deactivated(device_ids: Iterable[int], *, causes: dict[int, int] | N
         for pk, username, platform, reason in rows
     ]
     record(events, listeners)
+
+
+def _devices_deactivated_received(sender, *, device_ids, causes, **kwargs) -> None:
+    devices_deactivated(device_ids, causes=causes)
+
+
+device_signals.devices_deactivated.connect(
+    _devices_deactivated_received, dispatch_uid="webhooks.devices_deactivated"
+)
 
 
 # -- recording -------------------------------------------------------------------------------

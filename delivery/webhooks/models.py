@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import models
 
-from delivery.models import ApiKey
+from notifyproject.identities.models import ApiKey
 
 
 class EventType(models.TextChoices):

@@ -8,9 +8,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from delivery.models import ApiKey
 from delivery.webhooks.models import EventStatus, Webhook, WebhookEvent
 from delivery.webhooks.signing import secret_generate
+from notifyproject.identities.models import ApiKey
 
 
 @dataclass(frozen=True)

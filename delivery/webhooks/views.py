@@ -6,7 +6,6 @@ from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from delivery.models import ApiKey
 from delivery.webhooks import services
 from delivery.webhooks.models import WebhookAttempt
 from delivery.webhooks.serializers import (
@@ -16,7 +15,8 @@ from delivery.webhooks.serializers import (
     WebhookSerializer,
 )
 from notifyproject.api import CursorPagination
-from notifyproject.permissions import CanSend
+from notifyproject.identities.models import ApiKey
+from notifyproject.identities.permissions import CanSend
 
 
 def owner_of(request) -> services.Owner:

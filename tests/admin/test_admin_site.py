@@ -34,7 +34,7 @@ def test_the_admin_is_named_clarion_and_lists_the_product_first_and_internals_la
 
 
 def test_fields_with_abbreviations_or_timestamps_have_human_labels():
-    for app in ("delivery", "devices"):
+    for app in ("delivery", "identities", "devices"):
         for model in apps.get_app_config(app).get_models():
             for field in model._meta.concrete_fields:
                 default = field.name.replace("_", " ")

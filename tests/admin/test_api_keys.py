@@ -2,12 +2,12 @@
 
 import pytest
 
-from delivery.models import ApiKey
+from notifyproject.identities.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 
-ADD_URL = "/admin/delivery/apikey/add/"
-LIST_URL = "/admin/delivery/apikey/"
+ADD_URL = "/admin/identities/apikey/add/"
+LIST_URL = "/admin/identities/apikey/"
 
 
 def create_key(staff_client, name="shop", scopes=("send", "read")) -> tuple[ApiKey, str]:
@@ -30,7 +30,7 @@ def test_a_new_key_is_shown_once_and_only_its_hash_is_stored(staff_client):
     assert prefix == api_key.prefix and secret not in api_key.hashed_key
     assert not ApiKey.objects.filter(hashed_key__contains=secret).exists()
     # Later pages never show the key again (the library's id is prefix.hash, never the secret).
-    for url in (LIST_URL, f"/admin/delivery/apikey/{api_key.pk}/change/"):
+    for url in (LIST_URL, f"/admin/identities/apikey/{api_key.pk}/change/"):
         assert secret not in staff_client.get(url).content.decode()
 
 
@@ -88,3 +88,15 @@ def test_a_key_in_use_is_refused_as_soon_as_it_is_revoked(staff_client):
 def test_a_key_needs_a_scope(staff_client):
     response = staff_client.post(ADD_URL, {"name": "scopeless", "expiry_date": ""})
     assert response.status_code == 200 and not ApiKey.objects.filter(name="scopeless").exists()
+
+
+def test_the_former_addresses_of_api_keys_lead_to_them(staff_client):
+    api_key, _key = create_key(staff_client)
+    for old, new in (
+        ("/admin/delivery/apikey/", LIST_URL),
+        ("/admin/delivery/apikey/?q=shop", f"{LIST_URL}?q=shop"),
+        (f"/admin/delivery/apikey/{api_key.pk}/change/", f"{LIST_URL}{api_key.pk}/change/"),
+    ):
+        response = staff_client.get(old)
+        assert response.status_code == 301 and response["Location"] == new, old
+        assert staff_client.get(new).status_code == 200

@@ -3,9 +3,10 @@ deliveries and API keys shown and filtered by app."""
 
 import pytest
 
-from delivery.models import ApiKey, Delivery
+from delivery.models import Delivery
 from devices.models import App
 from notifyproject.encryption import decrypt, generate_key
+from notifyproject.identities.models import ApiKey
 from tests.delivery.factories import device, send
 from tests.fakes.webpush import generate_vapid_keypair
 
@@ -101,11 +102,11 @@ def test_devices_notifications_and_deliveries_are_shown_and_filtered_by_app(staf
 def test_an_api_key_is_bound_to_an_app_in_the_admin(staff_client):
     App.objects.create(slug="rider")
     response = staff_client.post(
-        "/admin/delivery/apikey/add/", {"name": "rider-backend", "scopes": ["send"], "app": "rider"}
+        "/admin/identities/apikey/add/", {"name": "rider-backend", "scopes": ["send"], "app": "rider"}
     )
     assert response.status_code == 302
     assert ApiKey.objects.get(name="rider-backend").app == "rider"
     refused = staff_client.post(
-        "/admin/delivery/apikey/add/", {"name": "x", "scopes": ["send"], "app": "nope"}
+        "/admin/identities/apikey/add/", {"name": "x", "scopes": ["send"], "app": "nope"}
     )
     assert refused.status_code == 200 and not ApiKey.objects.filter(name="x").exists()

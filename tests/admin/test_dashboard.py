@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from delivery import dashboard
 from delivery.models import Delivery, Notification
+from notifyproject.console import dashboard
 from tests.delivery.factories import send, users
 
 pytestmark = pytest.mark.django_db

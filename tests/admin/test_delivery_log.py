@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from delivery import admin_lists
 from delivery.models import Delivery
+from notifyproject.console import lists as admin_lists
 from tests.delivery.factories import device, send
 
 pytestmark = pytest.mark.django_db

@@ -29,7 +29,7 @@ def test_the_home_page_links_every_part_of_the_product_admin(staff_client):
         "/admin/delivery/delivery/",
         "/admin/delivery/audience/",
         "/admin/delivery/deliverydashboard/",
-        "/admin/delivery/apikey/",
+        "/admin/identities/apikey/",
         "/admin/devices/device/",
     ):
         assert url in home, url

@@ -4,8 +4,9 @@ import itertools
 
 from django.contrib.auth import get_user_model
 
-from delivery.services import NotificationRequest, Sender, api_key_create, notification_send
+from delivery.services import NotificationRequest, Sender, notification_send
 from devices.models import Device
+from notifyproject.identities.api_keys import api_key_create
 
 _tokens = itertools.count(1)
 

@@ -8,7 +8,7 @@ import pytest
 from websockets.sync.client import connect
 
 from delivery.models import Notification, NotificationStatus
-from delivery.services import api_key_create
+from notifyproject.identities.api_keys import api_key_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RECEIVE_TIMEOUT_SECS = 20

@@ -10,7 +10,7 @@ from knox.models import AuthToken
 from delivery import lifecycle
 from delivery.models import Delivery, InboxMessage, Notification
 from devices.models import Device
-from devices.services import end_user_token_create
+from notifyproject.identities.client_tokens import end_user_token_create
 from tests.delivery.factories import device, send
 
 pytestmark = pytest.mark.django_db

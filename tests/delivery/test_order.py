@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from delivery import fanout, sweeper
 from delivery.models import InboxMessage, Notification, NotificationStatus, UserStream
-from delivery.services import api_key_create, notification_cancel
-from devices.services import end_user_token_create
+from delivery.services import notification_cancel
+from notifyproject.identities.api_keys import api_key_create
+from notifyproject.identities.client_tokens import end_user_token_create
 from tests.delivery.factories import send, sender, users
 from tests.realtime.conftest import open_socket, recv_type, wait_online
 from tests.realtime.test_poll_and_sse import sse_events

@@ -9,8 +9,8 @@ from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from delivery.models import ApiKey
-from devices.services import end_user_token_create
+from notifyproject.identities.client_tokens import end_user_token_create
+from notifyproject.identities.models import ApiKey
 from tests.conftest import assert_error
 
 User = get_user_model()

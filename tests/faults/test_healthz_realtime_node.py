@@ -4,7 +4,7 @@ import httpx
 import pytest
 import redis
 
-from delivery.services import api_key_create
+from notifyproject.identities.api_keys import api_key_create
 from tests.realtime.conftest import open_socket, recv_type
 from tests.support.processes import wait_until
 from tests.support.servers import PrivateRedis

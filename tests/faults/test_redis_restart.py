@@ -8,7 +8,7 @@ import pytest
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from delivery.services import api_key_create
+from notifyproject.identities.api_keys import api_key_create
 from realtime.presence import PRESENCE_REFRESH_SECS
 from tests.support.processes import wait_until
 from tests.support.servers import PrivateRedis

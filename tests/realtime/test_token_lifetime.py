@@ -12,7 +12,7 @@ from knox.models import AuthToken
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from devices.services import end_user_token_create
+from notifyproject.identities.client_tokens import end_user_token_create
 from tests.realtime.conftest import open_socket, recv_json, wait_online
 from tests.realtime.test_websocket import close_code
 from tests.support.processes import wait_until

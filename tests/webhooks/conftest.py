@@ -38,8 +38,8 @@ def private_urls_allowed(settings):
 @pytest.fixture
 def make_webhook(db):
     """A webhook registered by a new API key (or the given one) for the given events."""
-    from delivery.services import api_key_create
     from delivery.webhooks.services import Owner, webhook_create
+    from notifyproject.identities.api_keys import api_key_create
 
     def make(url: str, events=("delivery.sent",), api_key=None, **fields):
         if api_key is None:

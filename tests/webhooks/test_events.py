@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from delivery import sending, sweeper
 from delivery.models import Delivery
-from delivery.services import Sender, api_key_create, inbox_ack
+from delivery.services import Sender, inbox_ack
 from delivery.webhooks import signals
 from delivery.webhooks.models import EventStatus, WebhookEvent
+from notifyproject.identities.api_keys import api_key_create
 from tests.delivery.factories import device, send
 
 pytestmark = pytest.mark.django_db

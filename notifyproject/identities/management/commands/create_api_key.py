@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from delivery.models import ApiScope
-from delivery.services import api_key_create
 from devices.selectors import app_exists
+from notifyproject.identities.api_keys import api_key_create
+from notifyproject.identities.models import ApiScope
 
 
 class Command(BaseCommand):

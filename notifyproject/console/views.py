@@ -16,8 +16,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
-from delivery import admin_charts, dashboard
-from delivery.admin_compose import (
+from delivery.audiences import audience_count, audience_summary, usernames_parse
+from delivery.models import Audience, Notification, NotificationStatus
+from delivery.resend import NotResendableError, notification_resend_failed
+from delivery.selectors import recipients_count, unknown_targets
+from delivery.services import NotCancellableError, notification_cancel
+from notifyproject.console import charts, dashboard
+from notifyproject.console.compose import (
     ComposeAction,
     ComposeForm,
     SendTo,
@@ -25,11 +30,6 @@ from delivery.admin_compose import (
     device_ids_parse,
     notification_dry_run,
 )
-from delivery.audiences import audience_count, audience_summary, usernames_parse
-from delivery.models import Audience, Notification, NotificationStatus
-from delivery.resend import NotResendableError, notification_resend_failed
-from delivery.selectors import recipients_count, unknown_targets
-from delivery.services import NotCancellableError, notification_cancel
 
 SEND_PERMISSION = "delivery.send_notification"
 
@@ -241,23 +241,21 @@ def _window_context(stats: dashboard.WindowStats) -> dict:
             }
             for row in channel_rows
         ],
-        "sends_svg": admin_charts.stacked_bars_svg(
+        "sends_svg": charts.stacked_bars_svg(
             labels, {"sends": sends}, title=f"Notifications sent, {window}", height=120
         ),
-        "deliveries_svg": admin_charts.stacked_bars_svg(
-            labels, series, title=f"Deliveries per channel, {window}"
-        ),
-        "failure_svg": admin_charts.horizontal_bars_svg(
+        "deliveries_svg": charts.stacked_bars_svg(labels, series, title=f"Deliveries per channel, {window}"),
+        "failure_svg": charts.horizontal_bars_svg(
             failure_bars,
             title=f"Failure rate by channel, {window}",
             # Scaled to the worst channel (at least 10%), so a 2% rate is still visible.
             maximum=max([0.1] + [rate for _, rate, _ in failure_bars if rate is not None]),
-            colour=admin_charts.FAILURE_COLOUR,
+            colour=charts.FAILURE_COLOUR,
         ),
-        "sent_latency_svg": admin_charts.horizontal_bars_svg(
+        "sent_latency_svg": charts.horizontal_bars_svg(
             sent_bars, title=f"Queued to sent (p50 / p95), {window}", maximum=slowest
         ),
-        "delivered_latency_svg": admin_charts.horizontal_bars_svg(
+        "delivered_latency_svg": charts.horizontal_bars_svg(
             delivered_bars, title=f"Queued to delivered (p50 / p95), {window}", maximum=slowest
         ),
     }

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 
 # Apps a product team works in, in this order; anything else not internal follows them.
-PRODUCT_APPS = ("delivery", "devices", "auth")
+PRODUCT_APPS = ("delivery", "identities", "devices", "auth")
 MODEL_ORDER = {
     "delivery": (
         "Notification",
@@ -16,7 +16,6 @@ MODEL_ORDER = {
         "DeliveryDashboard",
         "RecurringNotification",
         "Audience",
-        "ApiKey",
     ),
     "devices": ("Device", "TopicSubscription"),
 }
@@ -64,4 +63,4 @@ class ClarionAdminSite(admin.AdminSite):
 
 
 class ClarionAdminConfig(AdminConfig):
-    default_site = "notifyproject.admin_site.ClarionAdminSite"
+    default_site = "notifyproject.console.site.ClarionAdminSite"

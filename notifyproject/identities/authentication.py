@@ -1,4 +1,8 @@
-"""API key authentication for product backends (`Authorization: Bearer <key>`).
+"""DRF authentication for product backends (`Authorization: Bearer <API key>`) and end users
+(`Authorization: Token <client token>`, hashed and expiring).
+
+Parsing and token checks live in `credentials`, shared with the realtime transports. Settings
+name these classes in REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"].
 
 A verified key is remembered in this process for API_KEY_CACHE_SECS, keyed by a SHA-256 digest
 of the presented key (never the key itself): a backend sending many notifications then costs
@@ -19,8 +23,8 @@ from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from delivery.models import ApiKey
-from notifyproject import identities
+from notifyproject.identities import credentials
+from notifyproject.identities.models import ApiKey
 
 # last_used_at is for humans reading the admin; a write per request would be waste.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -78,14 +82,26 @@ class ApiKeyPrincipal:
         return False
 
 
-class ApiKeyAuthentication(BaseAuthentication):
-    def authenticate(self, request):
+class _SchemeAuthentication(BaseAuthentication):
+    """Reads `Authorization: <scheme> <credentials>`; another scheme is left to the next class."""
+
+    scheme = ""
+
+    def presented(self, request) -> str | None:
         try:
-            key = identities.authorization_credentials(
-                get_authorization_header(request), identities.API_KEY_SCHEME
-            )
-        except identities.MalformedCredentialsError as exc:
+            return credentials.authorization_credentials(get_authorization_header(request), self.scheme)
+        except credentials.MalformedCredentialsError as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
+
+    def authenticate_header(self, request):
+        return self.scheme
+
+
+class ApiKeyAuthentication(_SchemeAuthentication):
+    scheme = credentials.API_KEY_SCHEME
+
+    def authenticate(self, request):
+        key = self.presented(request)
         if key is None:
             return None
         try:
@@ -100,5 +116,17 @@ class ApiKeyAuthentication(BaseAuthentication):
             api_key.last_used_at = now  # the cached instance too: the next write is a minute away
         return ApiKeyPrincipal(api_key), api_key
 
-    def authenticate_header(self, request):
-        return identities.API_KEY_SCHEME
+
+class EndUserTokenAuthentication(_SchemeAuthentication):
+    """request.user is the token's end user; request.auth its knox AuthToken (no staff powers)."""
+
+    scheme = credentials.TOKEN_SCHEME
+
+    def authenticate(self, request):
+        token = self.presented(request)
+        if token is None:
+            return None
+        identity = credentials.authenticate_token(token)
+        if identity is None:
+            raise exceptions.AuthenticationFailed("Invalid or expired token.")
+        return identity.user, identity.auth_token

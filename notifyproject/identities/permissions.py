@@ -1,13 +1,13 @@
 """Who may call what: end users act on their own data; API keys and staff send and read.
 
-Staff means a staff account signed in with this site's session (notifyproject/identities.py):
+Staff means a staff account signed in with this site's session (`credentials.has_staff_powers`):
 an end-user token never carries staff powers, whoever its user is.
 """
 
 from rest_framework.permissions import BasePermission
 
-from delivery.models import ApiKey
-from notifyproject import identities
+from notifyproject.identities import credentials
+from notifyproject.identities.models import ApiKey
 
 
 class IsEndUser(BasePermission):
@@ -30,7 +30,7 @@ class _HasScope(BasePermission):
             self.message = f"This API key lacks the '{self.scope}' scope."
             return False
         self.message = f"Only API keys with the '{self.scope}' scope or signed-in staff may do this."
-        return identities.has_staff_powers(request)
+        return credentials.has_staff_powers(request)
 
 
 class CanSend(_HasScope):

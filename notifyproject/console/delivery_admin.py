@@ -1,7 +1,7 @@
 """The admin for product teams: compose and follow notifications, the delivery log, audiences,
-API keys, recurring sends and a dashboard (docs/admin.md).
+recurring sends and a dashboard (docs/admin.md).
 
-ModelAdmins here only declare lists and route to delivery/admin_views.py; sends, resends and
+ModelAdmins here only declare lists and route to notifyproject/console/views.py; sends, resends and
 cancels go through the same services as the API, and none of them sends inside the request.
 """
 
@@ -17,16 +17,10 @@ from django.urls import path, reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
-from rest_framework_api_key.admin import APIKeyModelAdmin
-from rest_framework_api_key.models import APIKey as LibraryApiKey
 
-from delivery import admin_views, recurring
-from delivery.admin_lists import DateTimeRangeFilter, EstimatedCountPaginator, IdFilter, TextContainsFilter
+from delivery import recurring
 from delivery.audiences import audience_count, audience_has_conditions, audience_summary
-from delivery.authentication import api_key_cache_clear
 from delivery.models import (
-    ApiKey,
-    ApiScope,
     Audience,
     Channel,
     Delivery,
@@ -39,39 +33,17 @@ from delivery.models import (
 from delivery.resend import NotResendableError, deliveries_resend, notification_resend_failed
 from delivery.services import NotCancellableError, notification_cancel
 from devices.models import DEFAULT_APP, App, Device, Platform, token_digest
-from devices.selectors import app_exists
+from notifyproject.console import views as admin_views
+from notifyproject.console.lists import (
+    DateTimeRangeFilter,
+    EstimatedCountPaginator,
+    IdFilter,
+    TextContainsFilter,
+)
 
 User = get_user_model()
 # A tooltip longer than this is no longer read; the delivery's own page shows the whole error.
 ERROR_TOOLTIP_CHARS = 2000
-
-# Clarion uses its own key model (scopes, last use); hide the library's unused one.
-admin.site.unregister(LibraryApiKey)
-
-
-class ApiKeyForm(forms.ModelForm):
-    scopes = forms.MultipleChoiceField(
-        choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple, required=True
-    )
-    app = forms.CharField(
-        required=False,
-        max_length=40,
-        help_text="An app's slug binds the key: it sends only to that app's devices and reads only its "
-        "own sends. Empty: instance-wide.",
-    )
-
-    class Meta:
-        model = ApiKey
-        fields = ["name", "scopes", "app", "expiry_date", "revoked"]
-
-    def clean_scopes(self) -> list[str]:
-        return sorted(set(self.cleaned_data["scopes"]))  # stored as api_key_create stores them
-
-    def clean_app(self) -> str:
-        app = self.cleaned_data.get("app") or ""
-        if app and not app_exists(app):
-            raise forms.ValidationError(f"No app named {app!r}.")
-        return app
 
 
 class AppListFilter(admin.SimpleListFilter):
@@ -95,39 +67,6 @@ class DeviceAppListFilter(AppListFilter):
     """A delivery's app is its device's."""
 
     field = "device__app"
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
-    """Create (the key is shown once, by the base class), scope, revoke; never shows a hash."""
-
-    form = ApiKeyForm
-    list_display = (
-        "name",
-        "prefix",
-        "scope_list",
-        "app",
-        "created",
-        "last_used_at",
-        "expiry_date",
-        "revoked",
-    )
-    list_filter = ("revoked", AppListFilter, "created", "last_used_at")
-    search_fields = ("name", "prefix")
-    actions = ["revoke"]
-
-    @admin.display(description="Scopes")
-    def scope_list(self, obj: ApiKey) -> str:
-        return ", ".join(obj.scopes)
-
-    def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "last_used_at")
-
-    @admin.action(description="Revoke the selected keys (cannot be undone)")
-    def revoke(self, request, queryset):
-        revoked = queryset.filter(revoked=False).update(revoked=True)
-        api_key_cache_clear()  # an update sends no post_save: this process forgets the keys now
-        self.message_user(request, f"Revoked {revoked} key(s).")
 
 
 class RecurringNotificationForm(forms.ModelForm):

@@ -11,11 +11,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from delivery.admin_compose import MAX_TEST_DEVICES, devices_test_send
-from delivery.admin_lists import EstimatedCountPaginator
-from delivery.admin_views import SEND_PERMISSION, require_send_permission
 from delivery.push_apps import SECRET_FIELDS, app_save, app_validate
 from devices.models import App, Device, DeviceOwnershipChange, TopicSubscription
+from notifyproject.console.compose import MAX_TEST_DEVICES, devices_test_send
+from notifyproject.console.lists import EstimatedCountPaginator
+from notifyproject.console.views import SEND_PERMISSION, require_send_permission
 from notifyproject.encryption import EncryptionKeyMissingError, encrypt
 
 
