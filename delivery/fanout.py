@@ -30,19 +30,17 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
-from delivery.sending import MAX_COUNTDOWN_SECS
 from delivery.webhooks.events import deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
+from notifyproject.task_queue import MAX_COUNTDOWN_SECS, ids_enqueue
 from realtime.presence import users_online
 
 logger = logging.getLogger(__name__)
 
 # Users per transaction (settings.CLARION_FANOUT_BATCH, 500 by default): large enough to
 # amortise round trips, small enough that a batch's rows, locks and objects stay bounded.
-# Deliveries per send task: one provider round of concurrent requests.
-PUSH_TASK_DELIVERIES = 100
 
 
 IN_FLIGHT = (NotificationStatus.QUEUED, NotificationStatus.DISPATCHING)
@@ -324,12 +322,9 @@ def _after_commit(plan: BatchPlan) -> None:
         )
         metrics.count("clarion_realtime_published_total", len(plan.realtime))
         metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
-    for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):
-        deliveries_send.delay(plan.push_now[start : start + PUSH_TASK_DELIVERIES])
+    ids_enqueue(deliveries_send, plan.push_now)
     soon = sorted((delay, pk) for pk, delay in plan.push_later.items() if delay <= MAX_COUNTDOWN_SECS)
-    for start in range(0, len(soon), PUSH_TASK_DELIVERIES):
-        chunk = soon[start : start + PUSH_TASK_DELIVERIES]
-        deliveries_send.apply_async(([pk for _, pk in chunk],), countdown=max(delay for delay, _ in chunk))
+    ids_enqueue(deliveries_send, [pk for _, pk in soon], countdown=plan.push_later)
     if plan.waiters:
         _wake(plan.waiters)
 

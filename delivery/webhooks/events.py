@@ -28,6 +28,7 @@ from delivery.webhooks.bulk import insert_rows
 from delivery.webhooks.models import EventStatus, EventType, Webhook, WebhookEvent
 from delivery.webhooks.signing import message_id_generate
 from devices.models import Device
+from notifyproject.task_queue import ids_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +268,7 @@ def record(events: list[Event], listeners: Listeners) -> None:
 def event_sends_enqueue(event_ids: list[int]) -> None:
     from delivery.webhooks.tasks import webhook_events_send
 
-    for start in range(0, len(event_ids), EVENTS_PER_TASK):
-        webhook_events_send.delay(event_ids[start : start + EVENTS_PER_TASK])
+    ids_enqueue(webhook_events_send, event_ids, EVENTS_PER_TASK)
 
 
 def _send_signals(events: list[Event], timestamp: datetime) -> None:
