@@ -35,7 +35,7 @@ from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
 from notifyproject.task_queue import MAX_COUNTDOWN_SECS, ids_enqueue
-from realtime.presence import users_online
+from realtime.api import publish_messages, users_online
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,6 @@ def _users_with_newer(notification: Notification, user_ids: list[int]) -> set[in
 
 def _after_commit(plan: BatchPlan) -> None:
     from delivery.tasks import deliveries_send
-    from realtime.publish import publish_messages
 
     if plan.realtime:
         publish_messages(plan.realtime)

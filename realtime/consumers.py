@@ -12,7 +12,7 @@ from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from delivery.services import inbox_ack
+from delivery.streams_api import inbox_ack
 from notifyproject import identities
 from realtime.auth import authenticate_scope, query_param
 from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS

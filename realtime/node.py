@@ -17,7 +17,6 @@ import secrets
 import socket
 import threading
 import time
-import weakref
 from typing import Protocol
 
 import orjson
@@ -28,13 +27,14 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from delivery.streams_api import stream_positions
 from notifyproject import identities
+from realtime.node_registry import channel_for, node_of_loop
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
-from realtime.streams import db, stream_positions
+from realtime.streams import db
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "clarion:node:"
 # Connections one user may hold on one node (tabs, devices); the oldest is closed past it.
 MAX_CONNECTIONS_PER_USER = 20
 CLOSE_TOO_MANY_CONNECTIONS = 4409
@@ -87,10 +87,6 @@ class Connection(Protocol):
         """The user's stream is at `position`: catch up if behind it (a lost publish)."""
 
     def close(self, code: int) -> None: ...
-
-
-def channel_for(node_id: str) -> str:
-    return f"{CHANNEL_PREFIX}{node_id}"
 
 
 class Node:
@@ -348,18 +344,9 @@ class Node:
                     written.set_result(None)
 
 
-_nodes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node]" = weakref.WeakKeyDictionary()
-_nodes_lock = threading.Lock()
-
-
 def get_node() -> Node:
     """The node of the running event loop (one per web process; tests may run several loops)."""
-    loop = asyncio.get_running_loop()
-    with _nodes_lock:
-        node = _nodes.get(loop)
-        if node is None:
-            node = _nodes[loop] = Node(loop)
-        return node
+    return node_of_loop(asyncio.get_running_loop(), Node)
 
 
 class StartRealtimeNode:
@@ -372,8 +359,3 @@ class StartRealtimeNode:
     async def __call__(self, scope, receive, send):
         get_node().start()  # a dict lookup once started
         return await self.app(scope, receive, send)
-
-
-def local_nodes() -> list[Node]:
-    with _nodes_lock:
-        return [node for loop, node in _nodes.items() if not loop.is_closed()]
