@@ -145,6 +145,7 @@ class RecurringNotificationForm(forms.ModelForm):
             "target_users",
             "target_topic",
             "broadcast",
+            "audience",
             "route",
             "priority",
             "ttl",
@@ -152,10 +153,15 @@ class RecurringNotificationForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if not (
+        named = (
             cleaned.get("target_users", "").strip() or cleaned.get("target_topic") or cleaned.get("broadcast")
-        ):
-            raise forms.ValidationError("Choose an audience: users, a topic, or broadcast.")
+        )
+        if not (named or cleaned.get("audience")):
+            raise forms.ValidationError("Choose an audience: users, a topic, broadcast, or a saved audience.")
+        if named and cleaned.get("audience"):
+            raise forms.ValidationError(
+                "A saved audience is the whole audience: leave users, topic and broadcast empty."
+            )
         recurring.validate_schedule(cleaned.get("interval_seconds"), cleaned.get("crontab", ""))
         return cleaned
 
@@ -165,7 +171,8 @@ class RecurringNotificationAdmin(admin.ModelAdmin):
     """Sends on a schedule through beat; the schedule is kept in django-celery-beat for you."""
 
     form = RecurringNotificationForm
-    list_display = ("name", "enabled", "schedule", "audience", "route", "last_sent_at")
+    list_display = ("name", "enabled", "schedule", "reaches", "route", "last_sent_at")
+    list_select_related = ("audience",)
     list_filter = ("enabled", "route")
     search_fields = ("name", "title")
     readonly_fields = ("last_sent_at",)
@@ -176,7 +183,14 @@ class RecurringNotificationAdmin(admin.ModelAdmin):
             {"fields": ("interval_seconds", "crontab"), "description": "An interval or a cron line (UTC)."},
         ),
         ("Message", {"fields": ("title", "body", "data", "url")}),
-        ("Audience", {"fields": ("target_users", "target_topic", "broadcast")}),
+        (
+            "Audience",
+            {
+                "fields": ("target_users", "target_topic", "broadcast", "audience"),
+                "description": "Users, a topic, broadcast, or a saved audience (any size; each "
+                "occurrence reaches the audience as it is when it fires).",
+            },
+        ),
         ("Delivery", {"fields": ("route", "priority", "ttl", "last_sent_at")}),
     )
 
@@ -185,7 +199,9 @@ class RecurringNotificationAdmin(admin.ModelAdmin):
         return f"every {obj.interval_seconds} s" if obj.interval_seconds else f"cron {obj.crontab} (UTC)"
 
     @admin.display(description="Audience")
-    def audience(self, obj) -> str:
+    def reaches(self, obj) -> str:
+        if obj.audience_id:
+            return f"audience “{obj.audience}”"
         if obj.broadcast:
             return "everyone"
         return f"topic {obj.target_topic}" if obj.target_topic else "listed users"
@@ -395,6 +411,9 @@ class NotificationAdmin(SendPermissionMixin, admin.ModelAdmin):
             parts.append(f"topic: {target['topic']}")
         if target.get("broadcast"):
             parts.append("everyone (broadcast)")
+        if obj.audience_conditions is not None:
+            name = f"“{obj.audience}”" if obj.audience_id else "(since deleted)"
+            parts.append(f"saved audience {name}")
         return "; ".join(parts) or "–"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

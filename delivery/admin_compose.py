@@ -6,6 +6,7 @@ NotificationRequest for `notification_send`. Nothing here sends: `notification_s
 records the notification and enqueues the fan-out when the request's transaction commits.
 """
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from django.db.models import Count, Q
 from django.forms.fields import InvalidJSONInput
 from rest_framework.exceptions import APIException
 
-from delivery.audiences import AudienceTooLargeError, audience_target, usernames_parse
+from delivery.audiences import audience_users, usernames_parse
 from delivery.models import Audience, Notification, Priority, Route
 from delivery.selectors import recipients_count, recipients_queryset, unknown_targets
 from delivery.serializers import NotificationCreateSerializer
@@ -168,14 +169,19 @@ class ComposeForm(forms.Form):
         cleaned = super().clean()
         if self.errors:
             return cleaned
+        audience = None
         if self.action == ComposeAction.TEST:
             target = {"users": [self.test_username]}
         else:
             target = self._target(cleaned)
             if target is None:
                 return cleaned
+            if cleaned["send_to"] == SendTo.AUDIENCE:
+                audience = cleaned["audience"]
         payload = {
-            "to": target,
+            # A saved audience is no API target: the serializer checks the rest of the message
+            # with a stand-in recipient, and the request names the audience instead.
+            "to": target if audience is None else {"broadcast": True},
             "title": cleaned.get("title") or "",
             "body": cleaned.get("body") or "",
             "data": cleaned.get("data") if cleaned.get("data") is not None else {},
@@ -203,6 +209,8 @@ class ComposeForm(forms.Form):
             self._add_serializer_errors(serializer.errors)
             return cleaned
         request = serializer.to_request()
+        if audience is not None:
+            request = dataclasses.replace(request, target={}, audience=audience)
         try:
             push_payload_check(request)
         except PayloadTooLargeError as exc:
@@ -234,15 +242,10 @@ class ComposeForm(forms.Form):
             if audience is None:
                 self.add_error("audience", "Choose an audience.")
                 return None
-            try:
-                target = audience_target(audience)
-            except AudienceTooLargeError as exc:
-                self.add_error("audience", str(exc))
-                return None
-            if not target["users"]:
+            if not audience_users(audience).exists():
                 self.add_error("audience", f"The audience “{audience}” matches no users right now.")
                 return None
-            return target
+            return {}  # the fan-out walks the audience itself, however large
         return {"broadcast": True}
 
     def _add_serializer_errors(self, errors: dict) -> None:
@@ -294,17 +297,23 @@ def notification_dry_run(request: NotificationRequest) -> DryRun:
     """The recipients and push devices a request would reach now, by the fan-out's rules."""
     target = request.target
     unknown = unknown_targets(target)
+    audience_members = audience_users(request.audience) if request.audience is not None else None
     push_devices: dict[str, int] = {}
     if request.route != Route.REALTIME:
-        named_users = recipients_queryset({**target, "devices": []})
-        reach = Q(user__in=named_users) | Q(pk__in=target.get("devices") or [], user__is_active=True)
+        if audience_members is not None:
+            reach = Q(user__in=audience_members)
+        else:
+            named_users = recipients_queryset({**target, "devices": []})
+            reach = Q(user__in=named_users) | Q(pk__in=target.get("devices") or [], user__is_active=True)
         devices = Device.objects.filter(reach, active=True)
         if request.app:
             devices = devices.filter(app=request.app)
         rows = devices.values_list("platform").annotate(n=Count("id")).order_by("platform")
         push_devices = dict(rows)
     return DryRun(
-        recipients=recipients_count(target, unknown),
+        recipients=(
+            audience_members.count() if audience_members is not None else recipients_count(target, unknown)
+        ),
         unknown_users=unknown["users"],
         unknown_devices=unknown["devices"],
         push_devices=push_devices,

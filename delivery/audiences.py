@@ -1,30 +1,30 @@
-"""Audiences: saved filters over users that the admin sends to.
+"""Audiences: saved filters over users, and the sends that target them.
 
-`notification_send` understands users, devices, a topic or broadcast, and the fan-out walks
-`recipients_queryset(target)`; neither knows audiences. So an audience is resolved to a
-`{"users": [...]}` target when the notification is sent, capped at the API's limit of named
-users (MAX_TARGETS). Larger audiences are refused with a message pointing at topics and
-broadcast, rather than silently truncated. The resolved list is stored in the notification's
-target, so what was sent stays auditable after the audience is edited.
+A send to an audience records the audience and a snapshot of its conditions
+(`Notification.audience_conditions`); the fan-out walks the users matching that snapshot in
+id order, batch by batch, as it walks a topic or a broadcast, so an audience has no size cap.
+
+When the snapshot is taken decides what an edit to the audience does to a send:
+- a send now: its conditions as it is sent;
+- a scheduled send: taken when it is scheduled and taken again when it comes due, so an edit
+  made meanwhile is followed (as a topic's subscribers are counted at send time); if the
+  audience was deleted meanwhile, the send keeps the conditions it was scheduled with;
+- a recurring send: each occurrence takes the audience as it is when it fires.
+Who matches the conditions (subscriptions, devices, groups) is read batch by batch during the
+fan-out, like a topic's subscribers. Once a fan-out has started its conditions never change,
+so a resumed fan-out walks the same set and reaches nobody twice.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from delivery.models import Audience, AudienceStaff
-from delivery.serializers import MAX_TARGETS
+from delivery.models import Audience, AudienceStaff, Notification, NotificationStatus
 from devices.models import Device, MutedTopic, TopicSubscription
 
 User = get_user_model()
-
-AUDIENCE_MAX_USERS = MAX_TARGETS
-
-
-class AudienceTooLargeError(ValueError):
-    pass
 
 
 def usernames_parse(text: str) -> list[str]:
@@ -44,50 +44,82 @@ def audience_has_conditions(audience: Audience) -> bool:
     )
 
 
-def audience_users(audience: Audience) -> QuerySet:
-    """Active users matching every condition of the audience (saved or not), one row each."""
+def audience_conditions(audience: Audience, now: datetime | None = None) -> dict:
+    """The audience's conditions as plain JSON, "seen within N days" fixed to a moment."""
+    seen_since = None
+    if audience.seen_within_days:
+        seen_since = ((now or timezone.now()) - timedelta(days=audience.seen_within_days)).isoformat()
+    return {
+        "usernames": usernames_parse(audience.usernames),
+        "topic": audience.topic,
+        "platform": audience.platform,
+        "seen_since": seen_since,
+        "staff": audience.staff,
+        "group": audience.group_id,
+    }
+
+
+def users_matching(conditions: dict) -> QuerySet:
+    """Active users matching every condition of a snapshot, one row each (one query over users,
+    with EXISTS sub-queries, so it can be walked in id order however many match).
+
+    No condition at all (an audience whose only condition was a since-deleted group) matches
+    nobody: only broadcast reaches everyone."""
+    if not any(conditions.values()):
+        return User.objects.none()
     users = User.objects.filter(is_active=True)
-    names = usernames_parse(audience.usernames)
-    if names:
-        users = users.filter(username__in=names)
-    if audience.topic:
+    if conditions.get("usernames"):
+        users = users.filter(username__in=conditions["usernames"])
+    topic = conditions.get("topic")
+    if topic:
         users = users.filter(
-            Exists(TopicSubscription.objects.filter(user=OuterRef("pk"), topic=audience.topic))
-        ).exclude(Exists(MutedTopic.objects.filter(user=OuterRef("pk"), topic=audience.topic)))
-    if audience.platform or audience.seen_within_days:
+            Exists(TopicSubscription.objects.filter(user=OuterRef("pk"), topic=topic))
+        ).exclude(Exists(MutedTopic.objects.filter(user=OuterRef("pk"), topic=topic)))
+    if conditions.get("platform") or conditions.get("seen_since"):
         devices = Device.objects.filter(user=OuterRef("pk"), active=True)
-        if audience.platform:
-            devices = devices.filter(platform=audience.platform)
-        if audience.seen_within_days:
-            devices = devices.filter(
-                last_seen_at__gte=timezone.now() - timedelta(days=audience.seen_within_days)
-            )
+        if conditions.get("platform"):
+            devices = devices.filter(platform=conditions["platform"])
+        if conditions.get("seen_since"):
+            devices = devices.filter(last_seen_at__gte=datetime.fromisoformat(conditions["seen_since"]))
         users = users.filter(Exists(devices))
-    if audience.staff == AudienceStaff.STAFF:
+    if conditions.get("staff") == AudienceStaff.STAFF:
         users = users.filter(is_staff=True)
-    elif audience.staff == AudienceStaff.NON_STAFF:
+    elif conditions.get("staff") == AudienceStaff.NON_STAFF:
         users = users.filter(is_staff=False)
-    if audience.group_id:
-        memberships = User.groups.through.objects.filter(user_id=OuterRef("pk"), group_id=audience.group_id)
+    if conditions.get("group"):
+        memberships = User.groups.through.objects.filter(user_id=OuterRef("pk"), group_id=conditions["group"])
         users = users.filter(Exists(memberships))
     return users
+
+
+def audience_users(audience: Audience) -> QuerySet:
+    """Active users matching every condition of the audience (saved or not) now."""
+    return users_matching(audience_conditions(audience))
 
 
 def audience_count(audience: Audience) -> int:
     return audience_users(audience).count()
 
 
-def audience_target(audience: Audience) -> dict:
-    """The send target for this audience now: its usernames, or AudienceTooLargeError past the cap."""
-    names = list(
-        audience_users(audience).order_by("pk").values_list("username", flat=True)[: AUDIENCE_MAX_USERS + 1]
+def audience_recipient_ids_after(conditions: dict, after_user_id: int, limit: int) -> list[int]:
+    """The fan-out's next batch for an audience send: matching user ids after the cursor, in order."""
+    return list(
+        users_matching(conditions)
+        .filter(pk__gt=after_user_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
     )
-    if len(names) > AUDIENCE_MAX_USERS:
-        raise AudienceTooLargeError(
-            f"The audience “{audience.name}” has more than {AUDIENCE_MAX_USERS:,} users, the most one "
-            "send can name. Send to a topic or broadcast instead, or narrow the audience."
+
+
+def scheduled_audience_refresh(notification_id: int) -> None:
+    """A scheduled audience send coming due takes its audience's conditions as they are now."""
+    audience = Audience.objects.filter(
+        notifications__pk=notification_id, notifications__status=NotificationStatus.SCHEDULED
+    ).first()
+    if audience is not None:
+        Notification.objects.filter(pk=notification_id, status=NotificationStatus.SCHEDULED).update(
+            audience_conditions=audience_conditions(audience)
         )
-    return {"users": names}
 
 
 def audience_summary(audience: Audience) -> str:

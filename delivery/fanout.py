@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from delivery.audiences import audience_recipient_ids_after
 from delivery.models import (
     Channel,
     Delivery,
@@ -77,9 +78,14 @@ def _fan_out_next_batch(notification_id: int) -> bool:
             notification.save(update_fields=["status", "updated_at"])
             _on_commit(BatchPlan(waiters=waiters))
             return False
-        user_ids = recipient_ids_after(
-            notification.target, notification.fanout_cursor, settings.CLARION_FANOUT_BATCH
-        )
+        if notification.audience_conditions is not None:  # a saved audience: delivery/audiences.py
+            user_ids = audience_recipient_ids_after(
+                notification.audience_conditions, notification.fanout_cursor, settings.CLARION_FANOUT_BATCH
+            )
+        else:
+            user_ids = recipient_ids_after(
+                notification.target, notification.fanout_cursor, settings.CLARION_FANOUT_BATCH
+            )
         # A short batch is the last one: finishing here saves a whole transaction per send.
         last = len(user_ids) < settings.CLARION_FANOUT_BATCH
         truncated = blocker is not None and bool(user_ids) and user_ids[-1] > blocker[1]

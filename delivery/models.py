@@ -119,8 +119,19 @@ class Notification(models.Model):
     # Push goes only to this app's devices (an app's slug); empty: every app's. Realtime is unaffected.
     app = models.CharField(max_length=40, blank=True, default="", db_default="")
 
-    # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}
+    # {"users": [...], "devices": [...], "topic": "...", "broadcast": bool}; {} for a saved audience
     target = models.JSONField(default=dict, verbose_name="audience")
+    # A send to a saved audience (admin, recurring, Python API): the audience, and the
+    # conditions the fan-out walks, as they were when the send started (delivery/audiences.py).
+    audience = models.ForeignKey(
+        "Audience",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notifications",
+        verbose_name="saved audience",
+    )
+    audience_conditions = models.JSONField(null=True, blank=True, verbose_name="audience conditions")
     unknown = models.JSONField(default=dict, blank=True, verbose_name="unknown users and devices")
     recipients = models.PositiveIntegerField(default=0)
 
@@ -289,6 +300,16 @@ class RecurringNotification(models.Model):
     )
     target_topic = models.CharField(max_length=64, blank=True, default="", verbose_name="topic")
     broadcast = models.BooleanField(default=False)
+    # Each occurrence reaches the audience as it is when it fires. Protected: deleting an
+    # audience must not silently turn a recurring send into one to nobody.
+    audience = models.ForeignKey(
+        "Audience",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="recurring_notifications",
+        verbose_name="saved audience",
+    )
     route = models.CharField(max_length=8, choices=Route.choices, default=Route.AUTO)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     ttl = models.PositiveIntegerField(default=24 * 3600, verbose_name="TTL (seconds)")

@@ -13,8 +13,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from delivery.audiences import audience_conditions, users_matching
 from delivery.models import (
     ApiKey,
+    Audience,
     Channel,
     Delivery,
     DeliveryStatus,
@@ -52,6 +54,10 @@ class NotCancellableError(Exception):
     pass
 
 
+class AudienceWithTargetError(ValueError):
+    """A send to a saved audience named users, devices, a topic or broadcast as well."""
+
+
 @dataclass(frozen=True)
 class Sender:
     """Who sends: an API key, a staff user, or Clarion itself (recurring sends)."""
@@ -71,7 +77,11 @@ class Sender:
 
 @dataclass
 class NotificationRequest:
-    """What to send and to whom; the API serializer and the admin both build one."""
+    """What to send and to whom; the API serializer and the admin both build one.
+
+    To whom: `target` ({"users": [...], "devices": [...], "topic": ..., "broadcast": ...}), or
+    a saved `audience` with an empty target (delivery/audiences.py: any size, resolved by the fan-out).
+    """
 
     target: dict
     title: str = ""
@@ -87,6 +97,7 @@ class NotificationRequest:
     push: dict = field(default_factory=dict)  # PushOptions fields that are set
     overrides: dict = field(default_factory=dict)
     app: str = ""  # only this app's devices get push; "" is every app's
+    audience: Audience | None = None
 
 
 def push_payload_check(request: NotificationRequest) -> None:
@@ -136,6 +147,7 @@ def notification_send(
             return existing, False
 
     starts_at = request.send_at if request.send_at and request.send_at > now else now
+    conditions = _audience_conditions_of_send(request, now)
     unknown = unknown_targets(request.target)
     notification = Notification(
         sender_key=sender.api_key,
@@ -157,8 +169,14 @@ def notification_send(
         overrides=request.overrides,
         app=_app_of_send(sender, request),
         target=request.target,
+        audience=request.audience,
+        audience_conditions=conditions,
         unknown=unknown,
-        recipients=recipients_count(request.target, unknown),
+        recipients=(
+            users_matching(conditions).count()
+            if conditions is not None
+            else recipients_count(request.target, unknown)
+        ),
         status=NotificationStatus.SCHEDULED if starts_at > now else NotificationStatus.QUEUED,
     )
     try:
@@ -177,6 +195,14 @@ def notification_send(
         # A concurrent request with the same key won the insert.
         return Notification.objects.get(sender_label=sender.label, idempotency_key=idempotency_key), False
     return notification, True
+
+
+def _audience_conditions_of_send(request: NotificationRequest, now: datetime) -> dict | None:
+    if request.audience is None:
+        return None
+    if any(request.target.values()):
+        raise AudienceWithTargetError("A send to a saved audience names no other recipients.")
+    return audience_conditions(request.audience, now)
 
 
 class AppNotAllowedError(Exception):
@@ -340,12 +366,19 @@ def _enqueue_withdraw(delivery_ids: list[int]) -> None:
 
 def recurring_notification_fire(recurring_id: int) -> Notification | None:
     """Send one occurrence of a recurring notification (called by beat through a task)."""
-    recurring = RecurringNotification.objects.filter(pk=recurring_id, enabled=True).first()
+    recurring = (
+        RecurringNotification.objects.filter(pk=recurring_id, enabled=True).select_related("audience").first()
+    )
     if recurring is None:
         return None
     users = [name.strip() for name in recurring.target_users.replace(",", "\n").splitlines() if name.strip()]
+    if recurring.audience_id:  # the audience as it is now (the send takes its conditions)
+        target = {}
+    else:
+        target = {"users": users, "topic": recurring.target_topic or None, "broadcast": recurring.broadcast}
     request = NotificationRequest(
-        target={"users": users, "topic": recurring.target_topic or None, "broadcast": recurring.broadcast},
+        target=target,
+        audience=recurring.audience,
         title=recurring.title,
         body=recurring.body,
         data=recurring.data,

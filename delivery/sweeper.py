@@ -1,6 +1,7 @@
 """The sweeper (beat, every CLARION_SWEEP_INTERVAL seconds): time-driven and recovery work.
 
-- scheduled notifications whose `send_at` has come are released to fan-out;
+- scheduled notifications whose `send_at` has come are released to fan-out (a send to a saved
+  audience taking the audience's conditions as they are then);
 - fan-outs that stopped making progress (a worker died) are dispatched again (not those
   waiting for their sender's earlier send, which wakes them);
 - push deliveries due (retry back-off, quiet hours, auto's ack timeout) whose task is
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from delivery.audiences import scheduled_audience_refresh
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.webhooks.events import deliveries_update
 from notifyproject.task_queue import ids_enqueue
@@ -42,11 +44,13 @@ def release_due_scheduled(now) -> int:
 
     due = list(
         Notification.objects.filter(status=NotificationStatus.SCHEDULED, send_at__lte=now).values_list(
-            "pk", flat=True
+            "pk", "audience_id"
         )[:SWEEP_LIMIT]
     )
     released = 0
-    for notification_id in due:
+    for notification_id, audience_id in due:
+        if audience_id is not None:  # before release: a started fan-out's conditions never change
+            scheduled_audience_refresh(notification_id)
         if Notification.objects.filter(pk=notification_id, status=NotificationStatus.SCHEDULED).update(
             status=NotificationStatus.QUEUED, updated_at=now
         ):

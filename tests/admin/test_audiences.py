@@ -1,15 +1,10 @@
 """Audiences: saved filters over users, their conditions, the admin form and its live count."""
 
-from datetime import timedelta
-
 import pytest
-from django.contrib.auth.models import Group
-from django.utils import timezone
 
-from delivery.audiences import audience_summary, audience_target, audience_users, usernames_parse
+from delivery.audiences import audience_summary, audience_users, usernames_parse
 from delivery.models import Audience
-from devices.models import Device, MutedTopic, TopicSubscription
-from tests.delivery.factories import device
+from tests.delivery.factories import audience_population
 
 pytestmark = pytest.mark.django_db
 
@@ -20,20 +15,7 @@ def names(audience: Audience) -> list[str]:
 
 @pytest.fixture
 def people(make_user):
-    ann, ben, cat, dan = (make_user(n) for n in ("ann", "ben", "cat", "dan"))
-    make_user("gone", is_active=False)
-    ben.is_staff = True
-    ben.save()
-    for user in (ann, ben, cat):
-        TopicSubscription.objects.create(user=user, topic="news")
-    MutedTopic.objects.create(user=cat, topic="news")
-    device(ann, "fcm")
-    old_phone = device(ben, "apns")
-    Device.objects.filter(pk=old_phone.pk).update(last_seen_at=timezone.now() - timedelta(days=40))
-    device(dan, "fcm", active=False)
-    editors = Group.objects.create(name="editors")
-    editors.user_set.add(ann, dan)
-    return editors
+    return audience_population(make_user)
 
 
 class TestConditions:
@@ -50,9 +32,6 @@ class TestConditions:
         assert names(Audience(topic="news", group=people)) == ["ann"]
         assert names(Audience(platform="apns", seen_within_days=60)) == ["ben"]
         assert names(Audience(platform="apns", seen_within_days=30)) == []
-
-    def test_the_target_is_the_users_in_id_order(self, people):
-        assert audience_target(Audience(name="x", topic="news")) == {"users": ["ann", "ben"]}
 
     def test_summary_and_usernames_parsing(self, people):
         audience = Audience(usernames="a, b", topic="news", platform="fcm", seen_within_days=7, group=people)

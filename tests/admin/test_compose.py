@@ -5,7 +5,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from delivery import audiences
 from delivery.models import Audience, Delivery, InboxMessage, Notification
 from devices.models import MutedTopic, TopicSubscription
 from tests.delivery.factories import device
@@ -215,17 +214,29 @@ class TestAudiences:
         MutedTopic.objects.create(user=readers[3], topic="news")
         return Audience.objects.create(name="Android news readers", topic="news", platform="fcm")
 
-    def test_an_audience_resolves_to_its_users_at_send_time(self, staff_client, android_news):
+    def test_an_audience_send_records_the_audience_and_its_conditions(
+        self, staff_client, android_news, fan_out
+    ):
         response = staff_client.post(COMPOSE_URL, compose_form(send_to="audience", audience=android_news.pk))
         assert response.status_code == 302
         notification = Notification.objects.get()
+        assert notification.target == {} and notification.audience == android_news
+        assert notification.audience_conditions["topic"] == "news"
+        assert notification.audience_conditions["platform"] == "fcm"
         # reader2 is on APNs only; reader3 muted the topic.
-        assert notification.target["users"] == ["reader0", "reader1"] and notification.recipients == 2
+        assert notification.recipients == 2
+        fan_out(notification.pk)
+        reached = InboxMessage.objects.filter(notification=notification).values_list("user__username")
+        assert sorted(name for (name,) in reached) == ["reader0", "reader1"]
+        page = staff_client.get(f"/admin/delivery/notification/{notification.pk}/change/").content.decode()
+        assert "saved audience “Android news readers”" in page
 
-    def test_an_audience_over_the_cap_is_refused_not_truncated(self, staff_client, android_news, monkeypatch):
-        monkeypatch.setattr(audiences, "AUDIENCE_MAX_USERS", 1)
-        response = staff_client.post(COMPOSE_URL, compose_form(send_to="audience", audience=android_news.pk))
-        assert response.status_code == 200 and b"more than 1 users" in response.content
+    def test_an_audience_dry_run_counts_its_users_and_devices(self, staff_client, android_news):
+        response = staff_client.post(
+            COMPOSE_URL, {**compose_form(send_to="audience", audience=android_news.pk), "_dry_run": "Dry run"}
+        )
+        assert response.context["dry_run"].recipients == 2
+        assert response.context["dry_run"].push_devices == {"fcm": 2}
         assert nothing_written()
 
     def test_an_empty_audience_is_refused(self, staff_client):

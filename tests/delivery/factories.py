@@ -37,3 +37,29 @@ def device(user, platform: str = "fcm", **fields) -> Device:
 def users(count: int, prefix: str = "u"):
     User = get_user_model()  # noqa: N806
     return User.objects.bulk_create([User(username=f"{prefix}{i}") for i in range(count)])
+
+
+def audience_population(make_user):
+    """ann, ben (staff), cat, dan and inactive "gone": topic "news" (cat muted it), devices (ann's
+    fcm, ben's apns seen 40 days ago, dan's inactive fcm); returns the group "editors" (ann, dan)."""
+    from datetime import timedelta
+
+    from django.contrib.auth.models import Group
+    from django.utils import timezone
+
+    from devices.models import MutedTopic, TopicSubscription
+
+    ann, ben, cat, dan = (make_user(n) for n in ("ann", "ben", "cat", "dan"))
+    make_user("gone", is_active=False)
+    ben.is_staff = True
+    ben.save()
+    for user in (ann, ben, cat):
+        TopicSubscription.objects.create(user=user, topic="news")
+    MutedTopic.objects.create(user=cat, topic="news")
+    device(ann, "fcm")
+    old_phone = device(ben, "apns")
+    Device.objects.filter(pk=old_phone.pk).update(last_seen_at=timezone.now() - timedelta(days=40))
+    device(dan, "fcm", active=False)
+    editors = Group.objects.create(name="editors")
+    editors.user_set.add(ann, dan)
+    return editors

@@ -1,11 +1,8 @@
 """End to end through real processes: daphne, a Celery worker with beat, Redis and PostgreSQL."""
 
 import json
-import os
-import signal
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import transaction
 from django.utils import timezone
@@ -14,7 +11,8 @@ from websockets.sync.client import connect
 from delivery.models import Delivery, InboxMessage, Notification, UserStream
 from realtime.presence import users_online
 from tests.delivery.factories import device, send, users
-from tests.support.processes import database_url, wait_until
+from tests.support.fanout_kill import fan_out_killed_mid_way
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 RECV_TIMEOUT_SECS = 20
@@ -147,31 +145,14 @@ def test_worker_killed_mid_fan_out_resumes_and_sends_nothing_twice(start_worker,
         device(user)
     UserStream.objects.bulk_create([UserStream(user=user) for user in recipients])
     env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 2, "CLARION_SENDING_STALE_SECS": 5}
-    worker = start_worker(**env)
-    blocker = recipients[450]  # in the fifth batch of 100
-
-    # Hold a lock the fifth batch needs, so the worker is frozen mid-fan-out when killed.
-    with psycopg.connect(database_url(), autocommit=False) as lock_conn:
-        lock_conn.execute("SELECT 1 FROM delivery_userstream WHERE user_id = %s FOR UPDATE", [blocker.pk])
-        notification = send({"broadcast": True}, title="big")
-
-        def worker_blocked_on_the_lock():
-            with psycopg.connect(database_url(), autocommit=True) as probe:
-                return probe.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND query LIKE '%userstream%'"
-                ).fetchone()[0]
-
-        wait_until(worker_blocked_on_the_lock, timeout=30, message="the fan-out to block on the held lock")
-        wait_until(
-            lambda: Delivery.objects.filter(notification=notification, status="sent").count() == 400,
-            timeout=30,
-            message="the first four batches sent",
-        )
-        assert InboxMessage.objects.filter(notification=notification).count() == 400
-        os.killpg(worker.proc.pid, signal.SIGKILL)
-        worker.proc.wait(10)
-        lock_conn.rollback()
+    # A lock the fifth batch of 100 needs freezes the worker mid-fan-out when it is killed.
+    notification = fan_out_killed_mid_way(
+        start_worker,
+        env,
+        blocker_user_id=recipients[450].pk,
+        send=lambda: send({"broadcast": True}, title="big"),
+        written_before=400,
+    )
 
     start_worker(**env)
     wait_until(

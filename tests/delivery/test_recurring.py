@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from django.db.models import ProtectedError
 from django_celery_beat.models import PeriodicTask
 
-from delivery.models import Notification, RecurringNotification
+from delivery.models import Audience, Notification, RecurringNotification
 from tests.support.processes import wait_until
 
 ADD_URL = "/admin/delivery/recurringnotification/add/"
@@ -71,6 +72,20 @@ class TestAdminForm:
             not RecurringNotification.objects.exists()
             and not PeriodicTask.objects.filter(task="delivery.tasks.recurring_notification_send").exists()
         )
+
+    def test_a_saved_audience_is_the_whole_audience_and_cannot_be_deleted_from_under_it(self, staff_client):
+        audience = Audience.objects.create(name="news readers", topic="news")
+        refused = staff_client.post(
+            ADD_URL, form(interval_seconds="60", audience=audience.pk, target_topic="news")
+        )
+        assert refused.status_code == 200 and b"leave users, topic and broadcast empty" in refused.content
+        response = staff_client.post(ADD_URL, form(interval_seconds="60", audience=audience.pk))
+        assert response.status_code == 302, response.content[:2000]
+        assert RecurringNotification.objects.get().audience == audience
+        listing = staff_client.get("/admin/delivery/recurringnotification/").content.decode()
+        assert "audience “news readers”" in listing
+        with pytest.raises(ProtectedError):
+            audience.delete()
 
     def test_disabling_pauses_the_beat_task_and_deleting_removes_it(self, staff_client):
         staff_client.post(ADD_URL, form(interval_seconds="60", broadcast="on"))
