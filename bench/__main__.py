@@ -16,7 +16,9 @@ from bench.harness import RESULTS_ENV, format_table, read_records
 BENCHMARKS = {
     "pipeline": ([], ["--quick"]),
     "webhooks": ([], ["--quick"]),  # W9 with/without a delivery.sent webhook; events/s to a loopback receiver
-    "providers": ([], ["--quick"]),
+    "providers": ([], ["--quick"]),  # bulk, W6 and W7 through the whole pipeline, beside the peers
+    # provider CPU per message, each provider's send() alone beside the previous transports
+    "provider_cpu": ([], ["--messages", "5000", "--runs", "3"]),
     "admin_bench": ([], ["--runs", "3"]),  # 1,000,000 deliveries either way
     "soak": ([], ["--quick"]),  # 10 min, 500 clients, Redis restart + worker SIGKILL; quick: 2 min, 100
     # W3: 10,000 idle sockets for 10 min (one run); quick: 2,000 for 1 min, one run per server

@@ -4,6 +4,7 @@ Everything runs on 127.0.0.1; every wait is bounded in time.
 """
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -324,3 +325,22 @@ def _figure(value) -> str:
     if value is None:
         return ""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, path: Path, *flags: str):
+    """py-spy on `pid` while the block runs: raw folded stacks of the thread holding the GIL (CPU)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [str(BIN / "py-spy"), "record", "--pid", str(pid), "--gil", "--nonblocking", *flags]
+        + ["--rate", "200", "--format", "raw", "--output", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # attached
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+        print(f"  profile: {path}", flush=True)

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -76,7 +75,11 @@ def serve_fakes(config_path: str) -> None:
         subscriptions = [
             push.subscribe(application_server_key=vapid[1]) for _ in range(config["subscriptions"])
         ]
-        out = {"env": environment(fcm, apns, push, vapid), "subscriptions": subscriptions}
+        out = {
+            "env": environment(fcm, apns, push, vapid),
+            "subscriptions": subscriptions,
+            "fcm_http1_url": fcm.url,  # for the SDK baselines, which speak HTTP/1.1
+        }
         Path(config["out"]).write_text(json.dumps(out))
         print("fakes ready", flush=True)
         for line in sys.stdin:
@@ -136,6 +139,7 @@ class Fakes:
         self._expect("fakes ready", FAKES_START_TIMEOUT_SECS)
         info = json.loads(out.read_text())
         self.env: dict = info["env"]
+        self.fcm_http1_url: str = info["fcm_http1_url"]
         self.subscriptions: list[dict] = info["subscriptions"]
 
     def _expect(self, marker: str, timeout: float) -> str:
@@ -460,7 +464,11 @@ class Bench:
             CLARION_SEND_RATE="100000/min",
             **fakes.env,
         )
-        self.baseline_env = {**self.env, "DJANGO_SETTINGS_MODULE": BASELINE_SETTINGS}
+        self.baseline_env = {
+            **self.env,
+            "DJANGO_SETTINGS_MODULE": BASELINE_SETTINGS,
+            "FCM_ENDPOINT": fakes.fcm_http1_url,  # firebase-admin's requests speak HTTP/1.1
+        }
         harness.migrate(self.baseline_env)  # Clarion's tables and the peers'
         if not getattr(self, "_django_ready", False):
             harness.setup_django(self.env)
@@ -772,22 +780,9 @@ class Bench:
         if not self.args.profile:
             yield
             return
-        directory = Path(self.args.profile)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.scenario}-{name}.txt"
-        spy = subprocess.Popen(
-            [str(harness.BIN / "py-spy"), "record", "--pid", str(worker.proc.pid), "--subprocesses", "--gil"]
-            + ["--nonblocking", "--rate", "200", "--format", "raw", "--output", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1)  # attached
-        try:
+        path = Path(self.args.profile) / f"{self.scenario}-{name}.txt"
+        with harness.py_spy(worker.proc.pid, path, "--subprocesses"):
             yield
-        finally:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(60)
-            print(f"  profile: {path}", flush=True)
 
     def progress(self, name: str, runs: list[Run]) -> None:
         rates = ", ".join(f"{r.rate:,.0f}/s" for r in runs)

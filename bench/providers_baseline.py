@@ -11,15 +11,29 @@
   only be slower; this stand-in keeps one HTTP/2 connection per process.
 
 The worker runs with DJANGO_SETTINGS_MODULE=bench.providers_baseline_settings. Only the
-endpoint is changed on firebase-admin's default app (no public option for it, as for Clarion:
-delivery.providers.fcm.point_messaging_at); its pool and retry settings stay the SDK's.
+endpoint is changed on firebase-admin's default app (no public option for it: point_messaging_at);
+its pool and retry settings stay the SDK's.
 """
 
 import threading
 
 from celery import shared_task
 
+GOOGLE_FCM_ENDPOINT = "https://fcm.googleapis.com"
 _firebase_lock = threading.Lock()
+
+
+def point_messaging_at(service, endpoint: str) -> None:
+    """Make firebase-admin's messaging service send to `endpoint` instead of fcm.googleapis.com.
+
+    There is no public option: firebase-admin 7.7.0 (pinned in requirements.txt) copies
+    `_MessagingService.FCM_URL` into the per-app `_fcm_url`, which we rewrite. An SDK upgrade
+    that changes this fails here instead of silently sending to Google.
+    """
+    url = getattr(service, "_fcm_url", None)
+    if not isinstance(url, str) or not url.startswith(f"{GOOGLE_FCM_ENDPOINT}/v1/projects/"):
+        raise RuntimeError("this firebase-admin has no per-app _fcm_url to override")
+    service._fcm_url = endpoint.rstrip("/") + url[len(GOOGLE_FCM_ENDPOINT) :]
 
 
 def _default_firebase_app():
@@ -27,8 +41,6 @@ def _default_firebase_app():
     import firebase_admin
     from django.conf import settings
     from firebase_admin import credentials, messaging
-
-    from delivery.providers.fcm import point_messaging_at
 
     with _firebase_lock:
         try:

@@ -1,30 +1,29 @@
 """Apple Push Notification service with token (.p8) auth over one HTTP/2 connection per environment.
 
 Requests are built in the caller's thread; the I/O runs on this provider's background event
-loop (one per process), where one httpcore pool keeps one HTTP/2 connection per APNs host,
-each multiplexing up to 100 streams. The ES256 provider token is signed once and reused until it
-is 50 minutes old. Why httpcore and not aioapns/httpx: docs/providers.md.
+loop (one per process), where our HTTP/2 client (delivery/providers/http2.py) keeps one
+connection per APNs host with up to 1,000 streams in flight, a whole batch framed and written at
+once. The ES256 provider token is signed once and reused until it is 50 minutes old. Why our
+own client and not aioapns/httpx/httpcore: docs/providers.md.
 Apple's reference: https://developer.apple.com/documentation/usernotifications/sending-notification-requests-to-apns
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpcore
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.credentials import AppCredentials
+from delivery.providers.http2 import Http2Client, Http2Request, Http2Response
 from delivery.providers.transport import BackgroundLoop, client_ssl_context, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -33,10 +32,9 @@ logger = logging.getLogger(__name__)
 # more often than every 20 minutes (TooManyProviderTokenUpdates); renew at 50 to stay inside both.
 PROVIDER_TOKEN_RENEW_SECS = 50 * 60
 CONNECT_TIMEOUT_SECS = 10
-REQUEST_TIMEOUT_SECS = 15  # one request, including the wait for a free stream on the connection
+REQUEST_TIMEOUT_SECS = 15  # a batch's requests, including the wait for a free stream on the connection
 BATCH_TIMEOUT_SECS = 60  # safety net around a whole send(); unanswered deliveries are retried
-# Idle connections are kept: Apple asks providers to keep them open rather than reconnect.
-KEEPALIVE_EXPIRY_SECS = None
+# Idle connections are kept (Apple asks providers to keep them open rather than reconnect).
 MAX_COLLAPSE_ID_BYTES = 64  # apns-collapse-id limit
 MAX_PAYLOAD_BYTES = 4096  # Apple refuses larger (non-VoIP) payloads with PayloadTooLarge
 PRIORITY_IMMEDIATE = "10"
@@ -154,14 +152,6 @@ class ProviderToken:
         self._issued_at = now
 
 
-@dataclass(frozen=True)
-class _Request:
-    delivery_id: int
-    url: str
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
 def _not_configured_reason(creds: AppCredentials) -> str:
     key = ("APNS_KEY", creds.apns_key_path) if creds.is_default else ("an APNs key", creds.apns_key_pem)
     required = dict([key])
@@ -219,11 +209,13 @@ class ApnsProvider:
             return [SendResult(target.delivery_id, Outcome.FAILED, error=error) for target in targets]
         shared = apns_headers(message, self._topic)
         requests = [
-            _Request(
+            (
                 target.delivery_id,
-                f"{self._endpoint(target)}/3/device/{target.token}",
-                [*shared, (b"apns-id", apns_id(target.delivery_id, message.withdraw).encode())],
-                body,
+                Http2Request(
+                    f"{self._endpoint(target)}/3/device/{target.token}",
+                    [*shared, (b"apns-id", apns_id(target.delivery_id, message.withdraw).encode())],
+                    body,
+                ),
             )
             for target in targets
         ]
@@ -231,86 +223,76 @@ class ApnsProvider:
             return self._loop.run(self._send_all(requests), BATCH_TIMEOUT_SECS)
         except TimeoutError as exc:
             logger.warning("APNs batch of %d unanswered: %s; retrying it", len(requests), exc)
-            return [SendResult(r.delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for r in requests]
+            return [
+                SendResult(delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for delivery_id, _ in requests
+            ]
 
     def close(self) -> None:
-        self._loop.close(_close_pools)
+        self._loop.close(_close_client)
 
     def _endpoint(self, target: PushTarget) -> str:
         """Sandbox tokens (development builds) only work against the sandbox host, and vice versa."""
         return self._endpoints["sandbox" if target.environment == "sandbox" else "production"]
 
     # -- on the loop ----------------------------------------------------------------------------
-    async def _send_all(self, requests: list[_Request]) -> list[SendResult]:
-        return list(await asyncio.gather(*(self._send_one(request) for request in requests)))
-
-    async def _send_one(self, request: _Request) -> SendResult:
+    async def _send_all(self, requests: list[tuple[int, Http2Request]]) -> list[SendResult]:
         token = self._token.current()
-        result, reason = await self._post(request, token)
-        if reason == EXPIRED_TOKEN_REASON:  # renew and retry once; a second refusal is retried later
-            result, _ = await self._post(request, self._token.renew(token))
-        return result
+        results = await self._post_all(requests, token)
+        expired = [i for i, (_, reason) in enumerate(results) if reason == EXPIRED_TOKEN_REASON]
+        if expired:  # renew once and retry those; a second refusal is retried later
+            again = await self._post_all([requests[i] for i in expired], self._token.renew(token))
+            for i, result in zip(expired, again, strict=True):
+                results[i] = result
+        return [result for result, _ in results]
 
-    async def _post(self, request: _Request, token: str) -> tuple[SendResult, str]:
-        """(outcome, Apple's reason or "") for one request."""
-        headers = [(b"authorization", f"bearer {token}".encode()), *request.headers]
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_SECS):
-                response = await self._pool().request(
-                    "POST", request.url, headers=headers, content=request.body, extensions=_TIMEOUTS
-                )
-        except (TimeoutError, httpcore.TimeoutException) as exc:
-            error = f"TIMEOUT: no answer from APNs within {REQUEST_TIMEOUT_SECS} s ({exc!r})"
-            return SendResult(request.delivery_id, Outcome.RETRY, error=error), ""
-        except (httpcore.NetworkError, httpcore.RemoteProtocolError) as exc:
-            return SendResult(request.delivery_id, Outcome.RETRY, error=f"CONNECTION_ERROR: {exc!r}"), ""
-        return _result(request.delivery_id, response)
+    async def _post_all(
+        self, requests: list[tuple[int, Http2Request]], token: str
+    ) -> list[tuple[SendResult, str]]:
+        """(outcome, Apple's reason or "") for each request."""
+        authorization = (b"authorization", f"bearer {token}".encode())
+        answers = await self._client().send_all(
+            [Http2Request(r.url, [authorization, *r.headers], r.body) for _, r in requests],
+            REQUEST_TIMEOUT_SECS,
+        )
+        return [
+            _result(delivery_id, answer) for (delivery_id, _), answer in zip(requests, answers, strict=True)
+        ]
 
-    def _pool(self) -> httpcore.AsyncConnectionPool:
-        """The one HTTP/2 connection pool of this process; one connection per APNs host."""
-        pool = self._loop.resources.get("pool")
-        if pool is None:
-            pool = self._loop.resources["pool"] = httpcore.AsyncConnectionPool(
-                ssl_context=client_ssl_context(extra_ca=self._extra_ca),
-                http1=False,  # APNs speaks HTTP/2 only
-                http2=True,
-                # Per host: production and sandbox each get their own connection.
-                max_connections=len(self._endpoints),
-                keepalive_expiry=KEEPALIVE_EXPIRY_SECS,
+    def _client(self) -> Http2Client:
+        """The HTTP/2 client of this process: one connection per APNs host."""
+        client = self._loop.resources.get("client")
+        if client is None:
+            client = self._loop.resources["client"] = Http2Client(
+                client_ssl_context(extra_ca=self._extra_ca), CONNECT_TIMEOUT_SECS
             )
-        return pool
+        return client
 
 
-_TIMEOUTS = {
-    "timeout": {
-        "connect": CONNECT_TIMEOUT_SECS,
-        "read": REQUEST_TIMEOUT_SECS,
-        "write": REQUEST_TIMEOUT_SECS,
-        "pool": REQUEST_TIMEOUT_SECS,
-    }
-}
+async def _close_client(resources: dict) -> None:
+    client = resources.get("client")
+    if client is not None:
+        await client.close()
 
 
-async def _close_pools(resources: dict) -> None:
-    pool = resources.get("pool")
-    if pool is not None:
-        await pool.aclose()
-
-
-def _result(delivery_id: int, response: httpcore.Response) -> tuple[SendResult, str]:
+def _result(delivery_id: int, answer: Http2Response | Exception) -> tuple[SendResult, str]:
     """Map Apple's answer to (outcome, reason); the error text starts with Apple's reason."""
-    headers = {name.lower(): value for name, value in response.headers}
+    if isinstance(answer, TimeoutError):
+        error = f"TIMEOUT: no answer from APNs within {REQUEST_TIMEOUT_SECS} s ({answer})"
+        return SendResult(delivery_id, Outcome.RETRY, error=error), ""
+    if isinstance(answer, Exception):
+        return SendResult(delivery_id, Outcome.RETRY, error=f"CONNECTION_ERROR: {answer}"), ""
+    headers = answer.headers
     message_id = headers.get(b"apns-id", b"").decode()
-    if response.status == 200:
+    if answer.status == 200:
         return SendResult(delivery_id, Outcome.SENT, provider_message_id=message_id), ""
     try:
-        reason = json.loads(response.content).get("reason") or str(response.status)
+        reason = json.loads(answer.body).get("reason") or str(answer.status)
     except (ValueError, AttributeError):
-        reason = str(response.status)
-    error = f"{reason}: HTTP {response.status} from APNs (apns-id {message_id})"
+        reason = str(answer.status)
+    error = f"{reason}: HTTP {answer.status} from APNs (apns-id {message_id})"
     if reason in TOKEN_DEAD_REASONS:
         return SendResult(delivery_id, Outcome.TOKEN_DEAD, error=error), reason
-    if response.status == 429 or response.status >= 500 or reason == EXPIRED_TOKEN_REASON:
+    if answer.status == 429 or answer.status >= 500 or reason == EXPIRED_TOKEN_REASON:
         retry_after = parse_retry_after(headers.get(b"retry-after"))
         return SendResult(delivery_id, Outcome.RETRY, error=error, retry_after_secs=retry_after), reason
     return SendResult(delivery_id, Outcome.FAILED, error=error), reason

@@ -1,42 +1,49 @@
-"""Firebase Cloud Messaging (HTTP v1) through firebase-admin.
+"""Firebase Cloud Messaging (HTTP v1): firebase-admin for OAuth and the message, our HTTP/2 to send.
 
-One firebase-admin app per process, built on the first send. A batch is sent one
-`messaging.send()` per device on a bounded thread pool shared by every caller in the process
-(HTTP/1.1 keep-alive, one pooled connection per thread), with the SDK's own retries turned
-off so that delivery/sending.py's back-off alone decides. Why not send_each/send_each_async:
-docs/providers.md.
+The v1 `message` object is built once per notification with firebase-admin's own encoder, and
+only the token changes per device. The POSTs run on this provider's background event loop over
+one HTTP/2 connection to FCM with a whole batch of streams in flight (delivery/providers/http2.py):
+firebase-admin's send() costs a requests round trip and a thread per message, several times the
+CPU. The OAuth token is firebase-admin's credential, refreshed in the caller's thread when it
+is about to expire or FCM answers 401. No retries here: delivery/sending.py's back-off alone
+decides. See docs/providers.md.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
-import os
 import threading
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import firebase_admin
 import google.auth.exceptions
+import google.auth.transport.requests
+import orjson
 import requests
-import requests.adapters
 from django.utils import timezone
-from firebase_admin import _messaging_encoder, exceptions, messaging
+from firebase_admin import _messaging_encoder, messaging
 from firebase_admin import credentials as credentials_module
 
 from delivery.providers.apns import apns_collapse_id
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.credentials import AppCredentials
-from delivery.providers.transport import ca_bundle_from_env, parse_retry_after
+from delivery.providers.http2 import Http2Client, Http2Request, Http2Response
+from delivery.providers.transport import (
+    BackgroundLoop,
+    ca_bundle_from_env,
+    client_ssl_context,
+    parse_retry_after,
+)
 from delivery.providers.webpush import web_push_topic
 
 logger = logging.getLogger(__name__)
 
 GOOGLE_FCM_ENDPOINT = "https://fcm.googleapis.com"
-MAX_CONCURRENT_REQUESTS = 50  # threads and pooled connections per process
-HTTP_TIMEOUT_SECS = 10  # each request, and the OAuth token refresh it may trigger
+CONNECT_TIMEOUT_SECS = 10
+REQUEST_TIMEOUT_SECS = 15  # a batch's requests, including the wait for a free stream
+TOKEN_TIMEOUT_SECS = 10  # the OAuth token refresh
 BATCH_TIMEOUT_SECS = 60  # safety net around a whole send(); unanswered deliveries are retried
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 TOKEN_DEAD_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
@@ -45,52 +52,30 @@ BAD_TOKEN_MESSAGE = "registration token"
 RETRY_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "UNKNOWN"})
 PRIORITY_APNS = {"high": "10", "normal": "5"}
 MAX_PAYLOAD_BYTES = 4096  # FCM's limit on a message's data and notification payload
-
-
-def point_messaging_at(service, endpoint: str) -> None:
-    """Make firebase-admin's messaging service send to `endpoint` instead of fcm.googleapis.com.
-
-    There is no public option: firebase-admin 7.7.0 (pinned in requirements.txt) copies
-    `_MessagingService.FCM_URL` into the per-app `_fcm_url`, which we rewrite. An SDK upgrade
-    that changes this fails here (and in its test) instead of silently sending to Google.
-    """
-    url = getattr(service, "_fcm_url", None)
-    if not isinstance(url, str) or not url.startswith(f"{GOOGLE_FCM_ENDPOINT}/v1/projects/"):
-        raise RuntimeError(
-            f"firebase-admin {firebase_admin.__version__} has no per-app _fcm_url to override; "
-            "FCM_ENDPOINT needs updating for this version"
-        )
-    service._fcm_url = endpoint.rstrip("/") + url[len(GOOGLE_FCM_ENDPOINT) :]
+# Google's canonical codes for an error answer without a body we can read (as firebase-admin maps them).
+STATUS_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+UNAUTHENTICATED = "UNAUTHENTICATED"  # FCM refused our OAuth token (revoked): refresh and send again
+# What firebase-admin's own send() adds to each request.
+CLIENT_HEADERS = [
+    (b"content-type", b"application/json; charset=UTF-8"),
+    (b"x-goog-api-format-version", b"2"),
+    (b"x-firebase-client", f"fire-admin-python/{firebase_admin.__version__}".encode()),
+]
 
 
 def _is_google(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     return host == "googleapis.com" or host.endswith(".googleapis.com")
-
-
-def _tune_transport(service, credential, endpoint: str, token_uri: str) -> requests.Session:
-    """Our retry policy, pool size and CA bundle on the SDK's requests session (returned)."""
-    session = service._client.session  # firebase-admin's AuthorizedSession; no public handle
-    # max_retries=0: no urllib3 retries of 500/503 and no sleeping on 429 Retry-After in this thread.
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=1, pool_maxsize=MAX_CONCURRENT_REQUESTS, max_retries=0
-    )
-    session.mount(endpoint, adapter)
-    # With trust_env, requests re-reads the proxy variables by scanning os.environ on every
-    # request: a third of our CPU per message in a Celery worker's environment. Read them once.
-    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
-    session.trust_env = False
-    ca_bundle = ca_bundle_from_env()
-    if ca_bundle:  # without trust_env requests reads neither REQUESTS_CA_BUNDLE nor SSL_CERT_FILE
-        session.verify = ca_bundle
-        auth_session = getattr(session, "_auth_request_session", None)
-        if auth_session is not None:
-            auth_session.verify = ca_bundle
-    if not (_is_google(endpoint) and _is_google(token_uri)):
-        # google-auth looks up a "regional access boundary" at iamcredentials.googleapis.com in a
-        # background thread after each token refresh; pointless (and a leak) when FCM is elsewhere.
-        credential._is_regional_access_boundary_lookup_required = lambda: False
-    return session
 
 
 def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
@@ -182,46 +167,11 @@ def fcm_withdraw_template(message: PushMessage, ttl_secs: int) -> dict:
     }
 
 
-class _MessageWithOverrides(messaging.Message):
-    """A messaging.Message whose encoded v1 `message` object gets `overrides` deep-merged last."""
-
-    def __init__(self, overrides: dict, **fields) -> None:
-        super().__init__(**fields)
-        self.overrides = overrides
-
-
-class _OverridingEncoder(_messaging_encoder.MessageEncoder):
-    def default(self, o):
-        encoded = super().default(o)
-        overrides = getattr(o, "overrides", None)
-        return deep_merge(encoded, overrides) if overrides else encoded
-
-
-def merge_overrides_when_encoding() -> None:
-    """Make firebase-admin deep-merge a message's `overrides` into the JSON it sends.
-
-    firebase-admin 7.7.0 encodes every message with the class attribute
-    `_MessagingService.JSON_ENCODER` and has no public hook, so we install a subclass of its
-    own encoder that only adds the merge. A version without that attribute fails here (and in
-    its test) rather than silently dropping overrides.
-    """
-    service_class = messaging._MessagingService
-    current = getattr(service_class, "JSON_ENCODER", None)
-    if isinstance(current, _OverridingEncoder):
-        return
-    if not isinstance(current, _messaging_encoder.MessageEncoder):
-        raise RuntimeError(
-            f"firebase-admin {firebase_admin.__version__} has no _MessagingService.JSON_ENCODER; "
-            "FCM overrides need updating for this version"
-        )
-    service_class.JSON_ENCODER = _OverridingEncoder()
-
-
 def fcm_message_json(message: PushMessage, token: str = "token") -> dict:
     """The FCM v1 `message` object as it goes on the wire (for size checks and tests)."""
     template = fcm_message_template(message, message.ttl_secs(timezone.now()))
     fcm_message = messaging.Message(**template)
-    fcm_message.token = token  # see _send_one
+    fcm_message.token = token  # registration tokens go in `token` (the SDK deprecates the keyword)
     encoded = _messaging_encoder.MessageEncoder().default(fcm_message)
     return deep_merge(encoded, message.overrides.get("fcm") or {})
 
@@ -243,33 +193,35 @@ def _not_configured_reason(creds: AppCredentials) -> str:
 class FcmProvider:
     """FCM for Android, iOS and web apps registered with Firebase; safe to call from many threads.
 
-    One instance per app (its own firebase-admin app, OAuth token, connections and threads).
+    One instance per app (its own OAuth token and connection).
     """
 
     platform = "fcm"
 
     def __init__(self, credentials: AppCredentials | None = None) -> None:
         creds = credentials or AppCredentials.from_settings()
-        self._endpoint = creds.fcm_endpoint or GOOGLE_FCM_ENDPOINT
+        self._endpoint = (creds.fcm_endpoint or GOOGLE_FCM_ENDPOINT).rstrip("/")
         self._reason = _not_configured_reason(creds)
-        self._lock = threading.Lock()
-        self._refresh_lock = threading.Lock()
-        self._app: firebase_admin.App | None = None
-        self._session: requests.Session | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pid = 0
+        self._loop = BackgroundLoop(f"clarion-fcm-{creds.app}")
+        self._token_lock = threading.Lock()
         if self._reason:
             return
         try:  # parse now, so a bad file shows up as the reason instead of as failed sends
             info = json.loads(creds.fcm_credentials_json or Path(creds.fcm_credentials_path).read_text())
-            self._certificate = credentials_module.Certificate(info)
+            self._credential = credentials_module.Certificate(info).get_credential()
         except (OSError, ValueError) as exc:
             source = (
                 f"FCM_CREDENTIALS {creds.fcm_credentials_path}" if creds.is_default else "FCM credentials"
             )
             self._reason = f"fcm provider is not configured{creds.label()}: {source}: {exc}"
             return
-        self._token_uri = info.get("token_uri", "")
+        self._send_url = f"{self._endpoint}/v1/projects/{info['project_id']}/messages:send"
+        if not (_is_google(self._endpoint) and _is_google(info.get("token_uri", ""))):
+            # google-auth looks up a "regional access boundary" at iamcredentials.googleapis.com in a
+            # background thread after each token refresh; pointless (and a leak) when FCM is elsewhere.
+            self._credential._is_regional_access_boundary_lookup_required = lambda: False
+        self._token_session = requests.Session()
+        self._token_session.verify = ca_bundle_from_env() or True
 
     def not_configured_reason(self) -> str:
         return self._reason
@@ -277,118 +229,113 @@ class FcmProvider:
     def send(self, message: PushMessage, targets: list[PushTarget]) -> list[SendResult]:
         if not targets:
             return []
-        size = fcm_payload_size(fcm_message_json(message))
+        encoded = fcm_message_json(message)
+        size = fcm_payload_size(encoded)
         if size > MAX_PAYLOAD_BYTES:
             error = (
                 f"PAYLOAD_TOO_LARGE: the FCM payload is {size} bytes; FCM takes at most {MAX_PAYLOAD_BYTES}"
             )
             return [SendResult(target.delivery_id, Outcome.FAILED, error=error) for target in targets]
-        app, pool = self._client()
-        template = fcm_message_template(message, message.ttl_secs(timezone.now()))
-        template["overrides"] = message.overrides.get("fcm") or {}
-        first: list[SendResult] = []
-        if not app.credential.get_credential().valid:
-            # No OAuth token yet (or it is about to expire): let one send fetch it, or every
-            # pool thread would fetch its own at once.
-            with self._refresh_lock:
-                if not app.credential.get_credential().valid:
-                    first.append(self._send_one(app, template, targets[0]))
-        rest = targets[len(first) :]
-        futures = [pool.submit(self._send_one, app, template, target) for target in rest]
-        concurrent.futures.wait(futures, timeout=BATCH_TIMEOUT_SECS)
-        results = first
-        for target, future in zip(rest, futures, strict=True):
-            if future.done():
-                results.append(future.result())
-            else:
-                future.cancel()
-                logger.warning(
-                    "FCM send for delivery %s unanswered after %s s", target.delivery_id, BATCH_TIMEOUT_SECS
+        bodies = [orjson.dumps({"message": {**encoded, "token": target.token}}) for target in targets]
+        results: list[SendResult | None] = [None] * len(targets)
+        pending = list(range(len(targets)))
+        rejected_token = ""
+        for _attempt in range(2):  # a second time only for those FCM answered 401 (token revoked)
+            try:
+                token = self._access_token(rejected_token)
+            except google.auth.exceptions.GoogleAuthError as exc:  # the OAuth token refresh failed
+                retryable = isinstance(exc, google.auth.exceptions.TransportError) or getattr(
+                    exc, "retryable", False
                 )
-                error = f"TIMEOUT: no answer from FCM within {BATCH_TIMEOUT_SECS} s"
-                results.append(SendResult(target.delivery_id, Outcome.RETRY, error=error))
+                outcome = Outcome.RETRY if retryable else Outcome.FAILED
+                for i in pending:
+                    results[i] = SendResult(targets[i].delivery_id, outcome, error=f"AUTH_ERROR: {exc}")
+                break
+            headers = [(b"authorization", f"Bearer {token}".encode()), *CLIENT_HEADERS]
+            requests_ = [Http2Request(self._send_url, headers, bodies[i]) for i in pending]
+            try:
+                answers = self._loop.run(self._client_send(requests_), BATCH_TIMEOUT_SECS)
+            except TimeoutError as exc:
+                logger.warning("FCM batch of %d unanswered: %s; retrying it", len(pending), exc)
+                answers = [TimeoutError(str(exc))] * len(pending)
+            unauthenticated = []
+            for i, answer in zip(pending, answers, strict=True):
+                results[i] = _result(targets[i].delivery_id, answer)
+                if results[i].error.startswith(f"{UNAUTHENTICATED}: "):  # our token, not the device's
+                    unauthenticated.append(i)
+            pending, rejected_token = unauthenticated, token
+            if not pending:
+                break
         return results
 
     def close(self) -> None:
-        with self._lock:
-            app, session, pool = self._app, self._session, self._pool
-            self._app = self._session = self._pool = None
-            if self._pid != os.getpid():
-                return  # the parent's app and threads; not ours to close
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if app is not None:
-            firebase_admin.delete_app(app)
-            session.close()  # delete_app closes only the SDK's async client
+        self._loop.close(_close_client)
 
-    def _client(self) -> tuple[firebase_admin.App, concurrent.futures.ThreadPoolExecutor]:
-        """The firebase-admin app and thread pool of this process, built on first use.
+    def _access_token(self, rejected: str = "") -> str:
+        """The OAuth token, refreshed once by one thread when it is (about to be) invalid or was rejected."""
+        with self._token_lock:
+            credential = self._credential
+            if not credential.valid or (rejected and credential.token == rejected):
+                request = google.auth.transport.requests.Request(self._token_session)
+                credential.refresh(_TimeoutRequest(request))
+            return credential.token
 
-        A forked child (Celery prefork) inherits neither the pool's threads nor usable
-        connections, so it builds its own.
-        """
-        with self._lock:
-            if self._app is None or self._pid != os.getpid():
-                app = firebase_admin.initialize_app(
-                    self._certificate,
-                    options={"httpTimeout": HTTP_TIMEOUT_SECS},
-                    name=f"clarion-fcm-{uuid.uuid4().hex}",  # ours alone, never the default app
-                )
-                service = messaging._get_messaging_service(app)
-                endpoint = self._endpoint
-                point_messaging_at(service, endpoint)
-                merge_overrides_when_encoding()
-                credential = app.credential.get_credential()
-                self._session = _tune_transport(service, credential, endpoint, self._token_uri)
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    MAX_CONCURRENT_REQUESTS, thread_name_prefix="clarion-fcm"
-                )
-                self._app, self._pid = app, os.getpid()
-            return self._app, self._pool
-
-    @staticmethod
-    def _send_one(app: firebase_admin.App, template: dict, target: PushTarget) -> SendResult:
-        fcm_message = _MessageWithOverrides(**template)
-        # Devices register FCM registration tokens, which the v1 API takes in `token`. The SDK
-        # deprecates that keyword (it prefers installation ids), so set the field directly.
-        fcm_message.token = target.token
-        try:
-            name = messaging.send(fcm_message, app=app)
-        except exceptions.FirebaseError as exc:
-            return _failure(target.delivery_id, exc)
-        except google.auth.exceptions.GoogleAuthError as exc:  # the OAuth token refresh failed
-            retryable = isinstance(exc, google.auth.exceptions.TransportError) or getattr(
-                exc, "retryable", False
+    # -- on the loop ----------------------------------------------------------------------------
+    async def _client_send(self, requests_: list[Http2Request]) -> list[Http2Response | Exception]:
+        client = self._loop.resources.get("client")
+        if client is None:
+            client = self._loop.resources["client"] = Http2Client(
+                client_ssl_context(ca_file=ca_bundle_from_env()), CONNECT_TIMEOUT_SECS
             )
-            outcome = Outcome.RETRY if retryable else Outcome.FAILED
-            return SendResult(target.delivery_id, outcome, error=f"AUTH_ERROR: {exc}")
-        except ValueError as exc:  # the SDK refused our message before sending it
-            return SendResult(target.delivery_id, Outcome.FAILED, error=f"INVALID_MESSAGE: {exc}")
-        return SendResult(target.delivery_id, Outcome.SENT, provider_message_id=name)
+        return await client.send_all(requests_, REQUEST_TIMEOUT_SECS)
 
 
-def _error_code(exc: exceptions.FirebaseError) -> str:
-    """FCM's own errorCode (UNREGISTERED, QUOTA_EXCEEDED, ...) when present, else the canonical status."""
-    response = exc.http_response
-    if response is not None:
+class _TimeoutRequest:
+    """google-auth's requests transport with our timeout on the token request."""
+
+    def __init__(self, request) -> None:
+        self._request = request
+
+    def __call__(self, *args, **kwargs):
+        kwargs.setdefault("timeout", TOKEN_TIMEOUT_SECS)
+        return self._request(*args, **kwargs)
+
+
+async def _close_client(resources: dict) -> None:
+    client = resources.get("client")
+    if client is not None:
+        await client.close()
+
+
+def _error(status: int, body: bytes) -> tuple[str, str]:
+    """(FCM's errorCode, else the canonical status; its message) from an error answer."""
+    try:
+        error = json.loads(body)["error"]
+        code = error.get("status") or STATUS_CODES.get(status, "UNKNOWN")
+        for detail in error.get("details") or []:
+            if detail.get("@type") == FCM_ERROR_TYPE and detail.get("errorCode"):
+                code = detail["errorCode"]
+        return code, str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return STATUS_CODES.get(status, "UNKNOWN"), f"HTTP {status} from FCM"
+
+
+def _result(delivery_id: int, answer: Http2Response | Exception) -> SendResult:
+    if isinstance(answer, TimeoutError):
+        return SendResult(delivery_id, Outcome.RETRY, error=f"TIMEOUT: no answer from FCM ({answer})")
+    if isinstance(answer, Exception):
+        return SendResult(delivery_id, Outcome.RETRY, error=f"CONNECTION_ERROR: {answer}")
+    if answer.status == 200:
         try:
-            details = response.json()["error"].get("details", [])
-            for detail in details:
-                if detail.get("@type") == FCM_ERROR_TYPE and detail.get("errorCode"):
-                    return detail["errorCode"]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass
-    return exc.code
-
-
-def _failure(delivery_id: int, exc: exceptions.FirebaseError) -> SendResult:
-    code = _error_code(exc)
-    error = f"{code}: {exc}"
-    status = exc.http_response.status_code if exc.http_response is not None else 0
-    if code in TOKEN_DEAD_CODES or (code == "INVALID_ARGUMENT" and BAD_TOKEN_MESSAGE in str(exc).lower()):
+            name = json.loads(answer.body).get("name", "")
+        except (ValueError, AttributeError):
+            name = ""
+        return SendResult(delivery_id, Outcome.SENT, provider_message_id=name)
+    code, text = _error(answer.status, answer.body)
+    error = f"{code}: {text}"
+    if code in TOKEN_DEAD_CODES or (code == "INVALID_ARGUMENT" and BAD_TOKEN_MESSAGE in text.lower()):
         return SendResult(delivery_id, Outcome.TOKEN_DEAD, error=error)
-    if code in RETRY_CODES or status == 429 or status >= 500:
-        headers = exc.http_response.headers if exc.http_response is not None else {}
-        retry_after = parse_retry_after(headers.get("Retry-After"))
+    if code in RETRY_CODES or answer.status == 429 or answer.status >= 500:
+        retry_after = parse_retry_after(answer.headers.get(b"retry-after"))
         return SendResult(delivery_id, Outcome.RETRY, error=error, retry_after_secs=retry_after)
     return SendResult(delivery_id, Outcome.FAILED, error=error)

@@ -1,12 +1,13 @@
 """Web Push (RFC 8030) with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291).
 
-Encryption (http-ece) runs in the caller's thread; the POSTs run on this provider's background
-event loop over one pooled aiohttp session (HTTP/1.1 keep-alive, which every push service
-speaks). The VAPID JWT is signed once per push-service origin and reused for hours. Where a
-request may go is notifyproject.outbound's rule: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, the
-endpoint is checked as written before encryption, every address is checked again at connect time
-(so a name that resolves or rebinds to a private address is refused), redirects are not followed,
-and an error records the status and a reason token, never the push service's body.
+Encryption (ours: cryptography's ECDH and AES-GCM, HKDF from hmac) runs in the caller's thread;
+the POSTs run on this provider's background event loop over one pooled aiohttp session
+(HTTP/1.1 keep-alive, which every push service speaks). The VAPID JWT is signed once per
+push-service origin and reused for hours. Where a request may go is notifyproject.outbound's
+rule: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, the endpoint is checked as written before
+encryption, every address is checked again at connect time (so a name that resolves or rebinds
+to a private address is refused), redirects are not followed, and an error records the status
+and a reason token, never the push service's body.
 Why aiohttp and not pywebpush.webpush() or httpx: docs/providers.md.
 """
 
@@ -14,19 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import math
+import os
 import re
 import threading
 import time
 from dataclasses import dataclass
 
 import aiohttp
-import http_ece
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from django.conf import settings
 from django.utils import timezone
@@ -61,9 +64,12 @@ KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
 DEAD_STATUSES = frozenset({404, 410})  # RFC 8030 §7.3: the subscription is gone
 # RFC 8030 §7.2: a push service must accept 4096 bytes of (encrypted) body; more may be refused (413).
 MAX_ENCRYPTED_BYTES = 4096
-ECE_RECORD_SIZE = 4096  # http-ece's default rs
+ECE_RECORD_SIZE = 4096  # rs: the record size every push service takes (RFC 8188 §2.1)
 ECE_HEADER_BYTES = 16 + 4 + 1 + 65  # salt, rs, idlen, uncompressed P-256 key id (RFC 8291 §4)
 ECE_RECORD_OVERHEAD = 16 + 1  # AEAD tag and padding delimiter per record
+WEB_PUSH_INFO = b"WebPush: info\x00"  # RFC 8291 §3.4
+CEK_INFO = b"Content-Encoding: aes128gcm\x00"  # RFC 8188 §2.2
+NONCE_INFO = b"Content-Encoding: nonce\x00"  # RFC 8188 §2.3
 SILENT_REASON = "Web Push cannot send silent notifications: browsers must show every push"
 
 
@@ -127,6 +133,40 @@ def web_push_encrypted_size(plaintext_bytes: int) -> int:
     per_record = ECE_RECORD_SIZE - ECE_RECORD_OVERHEAD
     records = max(1, math.ceil(plaintext_bytes / per_record))
     return ECE_HEADER_BYTES + plaintext_bytes + records * ECE_RECORD_OVERHEAD
+
+
+def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869) for outputs of at most one hash (32 bytes), all RFC 8291 needs."""
+    prk = hmac.digest(salt, ikm, "sha256")
+    return hmac.digest(prk, info + b"\x01", "sha256")[:length]
+
+
+def web_push_encrypt(plaintext: bytes, p256dh: bytes, auth_secret: bytes) -> bytes:
+    """The aes128gcm body for one subscription (RFC 8291 §3.4 with RFC 8188 records).
+
+    A fresh sender key pair and salt per message, as the RFC requires; only the subscription's
+    own keys are reused. Raises ValueError for keys that are not a P-256 point and a 16-byte secret.
+    """
+    if len(auth_secret) != 16:
+        raise ValueError(f"the auth secret is {len(auth_secret)} bytes, not 16")
+    receiver = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
+    sender = ec.generate_private_key(ec.SECP256R1())
+    sender_public = sender.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    shared = sender.exchange(ec.ECDH(), receiver)
+    ikm = _hkdf(auth_secret, shared, WEB_PUSH_INFO + p256dh + sender_public, 32)
+    salt = os.urandom(16)
+    aead = AESGCM(_hkdf(salt, ikm, CEK_INFO, 16))
+    nonce = int.from_bytes(_hkdf(salt, ikm, NONCE_INFO, 12), "big")
+    per_record = ECE_RECORD_SIZE - ECE_RECORD_OVERHEAD
+    starts = range(0, max(len(plaintext), 1), per_record)
+    parts = [salt, ECE_RECORD_SIZE.to_bytes(4, "big"), bytes([len(sender_public)]), sender_public]
+    for seq, start in enumerate(starts):
+        delimiter = b"\x02" if seq == len(starts) - 1 else b"\x01"  # last record, or not
+        record_nonce = (nonce ^ seq).to_bytes(12, "big")
+        parts.append(aead.encrypt(record_nonce, plaintext[start : start + per_record] + delimiter, None))
+    return b"".join(parts)
 
 
 class VapidHeaders:
@@ -256,14 +296,8 @@ class WebPushProvider:
         except outbound.UnsafeURLError as exc:
             return SendResult(target.delivery_id, Outcome.FAILED, error=f"{exc.code}: {exc}")
         try:
-            body = http_ece.encrypt(
-                payload,
-                private_key=ec.generate_private_key(ec.SECP256R1()),  # a fresh sender key per message
-                dh=b64url_decode(target.p256dh),
-                auth_secret=b64url_decode(target.auth),
-                version="aes128gcm",
-            )
-        except (ValueError, TypeError, http_ece.ECEException) as exc:
+            body = web_push_encrypt(payload, b64url_decode(target.p256dh), b64url_decode(target.auth))
+        except (ValueError, TypeError) as exc:
             error = f"INVALID_SUBSCRIPTION: cannot encrypt for its keys ({exc})"
             return SendResult(target.delivery_id, Outcome.TOKEN_DEAD, error=error)
         headers = {**shared, "Authorization": self._vapid.for_origin(outbound.url_origin(url))}

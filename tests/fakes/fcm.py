@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import secrets
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ._failures import FailurePlan
+from ._h2 import BackgroundH2Server
 from ._http import BackgroundHTTPServer, JSONHandler
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # google-auth always puts this in "aud"
@@ -123,6 +125,8 @@ class FakeFCM:
 
     Use as a context manager (or start()/stop()). Point firebase-admin at it with
     write_service_account() (its token_uri is this fake) and the per-app messaging URL (send_url).
+    The same API also answers over HTTP/2 (cleartext, prior knowledge) at `h2_url`, as FCM
+    answers over HTTP/2 at fcm.googleapis.com.
     """
 
     def __init__(
@@ -147,17 +151,20 @@ class FakeFCM:
         self._attempts: list[Attempt] = []
         self._assertions: list[dict] = []
         self._http = BackgroundHTTPServer(_Handler, self)
+        self._h2 = BackgroundH2Server(self._h2_request, type(self).__name__)
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeFCM:
         """Start serving on an ephemeral loopback port."""
         self._http.start()
+        self._h2.start()
         return self
 
     def stop(self) -> None:
         """Stop the server and delete any files this fake wrote to its own temp dir."""
         self._http.stop()
+        self._h2.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -173,6 +180,15 @@ class FakeFCM:
     def url(self) -> str:
         """Base URL, e.g. http://127.0.0.1:PORT."""
         return f"http://127.0.0.1:{self._http.port}"
+
+    @property
+    def h2_url(self) -> str:
+        """Base URL of the HTTP/2 listener (h2c), e.g. http://127.0.0.1:PORT."""
+        return f"http://127.0.0.1:{self._h2.port}"
+
+    @property
+    def h2_connections_opened(self) -> int:
+        return self._h2.connections_opened
 
     @property
     def token_uri(self) -> str:
@@ -257,7 +273,8 @@ class FakeFCM:
             return list(self._assertions)
 
     def reset(self) -> None:
-        """Clear records and programmed failures (issued tokens stay valid)."""
+        """Clear records, counters and programmed failures (issued tokens stay valid)."""
+        self._h2.connections_opened = 0
         self.failures.clear()
         with self._lock:
             self._messages.clear()
@@ -309,6 +326,30 @@ class FakeFCM:
         arrived = time.time()
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
+        return self._answer_send(project, headers, body, arrived)
+
+    async def _h2_request(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
+        """The HTTP/2 listener's answer: the same routes, the latency awaited per stream."""
+        prefix, suffix = "/v1/projects/", "/messages:send"
+        if method == "POST" and path == "/token":
+            status, payload = self._grant(body)
+            extra = {}
+        elif method == "POST" and path.startswith(prefix) and path.endswith(suffix):
+            arrived = time.time()
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000)
+            status, payload, extra = self._answer_send(
+                path[len(prefix) : -len(suffix)], headers, body, arrived
+            )
+        else:
+            status, payload, extra = 404, _google_error(404, "NOT_FOUND", f"No route for {path}"), {}
+        return (
+            status,
+            {"content-type": "application/json; charset=UTF-8", **extra},
+            json.dumps(payload).encode(),
+        )
+
+    def _answer_send(self, project: str, headers, body: bytes, arrived: float) -> tuple[int, dict, dict]:
         status, payload, extra, target, error = self._send_inner(project, headers, body)
         with self._lock:
             self._attempts.append(Attempt(target, status, error, arrived))

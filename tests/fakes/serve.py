@@ -31,7 +31,7 @@ def environment(fcm: FakeFCM, apns: FakeAPNs, push: FakePushService, vapid: tupl
     private, public = vapid
     return {
         "FCM_CREDENTIALS": str(fcm.write_service_account()),
-        "FCM_ENDPOINT": fcm.url,
+        "FCM_ENDPOINT": fcm.h2_url,  # Clarion sends over HTTP/2; the OAuth token_uri is fcm.url
         "APNS_KEY": str(apns.key_path),
         "APNS_KEY_ID": apns.key_id,
         "APNS_TEAM_ID": apns.team_id,

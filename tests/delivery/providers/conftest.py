@@ -59,7 +59,7 @@ def _fcm_server():
 def fake_fcm(_fcm_server, settings):
     _fcm_server.reset()
     settings.FCM_CREDENTIALS = str(_fcm_server.write_service_account())
-    settings.FCM_ENDPOINT = _fcm_server.url
+    settings.FCM_ENDPOINT = _fcm_server.h2_url  # the provider speaks HTTP/2 only
     yield _fcm_server
     _fcm_server.reset()
 

@@ -11,9 +11,9 @@ from django.utils import timezone
 from delivery.providers import Outcome, get_provider
 from delivery.providers.apns import APNS_ID_NAMESPACE, ApnsProvider
 from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
-from tests.delivery.providers.conftest import APNS_DEVICE, provider, push_message, targets
+from tests.delivery.providers.conftest import APNS_DEVICE, _apns_settings, provider, push_message, targets
+from tests.fakes.apns import FakeAPNs
 
-HTTPCORE_MAX_STREAMS = 100  # httpcore's cap on concurrent streams per HTTP/2 connection
 WAIT_SECS = 10
 
 
@@ -117,20 +117,38 @@ def test_an_invalid_provider_token_fails(fake_apns):
 
 
 def test_many_concurrent_streams_share_one_connection(fake_apns):
-    apns, count, results = provider("apns"), 300, []
+    apns, count, results = provider("apns"), 300, []  # the fake allows 1,000 streams, as Apple does
     fake_apns.hold()  # answers wait until the client has opened every stream it may
     sender = threading.Thread(
         target=lambda: results.extend(apns.send(push_message(), targets(devices(count))))
     )
     sender.start()
     try:
-        assert fake_apns.wait_for_in_flight(HTTPCORE_MAX_STREAMS, WAIT_SECS)
+        assert fake_apns.wait_for_in_flight(count, WAIT_SECS)  # the whole batch in flight at once
     finally:
         fake_apns.release()
         sender.join(WAIT_SECS)
     assert [r.outcome for r in results] == [Outcome.SENT] * count
     assert fake_apns.connections_opened == 1
-    assert fake_apns.peak_concurrent_streams == HTTPCORE_MAX_STREAMS
+    assert fake_apns.peak_concurrent_streams == count
+
+
+def test_no_more_streams_than_the_server_allows_are_opened(settings):
+    with FakeAPNs(max_concurrent_streams=40) as fake:  # Apple allows 1 until a token is accepted
+        _apns_settings(settings, fake, fake, fake.ca_path)
+        apns, count, results = provider("apns"), 100, []
+        fake.hold()
+        sender = threading.Thread(
+            target=lambda: results.extend(apns.send(push_message(), targets(devices(count))))
+        )
+        sender.start()
+        try:
+            assert fake.wait_for_in_flight(40, WAIT_SECS)
+        finally:
+            fake.release()
+            sender.join(WAIT_SECS)
+        assert [r.outcome for r in results] == [Outcome.SENT] * count
+        assert fake.peak_concurrent_streams == 40 and fake.connections_opened == 1
 
 
 def test_worker_threads_sending_at_once_share_the_connection_and_token(fake_apns):

@@ -55,7 +55,7 @@ def rider(_rider_fcm_server, fake_fcm, fake_apns, fake_push_service, encryption_
             "rider",
             "--name=Rider",
             f"--fcm-credentials={_rider_fcm_server.write_service_account()}",
-            f"--fcm-endpoint={_rider_fcm_server.url}",
+            f"--fcm-endpoint={_rider_fcm_server.h2_url}",
             f"--apns-key={rider_apns.key_path}",
             "--apns-key-id=RIDERKEY01",
             "--apns-team-id=RIDERTEAM1",
@@ -207,7 +207,7 @@ def test_an_apps_clients_are_rebuilt_when_the_app_changes(
 
     with FakeFCM(project_id="rider-moved") as moved:
         app = App.objects.get(slug="rider")
-        app.fcm_endpoint = moved.url
+        app.fcm_endpoint = moved.h2_url
         app_save(app=app, secrets={"fcm_credentials": json.dumps(moved.service_account_info())})
         post_and_send(sender_client, fan_out)
         assert [m.project_id for m in moved.messages] == ["rider-moved"]

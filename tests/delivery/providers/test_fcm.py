@@ -1,17 +1,16 @@
-"""FCM provider: the real firebase-admin SDK against the fake FCM v1 API and OAuth endpoint."""
+"""FCM provider (firebase-admin's OAuth and encoder, our HTTP/2) against the fake FCM v1 API and OAuth."""
 
 import json
 import os
-import uuid
+import threading
 from datetime import timedelta
 
-import firebase_admin
 import pytest
 from django.utils import timezone
-from firebase_admin import credentials, messaging
+from firebase_admin import _messaging_encoder, messaging
 
 from delivery.providers import Outcome, get_provider
-from delivery.providers.fcm import FcmProvider, point_messaging_at
+from delivery.providers.fcm import FcmProvider, fcm_message_template
 from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import TTL_SECS, provider, push_message, targets
 
@@ -75,7 +74,7 @@ def test_a_collapse_key_web_push_cannot_take_is_turned_into_a_topic(fake_fcm):
 
 
 def test_a_batch_is_sent_concurrently_with_one_oauth_token_and_results_in_order(fake_fcm):
-    tokens = [f"token-{i}" for i in range(60)]  # more than the provider's 50 threads
+    tokens = [f"token-{i}" for i in range(60)]
     fake_fcm.fail_token("token-7", "UNREGISTERED")
     results = provider("fcm").send(push_message(), targets(tokens))
 
@@ -94,16 +93,16 @@ def test_a_dead_token_is_reported_with_fcms_reason(fake_fcm, error):
     assert alive.outcome == Outcome.SENT
 
 
-def test_quota_exceeded_is_retried_after_fcms_retry_after_and_not_by_the_sdk(fake_fcm):
+def test_quota_exceeded_is_retried_after_fcms_retry_after_and_not_at_once(fake_fcm):
     fake_fcm.fail_token("busy", "QUOTA_EXCEEDED", times=1)
     (result,) = provider("fcm").send(push_message(), targets(["busy"]))
     assert result.outcome == Outcome.RETRY and result.error.startswith("QUOTA_EXCEEDED: ")
     assert result.retry_after_secs == fake_fcm.retry_after_s
-    assert [a.status for a in fake_fcm.attempts] == [429]  # the SDK did not sleep and retry by itself
+    assert [a.status for a in fake_fcm.attempts] == [429]  # not slept on and retried in the send
 
 
 @pytest.mark.parametrize("error, status", [("UNAVAILABLE", 503), ("INTERNAL", 500)])
-def test_server_errors_are_retried_by_us_once_not_by_the_sdk(fake_fcm, error, status):
+def test_server_errors_are_retried_later_not_in_the_send(fake_fcm, error, status):
     fake_fcm.fail_token("flaky", error, times=1)
     (result,) = provider("fcm").send(push_message(), targets(["flaky"]))
     assert result.outcome == Outcome.RETRY and result.error.startswith(f"{error}: ")
@@ -137,56 +136,89 @@ def test_not_configured_with_an_unreadable_credentials_file(settings, tmp_path):
     assert built is None and "missing.json" in reason
 
 
-def test_close_releases_the_firebase_app_and_threads(fake_fcm):
+def test_close_stops_the_event_loop_thread(fake_fcm):
     fcm = FcmProvider()
     fcm.send(push_message(), targets(["token-1"]))
-    apps_before = set(firebase_admin._apps)
+    loop_thread = fcm._loop._thread
+    assert loop_thread in threading.enumerate() and loop_thread.name == "clarion-fcm-default"
     fcm.close()
-    assert len(apps_before - set(firebase_admin._apps)) == 1
-    assert fcm._pool is None
+    assert not loop_thread.is_alive()
 
 
-class TestEndpointOverride:
-    """The one place that reaches into firebase-admin's private per-app messaging URL."""
-
-    def test_points_the_pinned_sdk_at_another_endpoint(self, fake_fcm):
-        assert firebase_admin.__version__ == "7.7.0", "re-check point_messaging_at for this version"
-        info = json.loads(fake_fcm.write_service_account().read_text())
-        app = firebase_admin.initialize_app(credentials.Certificate(info), name=f"t-{uuid.uuid4().hex}")
-        try:
-            service = messaging._get_messaging_service(app)
-            point_messaging_at(service, fake_fcm.url + "/")
-            assert service._fcm_url == fake_fcm.send_url
-            app.credential.get_credential()._is_regional_access_boundary_lookup_required = lambda: False
-            name = messaging.send(messaging.Message(topic="news"), app=app)
-            assert fake_fcm.messages[0].name == name
-        finally:
-            firebase_admin.delete_app(app)
-
-    def test_fails_loudly_when_the_sdk_no_longer_has_the_attribute(self):
-        class RenamedService:
-            fcm_url = "https://fcm.googleapis.com/v1/projects/p/messages:send"
-
-        with pytest.raises(RuntimeError, match="_fcm_url"):
-            point_messaging_at(RenamedService(), "http://127.0.0.1:1")
+def test_a_batch_is_multiplexed_on_one_http2_connection(fake_fcm):
+    fcm = provider("fcm")
+    for first in range(0, 600, 300):
+        results = fcm.send(
+            push_message(), targets([f"t-{i}" for i in range(300)], first_delivery_id=first + 1)
+        )
+        assert {r.outcome for r in results} == {Outcome.SENT}
+    assert len(fake_fcm.messages) == 600 and fake_fcm.h2_connections_opened == 1
 
 
-def test_a_forked_child_builds_its_own_app_and_threads(fake_fcm, monkeypatch):
+def test_worker_threads_sending_at_once_share_the_connection_and_token(fake_fcm):
+    fcm, threads, per_thread = provider("fcm"), 4, 40
+    start, results = threading.Barrier(threads), []
+
+    def worker(n):
+        start.wait(10)
+        tokens = [f"t-{n}-{i}" for i in range(per_thread)]
+        results.extend(fcm.send(push_message(), targets(tokens, first_delivery_id=n * per_thread + 1)))
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(10)
+    assert sorted(r.delivery_id for r in results if r.outcome == Outcome.SENT) == list(
+        range(1, threads * per_thread + 1)
+    )
+    assert fake_fcm.h2_connections_opened == 1 and fake_fcm.token_requests == 1
+
+
+def test_an_endpoint_that_does_not_answer_is_retried(fake_fcm, settings):
+    settings.FCM_ENDPOINT = "http://127.0.0.1:1"  # nothing listens there
+    (result,) = provider("fcm").send(push_message(), targets(["token-1"]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith("CONNECTION_ERROR: ")
+
+
+def test_an_endpoint_that_speaks_only_http1_is_a_connection_error_not_a_hang(fake_fcm, settings):
+    settings.FCM_ENDPOINT = fake_fcm.url  # the fake's HTTP/1.1 listener
+    (result,) = provider("fcm").send(push_message(), targets(["token-1"]))
+    assert result.outcome == Outcome.RETRY and result.error.startswith("CONNECTION_ERROR: ")
+    assert fake_fcm.messages == []
+
+
+def test_the_message_is_the_one_firebase_admin_builds(fake_fcm):
+    """Built with the SDK's own encoder: what messaging.send() would have sent for the same message."""
+    message = push_message()
+    provider("fcm").send(message, targets(["token-1"]))
+    sdk_message = messaging.Message(**fcm_message_template(message, TTL_SECS))
+    sdk_message.token = "token-1"
+    expected = json.loads(json.dumps(_messaging_encoder.MessageEncoder().default(sdk_message)))
+    assert _without_ttl(fake_fcm.messages[0].message) == _without_ttl(expected)
+
+
+def _without_ttl(message: dict) -> dict:
+    """The message less its TTLs, whose seconds depend on when it was built."""
+    message["android"].pop("ttl")
+    message["webpush"]["headers"].pop("TTL")
+    return message
+
+
+def test_a_forked_child_opens_its_own_connection(fake_fcm, monkeypatch):
     fcm = provider("fcm")
     fcm.send(push_message(), targets(["token-1"]))
-    parent_app, parent_pool, parent_session = fcm._app, fcm._pool, fcm._session
+    parent_loop = fcm._loop._loop
     child_pid = os.getpid() + 1
     monkeypatch.setattr(os, "getpid", lambda: child_pid)  # what a child sees after fork()
     try:
         (result,) = fcm.send(push_message(), targets(["token-2"]))
         assert result.outcome == Outcome.SENT
-        assert fcm._app is not parent_app and fcm._pool is not parent_pool
+        assert fcm._loop._loop is not parent_loop and fake_fcm.h2_connections_opened == 2
     finally:
-        fcm.close()  # the child's own app and threads
+        fcm.close()  # the child's own loop
         monkeypatch.undo()
-        parent_pool.shutdown()  # in a real fork the parent's stay in the parent
-        firebase_admin.delete_app(parent_app)
-        parent_session.close()
+        parent_loop.call_soon_threadsafe(parent_loop.stop)  # in a real fork it is not in the child
 
 
 def test_an_alert_carries_the_tag_the_app_removes_it_by(fake_fcm):

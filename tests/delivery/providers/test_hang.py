@@ -12,13 +12,12 @@ from tests.delivery.factories import device, send
 from tests.delivery.providers.conftest import APNS_DEVICE
 
 pytestmark = pytest.mark.django_db
-SHORT_TIMEOUTS = {"timeout": {"connect": 2, "read": 1, "write": 1, "pool": 1}}
 
 
 def test_a_hanging_provider_times_out_and_the_delivery_is_retried_until_it_answers(
     fake_apns, monkeypatch, alice, eager_tasks, fan_out
 ):
-    monkeypatch.setattr(apns, "_TIMEOUTS", SHORT_TIMEOUTS)
+    monkeypatch.setattr(apns, "REQUEST_TIMEOUT_SECS", 1)
     device(alice, "apns", token=APNS_DEVICE)
     fake_apns.hold()  # receives requests, answers none
     started = time.monotonic()

@@ -44,6 +44,9 @@ class FcmPeer:
     def fail_once(self, phone):
         self.fake.fail_token(phone.token, "UNAVAILABLE", times=1)
 
+    def throttle_once(self, phone):
+        self.fake.fail_token(phone.token, "QUOTA_EXCEEDED", times=1)
+
 
 class ApnsPeer:
     platform, dead_reason = "apns", "Unregistered"
@@ -99,6 +102,9 @@ class WebPushPeer:
     def fail_once(self, browser):
         self.fake.fail_subscription(browser.token, 503, times=1)
 
+    def throttle_once(self, browser):
+        self.fake.fail_subscription(browser.token, 429, times=1)
+
 
 @pytest.fixture(params=["fcm", "apns", "webpush"])
 def peer(request):
@@ -152,6 +158,37 @@ def test_a_dead_token_deactivates_the_device_and_is_not_sent_to_again(peer, alic
     fan_out(send({"users": ["alice"]}, route="push").pk)
     assert Delivery.objects.count() == 1
     assert peer.received() == []
+
+
+@pytest.mark.parametrize("platform", ["fcm", "webpush"])  # APNs sends no Retry-After
+def test_a_429_is_retried_at_the_providers_retry_after_and_then_sent(
+    platform, request, monkeypatch, alice, eager_tasks, fan_out
+):
+    peer = (
+        FcmPeer(request.getfixturevalue("fake_fcm"))
+        if platform == "fcm"
+        else WebPushPeer(
+            request.getfixturevalue("fake_push_service"), request.getfixturevalue("vapid_keys")[1]
+        )
+    )
+    retry_after = 120  # longer than the first back-off (seconds), so only Retry-After explains it
+    monkeypatch.setattr(peer.fake, "retry_after_s", retry_after)
+    phone = peer.add_device(alice)
+    peer.throttle_once(phone)
+    sent_at = timezone.now()
+    fan_out(send({"users": ["alice"]}, route="push").pk)
+
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("queued", 1)
+    assert delivery.error.startswith(("QUOTA_EXCEEDED: ", "429 "))
+    wait = (delivery.next_attempt_at - sent_at).total_seconds()
+    assert retry_after <= wait <= retry_after + 30, wait
+
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    sending.deliveries_send([delivery.pk])
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
+    assert len(peer.received()) == 1
 
 
 def test_a_read_notification_is_withdrawn_from_the_devices_it_was_pushed_to(

@@ -226,26 +226,28 @@ def test_a_payload_too_large_for_a_platform_is_refused_before_any_provider_call(
     assert (fake_fcm.attempts, fake_apns.attempts, fake_push_service.attempts) == ([], [], [])
 
 
-def test_the_web_push_size_bound_matches_what_http_ece_writes():
+def test_the_web_push_size_bound_matches_what_is_written_and_http_ece_decrypts_it():
     import os
 
     import http_ece
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from delivery.providers.webpush import web_push_encrypted_size
+    from delivery.providers.webpush import web_push_encrypt, web_push_encrypted_size
 
-    receiver = ec.generate_private_key(ec.SECP256R1()).public_key()
-    point = receiver.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    receiver = ec.generate_private_key(ec.SECP256R1())
+    point = receiver.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    auth = os.urandom(16)
     for size in (1, 100, 3993, 3994, 4079, 4080, 9000):
-        body = http_ece.encrypt(
-            os.urandom(size),
-            private_key=ec.generate_private_key(ec.SECP256R1()),
-            dh=point,
-            auth_secret=os.urandom(16),
-            version="aes128gcm",
-        )
+        plaintext = os.urandom(size)
+        body = web_push_encrypt(plaintext, point, auth)
         assert web_push_encrypted_size(size) == len(body), size
+        decrypted = http_ece.decrypt(
+            body, private_key=receiver, dh=None, auth_secret=auth, version="aes128gcm"
+        )
+        assert decrypted == plaintext, size
 
 
 def test_a_payload_that_grows_too_large_at_send_time_fails_that_delivery_with_the_reason(

@@ -1,0 +1,355 @@
+"""A small HTTP/2 client for the push providers: one connection per origin, many streams in flight.
+
+Built on h2's public API (the sans-I/O protocol) and an asyncio.Protocol, with no per-request
+task, pool or stream object above h2: a batch of requests is framed in one go, written to the
+socket in one write, and each answer settles a future. That is what makes a provider's CPU per
+message small; a general client (httpcore, httpx) spends several times more per request.
+Runs on a provider's BackgroundLoop. `https://` negotiates h2 by ALPN; `http://` speaks HTTP/2
+with prior knowledge (cleartext, for local fakes). See docs/providers.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+
+# Our own cap on streams in flight per connection, below whatever the server allows: Apple
+# advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
+MAX_STREAMS_PER_CONNECTION = 1000
+# Validation would check every header of every request; ours are built by our own code.
+_CONFIG = h2.config.H2Configuration(
+    client_side=True,
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+)
+
+
+class Http2Error(ConnectionError):
+    """The connection failed, closed, or the server reset the stream; the request may be retried."""
+
+
+@dataclass(slots=True)
+class Http2Response:
+    status: int
+    headers: dict[bytes, bytes]  # names lower case, as HTTP/2 sends them
+    body: bytes
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    future: asyncio.Future
+    stream_id: int = 0
+    sent: int = 0  # bytes of body framed so far
+    status: int = 0
+    response_headers: dict[bytes, bytes] = field(default_factory=dict)
+    chunks: list[bytes] = field(default_factory=list)
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection; every method runs on the event loop."""
+
+    def __init__(self, max_streams: int) -> None:
+        self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.settings_received = asyncio.get_running_loop().create_future()
+        self._max_streams = max_streams
+        self._open: dict[int, _Stream] = {}
+        self._queued: collections.deque[_Stream] = collections.deque()
+        self._blocked: set[int] = set()  # streams waiting for flow-control window to send body
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.h2.initiate_connection()
+        transport.write(self.h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._fail_all(Http2Error(f"HTTP/2 protocol error: {exc!r}"))
+            self.transport.close()
+            return
+        for event in events:
+            self._on_event(event)
+        self._start_queued()
+        self._flush()
+        if self.closed and not self._open and self.transport is not None:
+            self.transport.close()  # GOAWAY or no stream ids left, and nothing in flight
+
+    def connection_lost(self, exc) -> None:
+        self._fail_all(Http2Error(f"connection lost: {exc!r}" if exc else "connection closed by the server"))
+
+    # -- requests ----------------------------------------------------------------------------
+    def submit(self, headers: list[tuple[bytes, bytes]], body: bytes) -> asyncio.Future:
+        """Queue one request; call flush() after a batch of them."""
+        future = asyncio.get_running_loop().create_future()
+        stream = _Stream(headers, body, future)
+        if self.closed:
+            future.set_exception(Http2Error("connection closed"))
+        elif len(self._open) < self._stream_limit() and not self._queued:
+            self._start(stream)
+        else:
+            self._queued.append(stream)
+        return future
+
+    def cancel(self, future: asyncio.Future) -> None:
+        """Give up on a request (timed out): reset its stream or drop it from the queue."""
+        for stream_id, stream in list(self._open.items()):
+            if stream.future is future:
+                del self._open[stream_id]
+                self._blocked.discard(stream_id)
+                if not self.closed:
+                    with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed there
+                        self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+                return
+        self._queued = collections.deque(s for s in self._queued if s.future is not future)
+
+    def flush(self) -> None:
+        self._start_queued()
+        self._flush()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            try:
+                self.h2.close_connection()
+                self._flush()
+            finally:
+                self.transport.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _stream_limit(self) -> int:
+        return min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+
+    def _start(self, stream: _Stream) -> None:
+        try:
+            stream_id = self.h2.get_next_available_stream_id()
+            self.h2.send_headers(stream_id, stream.headers, end_stream=not stream.body)
+        except h2.exceptions.ProtocolError as exc:  # e.g. stream ids used up: the next send reconnects
+            self.closed = True  # open streams finish, then data_received closes the transport
+            error = Http2Error(f"cannot open a stream: {exc!r}")
+            for waiting in [stream, *self._queued]:
+                self._settle(waiting, error)
+            self._queued.clear()
+            return
+        stream.stream_id = stream_id
+        self._open[stream_id] = stream
+        if stream.body:
+            self._send_body(stream)
+
+    def _start_queued(self) -> None:
+        limit = self._stream_limit()
+        while self._queued and len(self._open) < limit and not self.closed:
+            self._start(self._queued.popleft())
+
+    def _send_body(self, stream: _Stream) -> None:
+        body, stream_id = stream.body, stream.stream_id
+        while stream.sent < len(body):
+            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
+            if window <= 0:
+                self._blocked.add(stream_id)
+                return
+            chunk = body[stream.sent : stream.sent + window]
+            stream.sent += len(chunk)
+            self.h2.send_data(stream_id, chunk, end_stream=stream.sent >= len(body))
+        self._blocked.discard(stream_id)
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            stream = self._open.get(event.stream_id)
+            if stream is not None:
+                stream.response_headers = dict(event.headers)
+                stream.status = int(stream.response_headers.get(b":status", b"0"))
+        elif isinstance(event, h2.events.DataReceived):
+            if event.flow_controlled_length:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            stream = self._open.get(event.stream_id)
+            if stream is not None:
+                stream.chunks.append(event.data)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._open.pop(event.stream_id, None)
+            if event.stream_id in self._blocked:  # answered before its body was sent: stop sending it
+                self._blocked.discard(event.stream_id)
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            if stream is not None and not stream.future.done():
+                response = Http2Response(stream.status, stream.response_headers, b"".join(stream.chunks))
+                stream.future.set_result(response)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self._open.pop(event.stream_id, None)
+            self._blocked.discard(event.stream_id)
+            if stream is not None and not stream.future.done():
+                stream.future.set_exception(Http2Error(f"stream reset by the server ({event.error_code!r})"))
+        elif isinstance(event, h2.events.WindowUpdated):
+            for stream_id in list(self._blocked) if event.stream_id == 0 else [event.stream_id]:
+                if stream_id in self._blocked and stream_id in self._open:
+                    self._send_body(self._open[stream_id])
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if not self.settings_received.done():
+                self.settings_received.set_result(None)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.closed = True  # GOAWAY: streams above last_stream_id were never processed
+            error = Http2Error(f"the server closed the connection (GOAWAY {event.error_code!r})")
+            last = event.last_stream_id or 0
+            for stream_id in [s for s in self._open if s > last]:
+                self._settle(self._open.pop(stream_id), error)
+            while self._queued:
+                self._settle(self._queued.popleft(), error)
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _fail_all(self, error: Exception) -> None:
+        self.closed = True
+        if not self.settings_received.done():
+            self.settings_received.set_exception(error)
+            self.settings_received.exception()  # retrieved: no "never retrieved" warning
+        streams = [*self._open.values(), *self._queued]
+        self._open.clear()
+        self._queued.clear()
+        for stream in streams:
+            self._settle(stream, error)
+
+    @staticmethod
+    def _settle(stream: _Stream, error: Exception) -> None:
+        if not stream.future.done():
+            stream.future.set_exception(error)
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Request:
+    url: str
+    headers: list[tuple[bytes, bytes]]  # regular headers, lower-case names
+    body: bytes = b""
+
+
+class Http2Client:
+    """HTTP/2 connections of one provider in one process, one per origin; use only on its loop."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None,
+        connect_timeout: float,
+        max_streams: int = MAX_STREAMS_PER_CONNECTION,
+    ) -> None:
+        self._ssl = ssl_context
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["h2"])
+        self._connect_timeout = connect_timeout
+        self._max_streams = max_streams
+        self._connections: dict[tuple[str, str, int], _Connection] = {}
+        self._connecting: dict[tuple[str, str, int], asyncio.Future] = {}
+        self.connections_made = 0
+
+    async def send_all(self, requests: list[Http2Request], timeout: float) -> list[Http2Response | Exception]:
+        """POST every request, all in flight at once; each gets its answer or the exception it met.
+
+        A request unanswered `timeout` seconds after the batch was written gets a TimeoutError.
+        """
+        prefix: dict[tuple[str, str, int], list[tuple[bytes, bytes]]] = {}
+        by_origin: dict[tuple[str, str, int], list[int]] = {}
+        paths: list[bytes] = []
+        for index, request in enumerate(requests):
+            parts = urlsplit(request.url)
+            origin = (
+                parts.scheme,
+                parts.hostname or "",
+                parts.port or (443 if parts.scheme == "https" else 80),
+            )
+            by_origin.setdefault(origin, []).append(index)
+            if origin not in prefix:
+                prefix[origin] = [
+                    (b":method", b"POST"),
+                    (b":scheme", parts.scheme.encode()),
+                    (b":authority", parts.netloc.encode()),
+                ]
+            paths.append((parts.path + (f"?{parts.query}" if parts.query else "")).encode())
+        results: list[Http2Response | Exception | None] = [None] * len(requests)
+        waiting: dict[asyncio.Future, tuple[int, _Connection]] = {}
+        for origin, indexes in by_origin.items():
+            try:
+                connection = await self._connection(origin)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                for index in indexes:
+                    results[index] = exc if isinstance(exc, TimeoutError) else Http2Error(repr(exc))
+                continue
+            head = prefix[origin]
+            for index in indexes:
+                request = requests[index]
+                headers = [*head, (b":path", paths[index]), *request.headers]
+                waiting[connection.submit(headers, request.body)] = (index, connection)
+            connection.flush()
+        if waiting:
+            done, pending = await asyncio.wait(waiting, timeout=timeout)
+            for future in done:
+                exc = future.exception()
+                results[waiting[future][0]] = exc if exc is not None else future.result()
+            for future in pending:
+                index, connection = waiting[future]
+                connection.cancel(future)
+                future.cancel()
+                results[index] = TimeoutError(f"no answer within {timeout} s")
+            for connection in {connection for _, connection in waiting.values()}:
+                connection.flush()
+        return results
+
+    async def _connection(self, origin: tuple[str, str, int]) -> _Connection:
+        connection = self._connections.get(origin)
+        if connection is not None and not connection.closed:
+            return connection
+        connecting = self._connecting.get(origin)
+        if connecting is None:
+            connecting = self._connecting[origin] = asyncio.ensure_future(self._connect(origin))
+            connecting.add_done_callback(lambda _: self._connecting.pop(origin, None))
+        return await asyncio.shield(connecting)
+
+    async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self._ssl if scheme == "https" else None
+        connection = None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _transport, connection = await loop.create_connection(
+                    lambda: _Connection(self._max_streams),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+                if tls is not None:
+                    protocol = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()
+                    if protocol != "h2":
+                        raise Http2Error(f"{host}:{port} does not speak HTTP/2 (ALPN {protocol!r})")
+                await connection.settings_received  # the server's stream limit, before the first request
+        except BaseException:
+            if connection is not None and connection.transport is not None:
+                connection.transport.close()
+            raise
+        self._connections[origin] = connection
+        self.connections_made += 1
+        return connection
+
+    async def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
