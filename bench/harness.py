@@ -183,6 +183,18 @@ class Proc:
                 pass
         return total / 1024
 
+    def peak_rss_mb(self) -> float:
+        """The largest peak resident size (VmHWM) of any one process of the family."""
+        peak = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+        return peak / 1024
+
     def stop(self):
         _children.discard(self)
         if self.proc.poll() is None:

@@ -1,24 +1,33 @@
 """W9 — the pipeline: API → rows → queue → worker → provider, for a broadcast to N recipients.
 
-Clarion: one send, fanned out in batches (one transaction per 500 users), pushed by tasks of
-100 deliveries. Baseline, in the same run and on the same data: stock Django + Celery with
-one task per device and one save() per delivery row (the django-push-notifications /
-fcm-django pattern). Both use the same Celery worker settings and a provider that accepts
-everything at once, so the figures are the pipelines' own cost.
+Clarion: one send, fanned out in batches (one transaction per CLARION_FANOUT_BATCH users,
+rows written set-based by PostgreSQL), pushed by tasks of 100 deliveries. Two baselines, in
+the same run and on the same data:
+- `orm`: Clarion's fan-out with rows built in Python and written with bulk_create, 500 users
+  a batch (CLARION_FANOUT_BULK=0), the path the set-based one replaced (and SQLite's);
+- `baseline`: stock Django + Celery with one task per device and one save() per delivery row
+  (the django-push-notifications / fcm-django pattern); `--skip-stock` leaves it out.
+All use the same Celery worker settings and a provider that accepts everything at once, so the
+figures are the pipelines' own cost. Fan-out/s: accepted → every inbox and delivery row
+committed and every send task enqueued (the notification `dispatched`); rows/s: → every
+delivery `sent`.
 
-    python -m bench.pipeline            # 100,000 recipients
-    python -m bench.pipeline --quick    # 10,000 recipients
+    python -m bench.pipeline                    # 100,000 recipients
+    python -m bench.pipeline --quick            # 10,000 recipients
+    python -m bench.pipeline --recipients 1000000 --runs 1 --skip-stock --skip-orm   # the million run
 """
 
 import argparse
+import resource
 import statistics
 import time
+from datetime import timedelta
 
 from bench import harness
 
 DB_NAME = "clarion_bench_pipeline"
 PROVIDERS = {"fcm": "bench.null_provider.NullProvider"}
-RUN_TIMEOUT_SECS = 900
+RUN_TIMEOUT_SECS = 900  # per run; a larger audience gets one second per 500 recipients
 WARMUP_RECIPIENTS = 2_000  # subscribed to the topic "warmup", so a warm-up sends to them alone
 
 
@@ -52,6 +61,25 @@ def reset_sends(connection) -> None:
         )
 
 
+GROWTH_TABLES = ("delivery_delivery", "delivery_inboxmessage", "delivery_userstream", "delivery_notification")
+
+
+def table_bytes(connection) -> int:
+    """Tables a send writes, with their indexes and TOAST (pg_total_relation_size)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sum(pg_total_relation_size(name::regclass)) FROM unnest(%s::text[]) AS name",
+            [list(GROWTH_TABLES)],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def fanned_out(connection) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM delivery_notification WHERE status NOT IN ('dispatched')")
+        return cursor.fetchone()[0] == 0
+
+
 def count_sent(connection) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM delivery_delivery WHERE status = 'sent'")
@@ -66,30 +94,42 @@ def tasks_executed(app) -> dict[str, int]:
     return totals
 
 
-def timed_run(worker, connection, recipients: int, start) -> dict:
+def timed_run(worker, connection, recipients: int, start, fan_out: bool = True) -> dict:
     from notifyproject.celery import app
 
+    timeout = max(RUN_TIMEOUT_SECS, recipients / 500)
     reset_sends(connection)
     tasks_before = tasks_executed(app)
     cpu_before = worker.cpu_secs()
+    bytes_before = table_bytes(connection)
     began = time.monotonic()
     start()
-    harness.wait_for(lambda: count_sent(connection) >= recipients, RUN_TIMEOUT_SECS, interval=0.2)
+    fanout_elapsed = None
+    if fan_out:
+        harness.wait_for(lambda: fanned_out(connection), timeout, interval=0.05)
+        fanout_elapsed = time.monotonic() - began
+    harness.wait_for(lambda: count_sent(connection) >= recipients, timeout, interval=0.2)
     elapsed = time.monotonic() - began
-    harness.wait_for_idle_broker(RUN_TIMEOUT_SECS)  # nothing of this run leaks into the next
+    harness.wait_for_idle_broker(timeout)  # nothing of this run leaks into the next
     tasks_after = tasks_executed(app)
     tasks = sum(tasks_after.values()) - sum(tasks_before.values())
     return {
         "elapsed": elapsed,
+        "fanout_secs": fanout_elapsed,
+        "fanout_per_sec": recipients / fanout_elapsed if fan_out else None,
+        "bytes_per_recipient": (table_bytes(connection) - bytes_before) / recipients,
         "rows_per_sec": recipients / elapsed,
         "tasks": tasks,
         "deliveries_per_task": recipients / max(tasks, 1),
         "worker_cpu": worker.cpu_secs() - cpu_before,
         "worker_rss_mb": worker.rss_mb(),
+        "worker_peak_rss_mb": worker.peak_rss_mb(),
     }
 
 
-def clarion_start(recipients: int):
+def clarion_start(recipients: int, warmup: bool = False):
+    target = {"topic": "warmup"} if warmup else {"broadcast": True}
+
     def start():
         from django.db import transaction
 
@@ -98,15 +138,13 @@ def clarion_start(recipients: int):
         with transaction.atomic():
             notification_send(
                 sender=Sender(label="bench"),
-                request=NotificationRequest(
-                    target={"broadcast": True}, title="W9", body="bench", route="push"
-                ),
+                request=NotificationRequest(target=target, title="W9", body="bench", route="push"),
             )
 
     return start
 
 
-def baseline_start(recipients: int):
+def baseline_start(recipients: int, warmup: bool = False):
     def start():
         from django.db import connection
         from django.utils import timezone
@@ -124,7 +162,7 @@ def baseline_start(recipients: int):
             status="dispatched",
         )
         with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM devices_device ORDER BY id")
+            cursor.execute("SELECT id FROM devices_device ORDER BY id LIMIT %s", [recipients])
             device_ids = [row[0] for row in cursor.fetchall()]
         for device_id in device_ids:
             baseline_send_one.delay(notification.pk, device_id)
@@ -132,15 +170,31 @@ def baseline_start(recipients: int):
     return start
 
 
+# name → (worker environment, start a send, whether it fans out)
+def variants(args) -> list[tuple[str, dict, object, bool]]:
+    chosen = [("clarion", {}, clarion_start, True)]
+    if not args.skip_orm:
+        chosen.append(("orm", {"CLARION_FANOUT_BULK": 0, "CLARION_FANOUT_BATCH": 500}, clarion_start, True))
+    if not args.skip_stock:
+        chosen.append(("baseline", {}, baseline_start, False))
+    return chosen
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10,000 recipients instead of 100,000")
-    parser.add_argument("--recipients", type=int)
+    parser.add_argument("--recipients", type=int, help="audience size (users with one FCM device each)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-orm", action="store_true", help="leave out the ORM fan-out baseline")
+    parser.add_argument(
+        "--skip-stock", action="store_true", help="leave out the one-task-per-device baseline"
+    )
+    parser.add_argument("--retention", action="store_true", help="then time data_retention_sweep's delete")
+    parser.add_argument("--database", default=DB_NAME, help="scratch database (dropped and created)")
     args = parser.parse_args(argv)
     recipients = args.recipients or (10_000 if args.quick else 100_000)
 
-    database_url = harness.scratch_database(DB_NAME)
+    database_url = harness.scratch_database(args.database)
     env = harness.bench_env(database_url, CLARION_PROVIDERS=PROVIDERS, CLARION_SWEEP_INTERVAL=1.0)
     harness.migrate(env)
     harness.setup_django(env)
@@ -149,60 +203,106 @@ def main(argv=None) -> dict:
     load_audience(connection, recipients)
     results = {}
     try:
-        for name, start in (("clarion", clarion_start), ("baseline", baseline_start)):
+        for name, overrides, start, fans_out in variants(args):
             harness.purge_redis()
-            worker = harness.celery_worker(env, include="bench.pipeline_baseline")
+            worker = harness.celery_worker(
+                {**env, **{k: str(v) for k, v in overrides.items()}}, include="bench.pipeline_baseline"
+            )
             try:
-                timed_run(
-                    worker, connection, min(recipients, 2_000), start(min(recipients, 2_000))
-                )  # warm-up
-                load_audience_rows = recipients
-                runs = [
-                    timed_run(worker, connection, load_audience_rows, start(recipients))
+                warmup = min(recipients, WARMUP_RECIPIENTS)
+                timed_run(worker, connection, warmup, start(warmup, warmup=True), fans_out)
+                results[name] = [
+                    timed_run(worker, connection, recipients, start(recipients), fans_out)
                     for _ in range(args.runs)
                 ]
             finally:
                 worker.stop()
-            results[name] = runs
+        retention = retention_run(connection) if args.retention else None
     finally:
         connection.close()
-        harness.drop_database(DB_NAME)
-    report(recipients, results)
+        harness.drop_database(args.database)
+    report(recipients, results, retention)
     return results
 
 
-def report(recipients: int, results: dict) -> None:
+def retention_run(connection) -> dict:
+    """The last run's deliveries, all past retention: data_retention_sweep's delete, timed."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from delivery import lifecycle
+
+    later = timezone.now() + timedelta(days=settings.CLARION_RETENTION_DAYS, minutes=1)
+    began = time.monotonic()
+    deleted = lifecycle.deliveries_purge(later)
+    elapsed = time.monotonic() - began
+    return {"deleted": deleted, "secs": elapsed, "batch_rows": lifecycle.DELETE_BATCH_ROWS}
+
+
+def report(recipients: int, results: dict, retention: dict | None = None) -> None:
+    runs_of = len(next(iter(results.values())))
     print(
         f"\nW9 pipeline: broadcast to {recipients:,} recipients with one device each "
-        f"(Celery prefork ×2, null provider; median of {len(results['clarion'])} runs, min–max)"
+        f"(Celery prefork ×2, null provider; median of {runs_of} runs, min–max)"
     )
-    columns = [("rows/s", 22), ("elapsed s", 12), ("Celery tasks", 24)]
-    columns += [("deliveries/task", 17), ("worker CPU s", 14)]
+    columns = [("fan-out/s", 22), ("rows/s", 22), ("elapsed s", 11), ("Celery tasks", 22)]
+    columns += [("deliveries/task", 17), ("worker CPU s", 16), ("B/recipient", 22), ("peak RSS MB", 13)]
     print(f"{'':<10}" + "".join(f"{title:>{width}}" for title, width in columns))
     for name, runs in results.items():
 
         def col(key, runs=runs):
-            return harness.summary([r[key] for r in runs])
+            values = [r[key] for r in runs if r[key] is not None]
+            return harness.summary(values) if values else "—"
 
         elapsed = statistics.median(r["elapsed"] for r in runs)
+        peak = max(r["worker_peak_rss_mb"] for r in runs)
         print(
-            f"{name:<10}{col('rows_per_sec'):>22}{elapsed:>12.1f}{col('tasks'):>24}"
-            f"{col('deliveries_per_task'):>17}{col('worker_cpu'):>14}"
+            f"{name:<10}{col('fanout_per_sec'):>22}{col('rows_per_sec'):>22}{elapsed:>11.1f}{col('tasks'):>22}"
+            f"{col('deliveries_per_task'):>17}{col('worker_cpu'):>16}{col('bytes_per_recipient'):>22}{peak:>13.0f}"
         )
-    ratio = statistics.median(r["rows_per_sec"] for r in results["clarion"]) / statistics.median(
-        r["rows_per_sec"] for r in results["baseline"]
+
+    def median(name, key):
+        return statistics.median(r[key] for r in results[name])
+
+    if "orm" in results:
+        fanout_ratio = median("clarion", "fanout_per_sec") / median("orm", "fanout_per_sec")
+        rows_ratio = median("clarion", "rows_per_sec") / median("orm", "rows_per_sec")
+        print(f"ratio set-based/ORM fan-out/s: {fanout_ratio:.1f}×; rows/s: {rows_ratio:.1f}×")
+    if "baseline" in results:
+        stock_ratio = median("clarion", "rows_per_sec") / median("baseline", "rows_per_sec")
+        print(f"ratio clarion/baseline rows/s: {stock_ratio:.1f}×")
+    accepting_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"peak RSS: worker process {max(r['worker_peak_rss_mb'] for r in results['clarion']):.0f} MB,"
+        f" accepting process (notification_send, this one) {accepting_peak:.0f} MB"
     )
-    print(f"ratio clarion/baseline rows/s: {ratio:.1f}×")
-    per_task = statistics.median(r["deliveries_per_task"] for r in results["clarion"])
-    harness.record(
-        "W9",
-        f"pipeline rows/s, {recipients:,} recipients",
-        statistics.median(r["rows_per_sec"] for r in results["clarion"]),
-        {"one task per device": statistics.median(r["rows_per_sec"] for r in results["baseline"])},
-        goal="≤ 1 task per ≥ 100 deliveries, bulk rows",
-        met=per_task >= 99,  # one extra dispatch task per broadcast on top of 100-row batches
-        note=f"{per_task:.0f} deliveries per Celery task",
-    )
+    if retention:
+        print(
+            f"retention: {retention['deleted']:,} deliveries deleted in {retention['secs']:.1f} s,"
+            f" {retention['batch_rows']:,} rows per transaction"
+        )
+    if "orm" in results:
+        harness.record(
+            "W9 fan-out",
+            f"fan-out recipients/s, {recipients:,} recipients",
+            median("clarion", "fanout_per_sec"),
+            {"ORM rows (today's previous path)": median("orm", "fanout_per_sec")},
+            goal="≥ 25,000/s and ≥ 4.5× the ORM path",
+            met=median("clarion", "fanout_per_sec") >= 25_000
+            and median("clarion", "fanout_per_sec") >= 4.5 * median("orm", "fanout_per_sec"),
+            note=f"{median('clarion', 'bytes_per_recipient'):.0f} bytes per recipient",
+        )
+    if "baseline" in results:
+        per_task = median("clarion", "deliveries_per_task")
+        harness.record(
+            "W9",
+            f"pipeline rows/s, {recipients:,} recipients",
+            median("clarion", "rows_per_sec"),
+            {"one task per device": median("baseline", "rows_per_sec")},
+            goal="≤ 1 task per ≥ 100 deliveries, bulk rows",
+            met=per_task >= 99,  # one extra dispatch task per broadcast on top of 100-row batches
+            note=f"{per_task:.0f} deliveries per Celery task",
+        )
 
 
 if __name__ == "__main__":

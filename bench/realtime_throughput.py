@@ -64,7 +64,7 @@ from bench.realtime_common import (
 )
 
 DATABASE = os.environ.get("BENCH_THROUGHPUT_DATABASE", "clarion_bench_throughput")
-FANOUT_BATCH = 500  # as settings.CLARION_FANOUT_BATCH: publish_messages is called per batch
+FANOUT_BATCH = 2000  # as settings.CLARION_FANOUT_BATCH on PostgreSQL: publish_messages is called per batch
 BODY = "x" * 100  # the 100-byte message
 RUN_TIMEOUT_SECS = 180  # one run, whatever happens
 IDLE_SECS = float(

@@ -195,7 +195,10 @@ class UserStream(models.Model):
 class InboxMessage(models.Model):
     """One notification as one user's message, at that user's next cursor position."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox")
+    # No index of its own: inbox_user_seq leads with it (every index is written per recipient).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox", db_index=False
+    )
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="messages")
     seq = models.BigIntegerField(verbose_name="cursor")
     # Whether realtime clients (WebSocket, poll, SSE) get it: not for route=push or device-only sends.
@@ -219,8 +222,14 @@ class InboxMessage(models.Model):
 class Delivery(models.Model):
     """One attempt to reach one user on one channel (and device); the delivery log."""
 
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="deliveries")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries")
+    # Neither has an index of its own: delivery_notification_status and delivery_user_notification
+    # lead with them (a fan-out writes every index of every row; the sends rewrite them twice).
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     device = models.ForeignKey(
         "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
@@ -259,7 +268,8 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["notification", "status"], name="delivery_notification_status"),
             models.Index(fields=["user", "notification"], name="delivery_user_notification"),
-            models.Index(fields=["claim"], name="delivery_claim"),
+            # Only claimed rows: a send task looks its claim up; unclaimed rows need no entry.
+            models.Index(fields=["claim"], name="delivery_claim", condition=models.Q(claim__isnull=False)),
             models.Index(
                 fields=["next_attempt_at"],
                 condition=models.Q(status="queued"),

@@ -340,8 +340,13 @@ CLARION_RETRY_CAP_SECS = env_int("CLARION_RETRY_CAP_SECS", 300)
 CLARION_STALE_WORK_SECS = env_int("CLARION_STALE_WORK_SECS", 30)
 # Deliveries `sending` this long belong to a dead worker (provider calls time out far sooner).
 CLARION_SENDING_STALE_SECS = env_int("CLARION_SENDING_STALE_SECS", 300)
-# Recipients per fan-out transaction.
-CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 500)
+# On PostgreSQL, fan-out rows are written set-based (INSERT … SELECT) rather than built in
+# Python; 0 keeps the ORM path (SQLite always uses it). bench/pipeline.py compares the two.
+CLARION_FANOUT_BULK = env_flag("CLARION_FANOUT_BULK", True)
+_FANOUT_SET_BASED = CLARION_FANOUT_BULK and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# Recipients per fan-out transaction: set-based writes make a batch's fixed cost (row lock,
+# order check, commit, quiet-hours read) the larger share, so they take bigger batches.
+CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 2000 if _FANOUT_SET_BASED else 500)
 # How often beat runs the sweeper (scheduled sends, retries, recovery, expiry, webhook retries), in seconds.
 CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
 # Data lifecycle: delivery rows older than this are deleted; devices unseen this long are deactivated.

@@ -18,6 +18,13 @@ from tests.delivery.factories import device, send, users
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True, params=["set-based", "orm"])
+def row_writer(request, settings):
+    """Every test here runs on both row writers: set-based SQL (PostgreSQL) and the ORM (SQLite's)."""
+    settings.CLARION_FANOUT_BULK = request.param == "set-based"
+    return request.param
+
+
 def online(user):
     async_to_sync(get_presence().touch)(user.pk, f"conn-{user.pk}")
 

@@ -166,6 +166,31 @@ def test_worker_killed_mid_fan_out_resumes_and_sends_nothing_twice(start_worker,
     assert Notification.objects.get(pk=notification.pk).status == "dispatched"
 
 
+def test_duplicated_dispatch_tasks_write_and_send_each_recipient_once(start_worker, recorder):
+    """Three dispatch tasks for one broadcast, taken by four worker processes at once (a redelivery
+    racing the original): each batch is written by whichever holds the row lock, found done by the others."""
+    from delivery.tasks import notification_dispatch
+
+    recipients = users(1500, "d")
+    for user in recipients:
+        device(user)
+    start_worker(CLARION_FANOUT_BATCH=100)
+    notification = send({"broadcast": True}, title="once", route="push")  # enqueues its dispatch
+    notification_dispatch.delay(notification.pk)
+    notification_dispatch.delay(notification.pk)
+    wait_until(
+        lambda: Delivery.objects.filter(notification=notification, status="sent").count() == 1500,
+        timeout=60,
+        message="every delivery sent",
+    )
+    assert Notification.objects.get(pk=notification.pk).status == "dispatched"
+    assert InboxMessage.objects.filter(notification=notification).count() == 1500
+    assert Delivery.objects.filter(notification=notification).count() == 1500
+    assert set(UserStream.objects.values_list("last_seq", flat=True)) == {1}  # each cursor moved once
+    sent_ids = [s["delivery_id"] for s in recorder.sent()]
+    assert len(sent_ids) == len(set(sent_ids)) == 1500
+
+
 def test_broadcast_to_ten_thousand_users_completes(start_worker, recorder):
     recipients = users(10_000, "b")
     for start in range(0, 10_000, 2_000):  # every fifth user has a phone
