@@ -169,7 +169,7 @@ class Publisher:
 
 def positions(system: str, users: list, counters_path: str) -> dict[str, int]:
     if system == "clarion":
-        from realtime.streams import stream_positions
+        from delivery.streams_api import stream_positions
 
         found = stream_positions([uid for uid, _, _ in users])
         return {str(uid): found.get(uid, 0) for uid, _, _ in users}

@@ -32,12 +32,12 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
-from delivery.sending import MAX_COUNTDOWN_SECS
 from delivery.webhooks.events import deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
-from realtime.presence import users_online
+from notifyproject.task_queue import MAX_COUNTDOWN_SECS
+from realtime.api import publish_messages, users_online
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,6 @@ def _users_with_newer(notification: Notification, user_ids: list[int]) -> set[in
 
 def _after_commit(plan: BatchPlan) -> None:
     from delivery.tasks import deliveries_send
-    from realtime.publish import publish_messages
 
     if plan.realtime:
         publish_messages(plan.realtime)

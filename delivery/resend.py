@@ -10,9 +10,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
+from notifyproject.task_queue import ids_enqueue
 
-# Deliveries per send task, as the fan-out enqueues them: one provider round.
-RESEND_TASK_DELIVERIES = 100
 # Rows updated per statement, so resending a huge broadcast never builds one giant IN list.
 RESEND_UPDATE_BATCH = 1000
 
@@ -61,5 +60,4 @@ def deliveries_resend(deliveries: QuerySet) -> int:
 def _enqueue_sends(delivery_ids: list[int]) -> None:
     from delivery.tasks import deliveries_send
 
-    for start in range(0, len(delivery_ids), RESEND_TASK_DELIVERIES):
-        deliveries_send.delay(delivery_ids[start : start + RESEND_TASK_DELIVERIES])
+    ids_enqueue(deliveries_send, delivery_ids)

@@ -7,7 +7,6 @@ provider's Retry-After when longer), so the database, not the broker, holds long
 """
 
 import logging
-import random
 import time
 import uuid
 from collections import defaultdict
@@ -25,20 +24,14 @@ from devices.models import DEFAULT_APP
 from devices.selectors import apps_by_slug
 from devices.services import devices_deactivate
 from notifyproject import metrics
+from notifyproject.task_queue import MAX_COUNTDOWN_SECS, backoff_secs, ids_enqueue
 
 logger = logging.getLogger(__name__)
 
-# Longest wait handed to the broker as a countdown (retries here, held pushes in fanout.py);
-# longer waits are left to the sweeper, so no task sits in Redis past its visibility timeout.
-MAX_COUNTDOWN_SECS = 120
-
 
 def retry_delay_secs(attempts: int, retry_after_secs: float | None = None) -> float:
-    """Full-jitter back-off after `attempts` tries, never sooner than the provider asked."""
-    ceiling = min(
-        settings.CLARION_RETRY_CAP_SECS, settings.CLARION_RETRY_BASE_SECS * 2 ** max(0, attempts - 1)
-    )
-    delay = random.uniform(ceiling / 2, ceiling)
+    """Jittered back-off after `attempts` tries, never sooner than the provider asked."""
+    delay = backoff_secs(attempts, settings.CLARION_RETRY_BASE_SECS, settings.CLARION_RETRY_CAP_SECS)
     return max(delay, retry_after_secs or 0.0)
 
 
@@ -319,4 +312,4 @@ def _schedule_retries(retries: list[tuple[float, Delivery]]) -> None:
         if delay <= MAX_COUNTDOWN_SECS:
             by_second[int(delay) + 1].append(delivery.pk)
     for countdown, ids in by_second.items():
-        deliveries_send_task.apply_async((ids,), countdown=countdown)
+        ids_enqueue(deliveries_send_task, ids, countdown=countdown)

@@ -33,6 +33,7 @@ from delivery.selectors import recipients_count, unknown_targets, waiters_of
 from delivery.webhooks import events as webhook_events
 from notifyproject import metrics
 from notifyproject.identities.models import ApiKey
+from realtime.api import publish_read
 
 logger = logging.getLogger(__name__)
 
@@ -377,16 +378,10 @@ def inbox_ack(*, user, notification_id: int) -> bool:
         if first_read:
             UserStream.objects.filter(user=user).update(last_read_seq=read_seq)
             webhook_events.notification_read(user=user, notification_id=notification_id)
-            transaction.on_commit(lambda: _publish_read(user.pk, notification_id, read_seq), robust=True)
+            transaction.on_commit(lambda: publish_read(user.pk, notification_id, read_seq), robust=True)
             if shown_push:
                 transaction.on_commit(lambda: _enqueue_withdraw(shown_push), robust=True)
     return True
-
-
-def _publish_read(user_id: int, notification_id: int, read_cursor: int) -> None:
-    from realtime.publish import publish_read
-
-    publish_read(user_id, notification_id, read_cursor)
 
 
 def _enqueue_withdraw(delivery_ids: list[int]) -> None:

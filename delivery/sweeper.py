@@ -21,11 +21,11 @@ from django.utils import timezone
 from delivery.audiences import scheduled_audience_refresh
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.webhooks.events import deliveries_update
+from notifyproject.task_queue import ids_enqueue
 
 logger = logging.getLogger(__name__)
 
 SWEEP_LIMIT = 5000  # rows per step per sweep, so one sweep stays short under any backlog
-PUSH_TASK_DELIVERIES = 100
 
 
 def sweep() -> dict[str, int]:
@@ -105,8 +105,7 @@ def enqueue_due_deliveries(now) -> int:
     if not due:
         return 0
     Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
-    for start in range(0, len(due), PUSH_TASK_DELIVERIES):
-        deliveries_send.delay(due[start : start + PUSH_TASK_DELIVERIES])
+    ids_enqueue(deliveries_send, due)
     return len(due)
 
 

@@ -7,6 +7,7 @@ redelivered; each is idempotent, so the redelivery does not send anything twice.
 from celery import shared_task
 
 from delivery import fanout, lifecycle, sending, services, sweeper
+from notifyproject.task_queue import MAX_COUNTDOWN_SECS
 
 
 @shared_task(name="delivery.tasks.notification_dispatch")
@@ -27,7 +28,7 @@ def push_withdraw(self, delivery_ids: list[int]) -> None:
     retry = sending.push_withdraw(delivery_ids)
     if retry and self.request.retries < WITHDRAW_MAX_RETRIES:
         countdown = sending.retry_delay_secs(self.request.retries + 1)
-        raise self.retry(args=(retry,), countdown=min(countdown, sending.MAX_COUNTDOWN_SECS))
+        raise self.retry(args=(retry,), countdown=min(countdown, MAX_COUNTDOWN_SECS))
 
 
 @shared_task(name="delivery.tasks.due_work_sweep", acks_late=False, expires=10)

@@ -54,7 +54,7 @@ def _check_realtime_node() -> str | None:
     None where no node runs (a process that is not an ASGI server, e.g. the test client);
     under daphne the ASGI application starts the node on the first request.
     """
-    from realtime.node import local_nodes
+    from realtime.node_registry import local_nodes
 
     states = [node.subscription_health() for node in local_nodes()]
     if not states:
@@ -76,7 +76,7 @@ def healthz(request):
 
 
 def _connected_users() -> float | None:
-    from realtime.presence import connected_users_count
+    from realtime.api import connected_users_count
 
     try:
         return float(connected_users_count())

@@ -11,7 +11,7 @@ import orjson
 from autobahn.exception import Disconnected
 from django.db import DatabaseError
 
-from delivery.services import inbox_ack
+from delivery.streams_api import inbox_ack
 from notifyproject.identities import credentials
 from realtime.auth import authenticate_scope, query_param
 from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS

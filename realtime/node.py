@@ -17,7 +17,6 @@ import secrets
 import socket
 import threading
 import time
-import weakref
 from typing import NamedTuple, Protocol
 
 import orjson
@@ -29,13 +28,14 @@ from django.db import DatabaseError
 from django.utils import timezone
 from knox.crypto import hash_token
 
+from delivery.streams_api import stream_and_read_positions_of, stream_positions
 from notifyproject.identities import credentials
+from realtime.node_registry import channel_for, node_of_loop
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
-from realtime.streams import BatchedLookup, db, stream_and_read_positions_of, stream_positions
+from realtime.streams import BatchedLookup, db
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "clarion:node:"
 # Connections one user may hold on one node (tabs, devices); the oldest is closed past it.
 MAX_CONNECTIONS_PER_USER = 20
 CLOSE_TOO_MANY_CONNECTIONS = 4409
@@ -103,10 +103,6 @@ class RecentToken(NamedTuple):
     digest: str
     expires_at: object  # a datetime, or None
     closed_at: float  # time.monotonic() when its connection closed
-
-
-def channel_for(node_id: str) -> str:
-    return f"{CHANNEL_PREFIX}{node_id}"
 
 
 class Node:
@@ -403,18 +399,9 @@ class Node:
                     written.set_result(None)
 
 
-_nodes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node]" = weakref.WeakKeyDictionary()
-_nodes_lock = threading.Lock()
-
-
 def get_node() -> Node:
     """The node of the running event loop (one per web process; tests may run several loops)."""
-    loop = asyncio.get_running_loop()
-    with _nodes_lock:
-        node = _nodes.get(loop)
-        if node is None:
-            node = _nodes[loop] = Node(loop)
-        return node
+    return node_of_loop(asyncio.get_running_loop(), Node)
 
 
 class StartRealtimeNode:
@@ -427,8 +414,3 @@ class StartRealtimeNode:
     async def __call__(self, scope, receive, send):
         get_node().start()  # a dict lookup once started
         return await self.app(scope, receive, send)
-
-
-def local_nodes() -> list[Node]:
-    with _nodes_lock:
-        return [node for loop, node in _nodes.items() if not loop.is_closed()]

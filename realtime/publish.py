@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 
 from notifyproject import metrics
-from realtime.node import channel_for, local_nodes
+from realtime.node_registry import channel_for, local_nodes
 from realtime.presence import get_presence
 from realtime.streams import notification_frame, read_frame
 

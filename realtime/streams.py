@@ -1,17 +1,11 @@
-"""The per-user message stream that WebSocket replay, long-polling and SSE read."""
+"""The frames of a user's stream as clients receive them, where a client resumes, and the
+thread pool realtime reads the database in. The rows themselves are read through
+delivery/streams_api.py; this module imports nothing of delivery/, since publishing uses it."""
 
 import asyncio
 
 import orjson
 from channels.db import database_sync_to_async
-from django.db import connection
-from django.utils import timezone
-
-from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, UserStream
-from delivery.selectors import message_payload
-from delivery.webhooks.events import deliveries_update
-
-REPLAY_PAGE = 200  # messages per query while catching a client up
 
 
 def db(fn):
@@ -82,76 +76,7 @@ def read_frame(notification_id: int, read_cursor: int) -> str:
     return orjson.dumps({"type": "read", "id": notification_id, "read_cursor": read_cursor}).decode()
 
 
-def stream_positions(user_ids: list[int]) -> dict[int, int]:
-    """Where each user's stream stands now (users with no messages yet are left out).
-
-    On PostgreSQL the ids go as one array parameter: the node asks for all its users every
-    20 s, and psycopg building a query with 10,000 placeholders took a tenth of the idle
-    server's CPU (W3 profile, 10,000 sockets).
-    """
-    if connection.vendor != "postgresql":
-        return dict(UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT user_id, last_seq FROM {UserStream._meta.db_table} WHERE user_id = ANY(%s)",
-            [list(user_ids)],
-        )
-        return dict(cursor.fetchall())
-
-
 def start_cursor(after: int | None, position: int) -> int:
     """Where a client resumes: its cursor, or the stream's end when it gave none or one past
     the end (another server's, a reset database), so a foreign cursor cannot mute it."""
     return position if after is None else min(after, position)
-
-
-def stream_position(user_id: int) -> int:
-    return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
-
-
-def stream_and_read_positions(user_id: int) -> tuple[int, int]:
-    """(last cursor, last read position) in one query; (0, 0) for a user with no messages yet."""
-    return UserStream.objects.filter(user_id=user_id).values_list("last_seq", "last_read_seq").first() or (
-        0,
-        0,
-    )
-
-
-def stream_and_read_positions_of(user_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """{user id: (last cursor, last read position)} for those of these users with a stream row."""
-    rows = UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq", "last_read_seq")
-    return {user_id: (last_seq, last_read_seq) for user_id, last_seq, last_read_seq in rows}
-
-
-LIVE_MESSAGE_FIELDS = ("seq", "notification_id", "read_at") + tuple(
-    f"notification__{name}" for name in ("title", "body", "data", "url", "icon", "created_at")
-)
-
-
-def live_messages_after(
-    user_id: int, after: int, limit: int = REPLAY_PAGE, until: int | None = None
-) -> list[dict]:
-    """Realtime messages with cursor > after (≤ until), oldest first, as clients see them.
-
-    A message whose ttl has passed is skipped (the sweeper marks its delivery `expired`).
-    """
-    rows = InboxMessage.objects.filter(
-        user_id=user_id, seq__gt=after, live=True, notification__expires_at__gt=timezone.now()
-    )
-    if until is not None:
-        rows = rows.filter(seq__lte=until)
-    # Only what a client sees: the notification's target and unknown-targets JSON are not decoded.
-    rows = list(rows.select_related("notification").only(*LIVE_MESSAGE_FIELDS).order_by("seq")[:limit])
-    if rows:
-        deliveries_update(
-            Delivery.objects.filter(
-                user_id=user_id,
-                channel=Channel.REALTIME,
-                status=DeliveryStatus.QUEUED,
-                notification_id__in=[row.notification_id for row in rows],
-            ),
-            status=DeliveryStatus.SENT,
-            sent_at=timezone.now(),
-            attempts=1,
-        )
-    return [message_payload(row.notification, row.seq, row.read_at) for row in rows]

@@ -15,16 +15,13 @@ from collections import deque
 
 from django.db import DatabaseError
 
-from delivery.selectors import reads_after
-from realtime.node import get_node
-from realtime.streams import (
+from delivery.streams_api import (
     REPLAY_PAGE,
-    db,
     live_messages_after,
-    notification_frame,
-    read_frame,
-    start_cursor,
+    reads_after,
 )
+from realtime.node import get_node
+from realtime.streams import db, notification_frame, read_frame, start_cursor
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,17 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from delivery.models import Route
-from delivery.selectors import reads_after
-from delivery.serializers import NotificationAcceptedSerializer, accepted_body
-from delivery.services import NotificationRequest, Sender, notification_send
+from delivery.streams_api import (
+    NotificationAcceptedSerializer,
+    NotificationRequest,
+    Route,
+    Sender,
+    accepted_body,
+    live_messages_after,
+    notification_send,
+    reads_after,
+    stream_and_read_positions,
+)
 from devices.models import DEFAULT_APP
 from devices.selectors import apps_by_slug
 from notifyproject.api import InputSerializer, error_body
@@ -34,7 +41,7 @@ from realtime.auth import authenticate_request
 from realtime.consumers import parse_cursor
 from realtime.node import CLOSE_UNAUTHENTICATED, get_node
 from realtime.presence import POLL_LINGER_SECS
-from realtime.streams import db, live_messages_after, start_cursor, stream_and_read_positions
+from realtime.streams import db, start_cursor
 from realtime.subscriber import Subscriber
 
 # Long-polling: wait 30 s by default, at most 60 (proxies commonly cut idle requests at 60-100 s).

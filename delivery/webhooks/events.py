@@ -30,6 +30,7 @@ from delivery.webhooks.signing import message_id_generate
 from devices import signals as device_signals
 from devices.models import Device
 from notifyproject.identities.models import ApiKey
+from notifyproject.task_queue import ids_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -278,8 +279,7 @@ def record(events: list[Event], listeners: Listeners) -> None:
 def event_sends_enqueue(event_ids: list[int]) -> None:
     from delivery.webhooks.tasks import webhook_events_send
 
-    for start in range(0, len(event_ids), EVENTS_PER_TASK):
-        webhook_events_send.delay(event_ids[start : start + EVENTS_PER_TASK])
+    ids_enqueue(webhook_events_send, event_ids, EVENTS_PER_TASK)
 
 
 def _send_signals(events: list[Event], timestamp: datetime) -> None:

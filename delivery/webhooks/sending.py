@@ -13,7 +13,6 @@ trying again cannot help. An endpoint whose every attempt failed for DISABLE_AFT
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections import defaultdict
@@ -27,9 +26,11 @@ from django.utils import timezone
 
 from delivery.webhooks.bulk import insert_rows, update_rows
 from delivery.webhooks.client import Answer, Post, webhook_client
+from delivery.webhooks.events import EVENTS_PER_TASK
 from delivery.webhooks.models import EventStatus, Webhook, WebhookAttempt, WebhookEvent
 from delivery.webhooks.signing import signed_headers
 from notifyproject import outbound
+from notifyproject.task_queue import MAX_COUNTDOWN_SECS, backoff_secs, ids_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ RETRY_CAP_SECS = 2 * 3600  # the longest wait between two attempts
 # An endpoint that answered nothing but failures for this long is disabled (and says so in
 # the admin); any 2xx resets the clock. Longer than RETRY_WINDOW, so one bad day is survived.
 DISABLE_AFTER = timedelta(days=5)
-MAX_COUNTDOWN_SECS = 120  # longer waits are left to the sweeper, not the broker
 ATTEMPT_COLUMNS = {
     "event_id": "bigint",
     "webhook_id": "bigint",
@@ -64,8 +64,7 @@ UNFINISHED_COLUMNS = {
 
 def retry_delay_secs(attempts: int) -> float:
     """Jittered wait after `attempts` tries: between half and all of min(cap, base * 2**(attempts-1))."""
-    ceiling = min(RETRY_CAP_SECS, settings.CLARION_WEBHOOK_RETRY_BASE_SECS * 2 ** max(0, attempts - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    return backoff_secs(attempts, settings.CLARION_WEBHOOK_RETRY_BASE_SECS, RETRY_CAP_SECS)
 
 
 def webhook_events_send(event_ids: list[int]) -> None:
@@ -227,4 +226,4 @@ def retries_schedule(retries: list[WebhookEvent], now: datetime) -> None:
         if delay <= MAX_COUNTDOWN_SECS:
             by_second[int(delay) + 1].append(event.pk)
     for countdown, ids in by_second.items():
-        send_task.apply_async((ids,), countdown=countdown)
+        ids_enqueue(send_task, ids, EVENTS_PER_TASK, countdown=countdown)

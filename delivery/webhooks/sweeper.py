@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from delivery.webhooks.events import EVENTS_PER_TASK
 from delivery.webhooks.models import EventStatus, WebhookEvent
+from notifyproject.task_queue import ids_enqueue
 
 SWEEP_LIMIT = 5000  # rows per step per sweep
 
@@ -44,6 +45,5 @@ def enqueue_due(now) -> int:
     if not due:
         return 0
     WebhookEvent.objects.filter(pk__in=due).update(enqueued_at=now)
-    for start in range(0, len(due), EVENTS_PER_TASK):
-        webhook_events_send.delay(due[start : start + EVENTS_PER_TASK])
+    ids_enqueue(webhook_events_send, due, EVENTS_PER_TASK)
     return len(due)

@@ -20,7 +20,7 @@ from django.db.models.functions import Substr
 from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification
-from realtime.presence import connected_users_count
+from realtime.api import connected_users_count
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ import pytest
 
 from delivery.models import InboxMessage
 from delivery.selectors import message_payload
+from delivery.streams_api import live_messages_after, stream_positions
 from delivery.webhooks.events import active_webhooks, forget_active_webhooks
-from realtime.streams import live_messages_after, stream_positions
 from tests.delivery.factories import send, users
 
 pytestmark = pytest.mark.django_db

@@ -175,7 +175,7 @@ class TestEachStatusChange:
         fan_out,
         after_commit,
     ):
-        from realtime.streams import live_messages_after
+        from delivery.streams_api import live_messages_after
 
         webhook = make_webhook(receiver.url, events=["delivery.sent"])
         notification = send({"users": ["alice"]}, route="realtime")

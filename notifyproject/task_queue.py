@@ -1,0 +1,39 @@
+"""Handing work to Celery: ids in batches, short waits as countdowns, and the back-off between
+attempts. Long waits live in the database (`next_attempt_at`), never in the broker: the
+sweeper enqueues them when due (docs/architecture.md, Long waits live in the database)."""
+
+import random
+from collections.abc import Mapping, Sequence
+
+# Longest wait handed to the broker as a countdown (retries, held pushes); longer waits are
+# left to the sweeper, so no task sits in Redis past its visibility timeout (600 s, settings).
+MAX_COUNTDOWN_SECS = 120
+# Ids per task: a push send task's deliveries are one provider round of concurrent requests.
+IDS_PER_TASK = 100
+
+
+def ids_enqueue(
+    task,
+    ids: Sequence[int],
+    per_task: int = IDS_PER_TASK,
+    countdown: float | Mapping[int, float] | None = None,
+) -> None:
+    """Enqueue `task` once per `per_task` ids, in the order given.
+
+    `countdown`: seconds every task waits in the broker, or id → seconds, when each task waits
+    for its latest id (give the ids soonest first).
+    """
+    for start in range(0, len(ids), per_task):
+        batch = ids[start : start + per_task]
+        wait = max(countdown[pk] for pk in batch) if isinstance(countdown, Mapping) else countdown
+        if wait is None:
+            task.delay(batch)
+        else:
+            task.apply_async((batch,), countdown=wait)
+
+
+def backoff_secs(attempts: int, base_secs: float, cap_secs: float) -> float:
+    """Capped exponential back-off after `attempts` tries, jittered between half and all of it,
+    so retries of one outage spread out instead of arriving together."""
+    ceiling = min(cap_secs, base_secs * 2 ** max(0, attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)
