@@ -390,12 +390,34 @@ def _enqueue_withdraw(delivery_ids: list[int]) -> None:
     push_withdraw.delay(delivery_ids)
 
 
+# A crontab fires at most once a minute: ticks closer than this are one occurrence.
+CRONTAB_MIN_GAP_SECS = 30
+
+
 def recurring_notification_fire(recurring_id: int) -> Notification | None:
-    """Send one occurrence of a recurring notification (called by beat through a task)."""
+    """Send one occurrence of a recurring notification (called by beat through a task).
+
+    Beat may send one tick twice (django-celery-beat re-reads a schedule that changed and runs
+    it again before the first run's time is saved), so an occurrence is claimed first: a tick
+    within half an interval of the last one sends nothing.
+    """
+    with transaction.atomic():
+        return _recurring_occurrence_send(recurring_id)
+
+
+def _recurring_occurrence_send(recurring_id: int) -> Notification | None:
     recurring = (
-        RecurringNotification.objects.filter(pk=recurring_id, enabled=True).select_related("audience").first()
+        RecurringNotification.objects.select_for_update(of=("self",))
+        .filter(pk=recurring_id, enabled=True)
+        .select_related("audience")
+        .first()
     )
     if recurring is None:
+        return None
+    now = timezone.now()
+    min_gap = recurring.interval_seconds / 2 if recurring.interval_seconds else CRONTAB_MIN_GAP_SECS
+    if recurring.last_sent_at is not None and (now - recurring.last_sent_at).total_seconds() < min_gap:
+        logger.info("recurring notification %s: a repeated tick, not sent again", recurring.pk)
         return None
     users = [name.strip() for name in recurring.target_users.replace(",", "\n").splitlines() if name.strip()]
     if recurring.audience_id:  # the audience as it is now (the send takes its conditions)
@@ -414,5 +436,5 @@ def recurring_notification_fire(recurring_id: int) -> Notification | None:
         route=recurring.route,
     )
     notification, _ = notification_send(sender=Sender(label=f"recurring:{recurring.pk}"), request=request)
-    RecurringNotification.objects.filter(pk=recurring.pk).update(last_sent_at=timezone.now())
+    RecurringNotification.objects.filter(pk=recurring.pk).update(last_sent_at=now)
     return notification
