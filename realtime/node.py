@@ -48,6 +48,7 @@ HEARTBEAT_TIMEOUT_SECS = 2 * HEARTBEAT_INTERVAL_SECS
 NODE_TICK_SECS = 5  # how often silent sockets are looked for
 # The node's subscription is re-established with capped back-off when Redis goes away.
 RESUBSCRIBE_BASE_SECS = 0.5
+LISTEN_WAKE_SECS = 1.0  # the subscription's read wakes at least this often (see _subscribe_forever)
 RESUBSCRIBE_CAP_SECS = 10
 SUBSCRIBE_WAIT_SECS = 5  # a connection waits this long for the node's channel at start-up
 HEALTH_WAIT_SECS = 2  # GET /healthz on a fresh process waits this long for the first subscribe
@@ -268,9 +269,15 @@ class Node:
                 self._ready.set()
                 self._set_subscription("ok")
                 failures = 0
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
+                this_task = asyncio.current_task()
+                while True:
+                    message = await pubsub.get_message(timeout=LISTEN_WAKE_SECS)
+                    if message is not None and message["type"] == "message":
                         self.dispatch_payload(message["data"])
+                    if this_task.cancelling():
+                        # redis-py's asyncio read can swallow a cancellation that lands at the
+                        # wrong moment; a task that must end then still ends within a wake-up.
+                        raise asyncio.CancelledError
             except (aioredis.RedisError, OSError) as exc:  # refused, timed out, or e.g. NOPERM
                 self._set_subscription(f"error: {type(exc).__name__}")
                 failures += 1
