@@ -36,16 +36,10 @@ from delivery.webhooks.events import deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
-from notifyproject.task_queue import MAX_COUNTDOWN_SECS
+from notifyproject.task_queue import MAX_COUNTDOWN_SECS, ids_enqueue
 from realtime.api import publish_messages, users_online
 
 logger = logging.getLogger(__name__)
-
-# Users per transaction (settings.CLARION_FANOUT_BATCH): large enough to amortise round
-# trips and commits, small enough that a batch's rows, locks and objects stay bounded.
-# Deliveries per send task: one provider round of concurrent requests.
-PUSH_TASK_DELIVERIES = 100
-
 
 IN_FLIGHT = (NotificationStatus.QUEUED, NotificationStatus.DISPATCHING)
 
@@ -403,27 +397,11 @@ def _after_commit(plan: BatchPlan) -> None:
         )
         metrics.count("clarion_realtime_published_total", len(plan.realtime))
         metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
+    ids_enqueue(deliveries_send, plan.push_now)
     soon = sorted((delay, pk) for pk, delay in plan.push_later.items() if delay <= MAX_COUNTDOWN_SECS)
-    if plan.push_now or soon:
-        # One broker connection for the batch's tasks, not one taken from the pool per task.
-        with deliveries_send.app.producer_or_acquire() as producer:
-            for start in range(0, len(plan.push_now), PUSH_TASK_DELIVERIES):
-                chunk = plan.push_now[start : start + PUSH_TASK_DELIVERIES]
-                deliveries_send.apply_async((chunk,), argsrepr=_ids_repr(chunk), producer=producer)
-            for start in range(0, len(soon), PUSH_TASK_DELIVERIES):
-                chunk = [pk for _, pk in soon[start : start + PUSH_TASK_DELIVERIES]]
-                countdown = max(delay for delay, _ in soon[start : start + PUSH_TASK_DELIVERIES])
-                deliveries_send.apply_async(
-                    (chunk,), countdown=countdown, argsrepr=_ids_repr(chunk), producer=producer
-                )
+    ids_enqueue(deliveries_send, [pk for _, pk in soon], countdown={pk: delay for delay, pk in soon})
     if plan.waiters:
         _wake(plan.waiters)
-
-
-def _ids_repr(ids: list[int]) -> str:
-    """A send task's arguments as its log shows them: Celery's own repr walks all 100 ids
-    (a sixth of the cost of enqueueing a task)."""
-    return f"([{ids[0]}, … {ids[-1]}] ({len(ids)} deliveries),)"
 
 
 _waking = threading.local()
