@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg.errors import LockNotAvailable
 
 from delivery import fanout_sql
 from delivery.audiences import audience_recipient_ids_after
@@ -42,6 +43,7 @@ from realtime.api import publish_messages, users_online
 logger = logging.getLogger(__name__)
 
 IN_FLIGHT = (NotificationStatus.QUEUED, NotificationStatus.DISPATCHING)
+RESUME_LOCK_WAIT_SECS = 2.0
 
 
 @dataclass
@@ -58,11 +60,18 @@ class BatchPlan:
 
 def notification_fan_out(notification_id: int, resume: bool = False) -> None:
     """Fan out batch by batch. `resume` (the sweeper's re-dispatch of a fan-out that looks
-    stalled) gives up at once if a live fan-out holds the row, instead of holding a worker
-    on the lock until that whole fan-out ends; a dead worker's lock is gone with its connection."""
-    skip_locked = resume
-    while _fan_out_next_batch(notification_id, skip_locked):
-        skip_locked = False  # ours now: later batches queue behind whoever takes it in between
+    stalled) waits at most RESUME_LOCK_WAIT_SECS for the row: long enough for a later send
+    registering as a waiter, which holds it for a moment; a live fan-out in a long batch holds
+    it longer, and the resume gives up rather than hold a worker until that fan-out ends. A dead
+    worker's lock is gone with its connection."""
+    lock_wait = RESUME_LOCK_WAIT_SECS if resume else None
+    try:
+        while _fan_out_next_batch(notification_id, lock_wait):
+            lock_wait = None  # ours now: later batches queue behind whoever takes it in between
+    except OperationalError as exc:
+        if not isinstance(exc.__cause__, LockNotAvailable):
+            raise
+        logger.info("notification %s: a live fan-out holds it; not resumed now", notification_id)
 
 
 def notification_fan_out_first_batch(notification: Notification) -> bool:
@@ -72,13 +81,19 @@ def notification_fan_out_first_batch(notification: Notification) -> bool:
 
 
 def _fan_out_next_batch(
-    notification_id: int, skip_locked: bool = False, inserted: Notification | None = None
+    notification_id: int, lock_wait_secs: float | None = None, inserted: Notification | None = None
 ) -> bool:
-    """Write one batch; False when there is nothing (more) to do now, or the row is busy."""
+    """Write one batch; False when there is nothing (more) to do now."""
     now = timezone.now()
     with transaction.atomic(savepoint=inserted is None):
-        locked = Notification.objects.select_for_update(skip_locked=skip_locked)
+        if lock_wait_secs is not None and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # this transaction only
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(lock_wait_secs * 1000)}ms'")
+        locked = Notification.objects.select_for_update()
         notification = inserted or locked.filter(pk=notification_id).first()
+        if lock_wait_secs is not None and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # the batch's own locks wait as long as they need
+                cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
         if notification is None or notification.status not in IN_FLIGHT:
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.

@@ -219,7 +219,7 @@ def test_broadcast_to_ten_thousand_users_completes(start_worker, recorder):
 
 def test_the_sweepers_resume_leaves_a_live_fan_out_alone_and_takes_over_a_dead_ones(settings):
     """A fan-out slower than CLARION_STALE_WORK_SECS is re-dispatched by the sweeper; that task
-    must not hold a worker on the row lock until the live fan-out ends."""
+    must not hold a worker on the row lock until the live fan-out ends (it waits 2 s at most)."""
     import psycopg
     from django.db import connection
 
@@ -233,7 +233,7 @@ def test_the_sweepers_resume_leaves_a_live_fan_out_alone_and_takes_over_a_dead_o
             "SELECT 1 FROM delivery_notification WHERE id = %s FOR UPDATE", [notification.pk]
         )
         with connection.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '10s'")  # a resume that waits fails instead of hanging
+            cursor.execute("SET lock_timeout = '10s'")  # a resume that waits on fails, not hangs
         try:
             fanout.notification_fan_out(notification.pk, resume=True)
         finally:
@@ -242,6 +242,48 @@ def test_the_sweepers_resume_leaves_a_live_fan_out_alone_and_takes_over_a_dead_o
         assert not InboxMessage.objects.filter(notification=notification).exists()
         live_fan_out.rollback()  # the worker holding the row died: its lock went with its connection
     fanout.notification_fan_out(notification.pk, resume=True)
+    notification.refresh_from_db()
+    assert notification.status == "dispatched"
+    assert InboxMessage.objects.filter(notification=notification).count() == 5
+
+
+def test_the_sweepers_resume_waits_out_a_later_send_registering_as_a_waiter(settings):
+    """A later send of the sender holds the row for a moment while it registers as a waiter;
+    the resume must not give up on that, or the send would wait for the next sweep."""
+    import concurrent.futures
+
+    import psycopg
+    from django.db import connection
+
+    from tests.support.processes import database_url
+
+    settings.CLARION_INLINE_FANOUT_MAX = 0
+    audience = users(5, "y")
+    notification = send({"users": [user.username for user in audience]}, route="realtime")
+
+    def resume():
+        try:
+            fanout.notification_fan_out(notification.pk, resume=True)
+        finally:
+            connection.close()
+
+    with psycopg.connect(database_url(), autocommit=False) as registering:
+        registering.execute(
+            "SELECT 1 FROM delivery_notification WHERE id = %s FOR NO KEY UPDATE", [notification.pk]
+        )
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            resumed = pool.submit(resume)
+            wait_until(
+                lambda: registering.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                ).fetchone()[0],
+                timeout=10,
+                interval=0.01,
+                message="the resume waiting for the row",
+            )
+            registering.rollback()  # registered: the row is free again
+            resumed.result(timeout=30)
     notification.refresh_from_db()
     assert notification.status == "dispatched"
     assert InboxMessage.objects.filter(notification=notification).count() == 5
