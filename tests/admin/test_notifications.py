@@ -127,7 +127,7 @@ class TestResendFailed:
         enqueued: list[list[int]] = []
         from delivery.tasks import deliveries_send
 
-        monkeypatch.setattr(deliveries_send, "delay", enqueued.append)
+        monkeypatch.setattr(deliveries_send, "apply_async", lambda args, **_options: enqueued.append(args[0]))
         before = timezone.now()
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             staff_client.post(f"/admin/delivery/notification/{notification.pk}/resend-failed/")
