@@ -13,8 +13,9 @@ from django.db import DatabaseError
 
 from delivery.streams_api import inbox_ack
 from notifyproject.identities import credentials
+from realtime.admission import retry_after_secs
 from realtime.auth import authenticate_scope, query_param
-from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS
+from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS, get_node
 from realtime.streams import db
 from realtime.subscriber import Subscriber, spawn
 from realtime.transport import open_socket
@@ -118,8 +119,24 @@ class NotificationConsumer:
                 return
 
     async def connect(self) -> None:
-        scope = self.scope
         self.socket = open_socket(self.base_send)
+        admission = get_node().admission
+        if admission.refusal() is not None:
+            await self._refuse()
+            return
+        try:
+            await self._open()
+        finally:
+            admission.finished()
+
+    async def _refuse(self) -> None:
+        """503 with Retry-After (on the fast path; else daphne's 403), before any database work."""
+        headers = [("Retry-After", str(retry_after_secs()))]
+        if self.socket is None or not self.socket.refuse_handshake(503, "Service Unavailable", headers):
+            await self.base_send({"type": "websocket.close"})
+
+    async def _open(self) -> None:
+        scope = self.scope
         if self.socket is not None:
             self.socket.limit_client_messages(MAX_CLIENT_MESSAGE_BYTES)
         user, token = await authenticate_scope(scope)

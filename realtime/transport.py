@@ -47,12 +47,15 @@ PROTOCOL_ATTRIBUTES = (
     "sendMessage",
     "state",
     "STATE_OPEN",
+    "STATE_CONNECTING",
     "send_state",
     "SEND_STATE_GROUND",
     "send_queue",
     "_perMessageCompress",
     "maxMessagePayloadSize",
     "failByDrop",
+    "sendHttpErrorResponse",
+    "dropConnection",
     "last_ping",
     "server",
 )
@@ -209,6 +212,22 @@ class DaphneSocket:
         """autobahn closes with 1009 (message too big) past this, before buffering the message."""
         self.protocol.maxMessagePayloadSize = max_message_bytes
         self.protocol.failByDrop = False  # send the close code rather than cutting the connection
+
+    def refuse_handshake(self, status: int, reason: str, headers: list[tuple[str, str]]) -> bool:
+        """Answer the handshake in progress with this HTTP status and headers, and close.
+
+        daphne's own refusal (a `websocket.close` before `websocket.accept`) is always a 403
+        without headers; a 503 needs Retry-After. The handshake's deferred is let go first, as
+        daphne's refusal does, so nothing answers the request twice. False if it is not pending.
+        """
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_CONNECTING or not hasattr(protocol, "handshake_deferred"):
+            return False
+        del protocol.handshake_deferred
+        protocol.sendHttpErrorResponse(status, reason, [*headers, ("Content-Length", "0")])
+        protocol.wasClean = True  # a refusal we meant: autobahn logs it at debug, not as a warning
+        protocol.dropConnection(abort=False)
+        return True
 
     def attach_flow_control(self, subscriber) -> bool:
         """Pause `subscriber` while the socket's send buffer is full, resume when it drains."""
