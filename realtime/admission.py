@@ -19,9 +19,9 @@ from notifyproject import metrics
 
 # How often the event loop's lag is sampled: four timer callbacks a second per process.
 LAG_PROBE_SECS = 0.25
-# A refused client is told to come back after 1 to 3 s, spread so a refused crowd does not
+# A refused client is told to come back after 1 or 2 s, spread so a refused crowd does not
 # return as one; clients that cannot read the header (browsers) back off with jitter anyway.
-RETRY_AFTER_SECS = (1, 3)
+RETRY_AFTER_SECS = (1, 2)
 REFUSED_METRIC = "clarion_realtime_handshakes_refused_total"
 REASON_PENDING = "pending_handshakes"
 REASON_LAG = "loop_lag"
