@@ -258,6 +258,7 @@ class DaphneSocket:
         standing = asyncio.get_running_loop().create_future()
         details["application_instance"] = standing
         protocol.application_queue = inbox
+        protocol.clean_headers = ()  # the request headers daphne copied for the scope; read at the handshake
         while not queue.empty():
             inbox.put_nowait(queue.get_nowait())
         return standing
