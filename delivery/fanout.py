@@ -10,6 +10,7 @@ sends are enqueued only after the batch commits.
 import heapq
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -460,8 +461,12 @@ def _wake(waiters: list[tuple[int, int]]) -> None:
             heapq.heappush(pending, waiter)
         return
     _waking.pending = pending = sorted(waiters)
+    claimed_at = float("-inf")
     try:
         while pending:
+            if len(pending) > 1 and time.monotonic() - claimed_at > settings.CLARION_STALE_WORK_SECS / 3:
+                _still_in_hand([pk for pk, _ in pending])
+                claimed_at = time.monotonic()
             notification_id, recipients = heapq.heappop(pending)
             if recipients <= settings.CLARION_INLINE_FANOUT_MAX:
                 try:
@@ -474,3 +479,13 @@ def _wake(waiters: list[tuple[int, int]]) -> None:
             notification_dispatch.delay(notification_id)
     finally:
         _waking.pending = None
+
+
+def _still_in_hand(notification_ids: list[int]) -> None:
+    """Tell the sweeper that woken sends still queued in this thread are being handled (it
+    resumes fan-outs without progress for CLARION_STALE_WORK_SECS): a long backlog drains here
+    in order, without resumed copies of its tail contending for the same rows. If this thread
+    dies, the touches stop and the sweeper takes over."""
+    Notification.objects.filter(pk__in=notification_ids, status__in=IN_FLIGHT).update(
+        updated_at=timezone.now()
+    )
