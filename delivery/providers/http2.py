@@ -22,6 +22,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hpack
 
 # Our own cap on streams in flight per connection, below whatever the server allows: Apple
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
@@ -35,6 +36,16 @@ _CONFIG = h2.config.H2Configuration(
     validate_inbound_headers=False,
     normalize_inbound_headers=False,
 )
+
+
+class _PlainLiteralEncoder(hpack.Encoder):
+    """HPACK without Huffman coding. Headers that repeat go as table indexes either way; what
+    is left literal is per request (a device's path, an apns-id), and hpack's pure-Python
+    Huffman coding of it cost more CPU than the rest of the request's framing (APNs: ~60 µs of
+    ~110 µs per request) to save about 30 bytes."""
+
+    def encode(self, headers, huffman=True) -> bytes:
+        return super().encode(headers, huffman=False)
 
 
 class Http2Error(ConnectionError):
@@ -65,6 +76,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, max_streams: int) -> None:
         self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        if type(getattr(self.h2, "encoder", None)) is hpack.Encoder:  # h2's own, replaced before use
+            self.h2.encoder = _PlainLiteralEncoder()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.settings_received = asyncio.get_running_loop().create_future()
@@ -293,9 +306,17 @@ class Http2Client:
                     results[index] = exc if isinstance(exc, TimeoutError) else Http2Error(repr(exc))
                 continue
             head = prefix[origin]
+            # A path per device (APNs, Web Push) would evict the headers that do repeat from
+            # the HPACK table, so each is sent unindexed; one path for the batch (FCM) is indexed.
+            per_request = len({paths[i] for i in indexes}) > 1
             for index in indexes:
                 request = requests[index]
-                headers = [*head, (b":path", paths[index]), *request.headers]
+                path = (b":path", paths[index])
+                headers = [
+                    *head,
+                    hpack.NeverIndexedHeaderTuple(*path) if per_request else path,
+                    *request.headers,
+                ]
                 waiting[connection.submit(headers, request.body)] = (index, connection)
             connection.flush()
         if waiting:
