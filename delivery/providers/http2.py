@@ -41,8 +41,9 @@ _CONFIG = h2.config.H2Configuration(
 class _PlainLiteralEncoder(hpack.Encoder):
     """HPACK without Huffman coding. Headers that repeat go as table indexes either way; what
     is left literal is per request (a device's path, an apns-id), and hpack's pure-Python
-    Huffman coding of it cost more CPU than the rest of the request's framing (APNs: ~60 µs of
-    ~110 µs per request) to save about 30 bytes."""
+    Huffman coding of it cost more CPU than the rest of the request's framing to save about 30
+    bytes (an APNs request's header block: ~110 µs with Huffman and the table churning, ~30 µs
+    without either)."""
 
     def encode(self, headers, huffman=True) -> bytes:
         return super().encode(headers, huffman=False)
