@@ -49,6 +49,27 @@ class _PlainLiteralEncoder(hpack.Encoder):
         return super().encode(headers, huffman=False)
 
 
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, told the number of open streams by its owner (`owned_streams`).
+
+    h2 counts them by walking every stream it holds, for each new stream: quadratic in the
+    streams a batch puts in flight (an eighth of the worker's CPU in a 250-request FCM batch).
+    The owner's streams started and not yet ended or reset are the same number. h2's walk,
+    which also forgets closed streams, then runs once per batch (`forget_closed`).
+    """
+
+    owned_streams: dict | None = None
+
+    @property
+    def open_outbound_streams(self) -> int:
+        if self.owned_streams is None:
+            return super().open_outbound_streams
+        return len(self.owned_streams)
+
+    def forget_closed(self) -> None:
+        super().open_outbound_streams  # noqa: B018 - h2's count, for its side effect
+
+
 class Http2Error(ConnectionError):
     """The connection failed, closed, or the server reset the stream; the request may be retried."""
 
@@ -76,7 +97,7 @@ class _Connection(asyncio.Protocol):
     """One HTTP/2 connection; every method runs on the event loop."""
 
     def __init__(self, max_streams: int) -> None:
-        self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.h2 = _H2Connection(config=_CONFIG)
         if type(getattr(self.h2, "encoder", None)) is hpack.Encoder:  # h2's own, replaced before use
             self.h2.encoder = _PlainLiteralEncoder()
         self.transport: asyncio.Transport | None = None
@@ -84,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.settings_received = asyncio.get_running_loop().create_future()
         self._max_streams = max_streams
         self._open: dict[int, _Stream] = {}
+        self.h2.owned_streams = self._open
         self._queued: collections.deque[_Stream] = collections.deque()
         self._blocked: set[int] = set()  # streams waiting for flow-control window to send body
 
@@ -136,6 +158,7 @@ class _Connection(asyncio.Protocol):
         self._queued = collections.deque(s for s in self._queued if s.future is not future)
 
     def flush(self) -> None:
+        self.h2.forget_closed()
         self._start_queued()
         self._flush()
 
