@@ -112,7 +112,7 @@ _CLAIMED_COLUMNS = (
 def _claim(delivery_ids: list[int], now: datetime) -> list[Claimed]:
     """Claim the due, queued ones among `delivery_ids`; read back only what a send uses.
 
-    Tuples, not Delivery and Device instances: building two models (and parsing their seven
+    Tuples, not Delivery and Device instances: building two models (and parsing their eight
     timestamps) per row cost more CPU than the provider's own work per message. On PostgreSQL
     the claim and the read are one statement, the ids one array literal (the ORM's `pk__in`
     prepares and binds each id on its own).
