@@ -9,7 +9,6 @@ the same as the ORM path's (tests/delivery/test_fanout_bulk.py compares them).
 from datetime import datetime
 
 from django.db import connection
-from django.db.models.expressions import RawSQL
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, Notification, UserStream
 from devices.models import Device, UserPreferences
@@ -129,12 +128,20 @@ def push_deliveries_write(
 
 def quiet_hours_ends(user_ids: list[int], now: datetime) -> dict[int, datetime]:
     """user id → end of quiet hours, for those among these users in them now: devices/preferences'
-    quiet_hours_ends with the ids as one array parameter (a batch's thousands of placeholders
-    cost more to build and parse than the query costs to run)."""
-    among = RawSQL("SELECT unnest(%s::bigint[])", [user_ids])
+    quiet_hours_ends in plain SQL with the ids as one array parameter (a batch's thousands of
+    placeholders cost more to build and parse than the query costs to run, and for a one-user
+    send the ORM's query building was an eighth of the request's CPU)."""
+    sql = (
+        f"SELECT user_id, quiet_start, quiet_end, timezone FROM {_table(UserPreferences)}"
+        " WHERE user_id = ANY(%s::bigint[]) AND quiet_start IS NOT NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user_ids])
+        rows = cursor.fetchall()
     ends = {}
-    for prefs in UserPreferences.objects.filter(user_id__in=among).exclude(quiet_start=None):
-        end = quiet_hours_end(prefs, now)
-        if end is not None:
-            ends[prefs.user_id] = end
+    for user_id, start, end, zone in rows:
+        prefs = UserPreferences(user_id=user_id, quiet_start=start, quiet_end=end, timezone=zone)
+        moment = quiet_hours_end(prefs, now)
+        if moment is not None:
+            ends[user_id] = moment
     return ends
