@@ -14,6 +14,7 @@ from websockets.exceptions import InvalidStatus
 from notifyproject.identities.client_tokens import end_user_token_create
 from realtime.admission import RETRY_AFTER_SECS
 from tests.realtime.conftest import open_socket, recv_type
+from tests.support.locks import lock_waits
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,12 +28,6 @@ def refused_count(web, reason: str = "pending_handshakes") -> float:
     text = httpx.get(f"{web.url}/metrics", timeout=10).text
     found = re.search(rf'^{REFUSED}{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
-
-
-def waiting_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-        return cursor.fetchone()[0] > 0
 
 
 def test_past_the_bound_a_handshake_is_refused_503_with_retry_after(start_web, make_user, token_for):
@@ -53,7 +48,9 @@ def test_past_the_bound_a_handshake_is_refused_503_with_retry_after(start_web, m
             cursor.execute("LOCK TABLE knox_authtoken IN ACCESS EXCLUSIVE MODE")
         thread = threading.Thread(target=first_handshake)
         thread.start()
-        wait_until(waiting_on_a_lock, message="the first handshake waiting for the token table")
+        wait_until(
+            lambda: lock_waits("%knox_authtoken%"), message="the first handshake waiting for the token table"
+        )
 
         # When a second client connects meanwhile
         with pytest.raises(InvalidStatus) as refused:
