@@ -9,10 +9,14 @@ from collections.abc import Mapping, Sequence
 # left to the sweeper, so no task sits in Redis past its visibility timeout (600 s, settings).
 MAX_COUNTDOWN_SECS = 120
 # Ids per task: a push send task's deliveries are one provider round of concurrent requests.
-IDS_PER_TASK = 100
+# A task's fixed cost (Celery's, three statements, one network round trip) spread over 250
+# rather than 100 halves the worker's own CPU per message (docs/benchmarks.md, Provider sends);
+# far more would grow h2's per-stream bookkeeping, which counts the open streams.
+IDS_PER_TASK = 250
 # Each message is a round trip to Redis, which under load waits for Redis to be scheduled
-# (12 ms a message on a loaded 2-core machine, against 1.5 ms of Celery's CPU): a fan-out
-# batch of 2,000 push deliveries is 20 tasks, sent as 4 messages of 5 rather than 20 of 1.
+# (12 ms a message on a loaded 2-core machine, against 1.5 ms of Celery's CPU): a call of
+# many tasks sends up to 5 to a message, in at least 4 messages (the worker processes share
+# them), so a fan-out batch of 2,000 push deliveries is 4 messages of 2 tasks, not 8 of 1.
 TASKS_PER_MESSAGE = 5
 MIN_MESSAGES = 4
 

@@ -30,6 +30,7 @@ from knox.crypto import hash_token
 
 from delivery.streams_api import stream_and_read_positions_of, stream_positions
 from notifyproject.identities import credentials
+from realtime.admission import Admission
 from realtime.node_registry import channel_for, node_of_loop
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
 from realtime.streams import BatchedLookup, db
@@ -130,6 +131,7 @@ class Node:
         # What concurrent handshakes read, one query per batch: tokens, then stream positions.
         self.token_lookup = BatchedLookup(credentials.authenticate_tokens)
         self.position_lookup = BatchedLookup(stream_and_read_positions_of)
+        self.admission = Admission(loop)  # refuses handshakes past its bounds (realtime/admission.py)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -224,6 +226,7 @@ class Node:
             self._set_subscription("ok")  # embedded: publishers call dispatch directly
         self._spawn(self._tick_forever())
         self._spawn(self._recheck_tokens_forever())
+        self.admission.start()
 
     def _set_subscription(self, state: str) -> None:
         self.subscription = state

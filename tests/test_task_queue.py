@@ -17,10 +17,10 @@ def slices(ids: list[int]) -> list[list[int]]:
     return [ids[start : start + IDS_PER_TASK] for start in range(0, len(ids), IDS_PER_TASK)]
 
 
-def test_a_fan_out_batch_of_sends_is_four_messages_of_five_tasks(broker_queue, settings):
+def test_twenty_tasks_are_four_messages_of_five(broker_queue, settings):
     from delivery.tasks import deliveries_send
 
-    ids = list(range(1, 2001))  # one fan-out batch: 20 tasks of 100
+    ids = list(range(1, 20 * IDS_PER_TASK + 1))
 
     ids_enqueue(deliveries_send, ids)
 
@@ -31,7 +31,7 @@ def test_a_fan_out_batch_of_sends_is_four_messages_of_five_tasks(broker_queue, s
 def test_a_few_tasks_are_a_message_each(broker_queue, settings):
     from delivery.tasks import deliveries_send
 
-    ids = list(range(1, 701))
+    ids = list(range(1, 3 * IDS_PER_TASK - 49))
 
     ids_enqueue(deliveries_send, ids)
 
@@ -40,7 +40,7 @@ def test_a_few_tasks_are_a_message_each(broker_queue, settings):
 
 def test_a_worker_runs_each_slice_of_a_message_once_in_order(eager_tasks):
     received.clear()
-    ids = list(range(1, 1234))
+    ids = list(range(1, 12 * IDS_PER_TASK + 35))
 
     ids_enqueue(ids_receive, ids)
 
