@@ -131,6 +131,11 @@ class BackgroundH2Server:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(START_TIMEOUT_S)
 
+    def adopt(self, sock) -> None:
+        """Serve a connection another listener accepted (its HTTP/2 preface still unread)."""
+        opened = self._loop.connect_accepted_socket(lambda: _Connection(self), sock)
+        asyncio.run_coroutine_threadsafe(opened, self._loop).result(START_TIMEOUT_S)
+
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), LOOPBACK, 0)
