@@ -245,26 +245,16 @@ def load_devices(cursor, platform: str, count: int, subscriptions: list[dict] | 
 
 def second_app(env: dict) -> None:
     """An app with the default app's credentials (the same fakes), stored encrypted like any app."""
-    from delivery.push_apps import app_save
-    from devices.models import App
+    from delivery.push_apps import PLAIN_FIELDS, app_create
 
-    app = App(
-        slug=SECOND_APP,
-        fcm_endpoint=env["FCM_ENDPOINT"],
-        apns_key_id=env["APNS_KEY_ID"],
-        apns_team_id=env["APNS_TEAM_ID"],
-        apns_topic=env["APNS_TOPIC"],
-        apns_endpoint=env["APNS_ENDPOINT"],
-        apns_sandbox_endpoint=env["APNS_SANDBOX_ENDPOINT"],
-        vapid_public_key=env["VAPID_PUBLIC_KEY"],
-        vapid_subject=env["VAPID_SUBJECT"],
-    )
     secrets = {
         "fcm_credentials": Path(env["FCM_CREDENTIALS"]).read_text(),
         "apns_key": Path(env["APNS_KEY"]).read_text(),
         "vapid_private_key": env["VAPID_PRIVATE_KEY"],
     }
-    app_save(app=app, secrets=secrets)
+    # The default app's variables are the fields' names in capitals (FCM_ENDPOINT, APNS_TOPIC, ...).
+    fields = {field: env[field.upper()] for field in PLAIN_FIELDS if field != "name"}
+    app_create(slug=SECOND_APP, secrets=secrets, **fields)
 
 
 def fcm_token(i: int) -> str:

@@ -7,9 +7,10 @@ notification's row lock and finds the batch already done. Realtime publishes and
 sends are enqueued only after the batch commits.
 """
 
+import heapq
 import logging
 import threading
-from collections import deque
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -152,7 +153,8 @@ def _on_commit(plan: BatchPlan) -> None:
 def sender_order_state(notification: Notification) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
     """(blocker, waiters): the sender's earlier notification in flight that is furthest behind,
     as (id, fanout_cursor), if any (users up to its cursor have it or are not its recipients,
-    so this one may reach them); and the later ones waiting for this one to move on.
+    so this one may reach them); and the later ones waiting for this one to move on, oldest
+    first.
 
     One round trip in plain SQL: it runs in every batch, a one-user send's only batch too,
     where the two ORM queries cost a fifth of the fan-out's CPU.
@@ -164,6 +166,7 @@ def sender_order_state(notification: Notification) -> tuple[tuple[int, int] | No
         f" WHERE sender_label = %s AND status IN ({in_flight}) AND id < %s"
         " ORDER BY fanout_cursor, id LIMIT 1) AS blocker"
         f" UNION ALL SELECT 1, id, recipients FROM {table} WHERE waiting_for = %s"
+        " ORDER BY 1, 2"  # waiters oldest first: woken out of order, a later one would wait again
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [notification.sender_label, notification.pk, notification.pk])
@@ -400,21 +403,40 @@ def _users_with_newer(notification: Notification, user_ids: list[int]) -> set[in
 
 
 def _after_commit(plan: BatchPlan) -> None:
+    """Publish, enqueue the push sends, wake the waiters: each step on its own, so one that
+    fails (Redis or the broker down) does not take the others with it. What fails is
+    recovered from the committed rows: sockets replay their streams, the sweeper enqueues due
+    push deliveries and fan-outs whose blocker has moved on."""
+    for step in (_publish_realtime, _enqueue_push, _wake_waiters):
+        try:
+            step(plan)
+        except Exception:
+            logger.exception("%s after a fan-out batch failed; recovered from the stored rows", step.__name__)
+
+
+def _publish_realtime(plan: BatchPlan) -> None:
+    if not plan.realtime:
+        return
+    publish_messages(plan.realtime)
+    sent = deliveries_update(
+        Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
+        status=DeliveryStatus.SENT,
+        sent_at=timezone.now(),
+        attempts=1,
+    )
+    metrics.count("clarion_realtime_published_total", len(plan.realtime))
+    metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
+
+
+def _enqueue_push(plan: BatchPlan) -> None:
     from delivery.tasks import deliveries_send
 
-    if plan.realtime:
-        publish_messages(plan.realtime)
-        sent = deliveries_update(
-            Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
-            status=DeliveryStatus.SENT,
-            sent_at=timezone.now(),
-            attempts=1,
-        )
-        metrics.count("clarion_realtime_published_total", len(plan.realtime))
-        metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
     ids_enqueue(deliveries_send, plan.push_now)
     soon = sorted((delay, pk) for pk, delay in plan.push_later.items() if delay <= MAX_COUNTDOWN_SECS)
     ids_enqueue(deliveries_send, [pk for _, pk in soon], countdown={pk: delay for delay, pk in soon})
+
+
+def _wake_waiters(plan: BatchPlan) -> None:
     if plan.waiters:
         _wake(plan.waiters)
 
@@ -426,19 +448,26 @@ def _wake(waiters: list[tuple[int, int]]) -> None:
     """Continue the sender's later sends that waited for this one: small ones right here, as a
     new small send is (no broker hop per link of a chain of waits), larger ones in a task.
 
-    Iterative: a fan-out run here that wakes further sends adds them to this thread's queue
-    instead of nesting another call, so a long chain never deepens the stack.
+    Oldest first, always: a send woken before an earlier one still in flight would only
+    register as its waiter again, which made a backlog of n waiting sends (an outage's) cost
+    n² fan-out attempts. Iterative: a fan-out run here that wakes further sends adds them to
+    this thread's heap instead of nesting another call, so a long chain never deepens the stack.
     """
     from delivery.tasks import notification_dispatch
 
     pending = getattr(_waking, "pending", None)
     if pending is not None:
-        pending.extend(waiters)
+        for waiter in waiters:
+            heapq.heappush(pending, waiter)
         return
-    _waking.pending = pending = deque(waiters)
+    _waking.pending = pending = sorted(waiters)
+    claimed_at = float("-inf")
     try:
         while pending:
-            notification_id, recipients = pending.popleft()
+            if len(pending) > 1 and time.monotonic() - claimed_at > settings.CLARION_STALE_WORK_SECS / 3:
+                _still_in_hand([pk for pk, _ in pending])
+                claimed_at = time.monotonic()
+            notification_id, recipients = heapq.heappop(pending)
             if recipients <= settings.CLARION_INLINE_FANOUT_MAX:
                 try:
                     notification_fan_out(notification_id)
@@ -450,3 +479,13 @@ def _wake(waiters: list[tuple[int, int]]) -> None:
             notification_dispatch.delay(notification_id)
     finally:
         _waking.pending = None
+
+
+def _still_in_hand(notification_ids: list[int]) -> None:
+    """Tell the sweeper that woken sends still queued in this thread are being handled (it
+    resumes fan-outs without progress for CLARION_STALE_WORK_SECS): a long backlog drains here
+    in order, without resumed copies of its tail contending for the same rows. If this thread
+    dies, the touches stop and the sweeper takes over."""
+    Notification.objects.filter(pk__in=notification_ids, status__in=IN_FLIGHT).update(
+        updated_at=timezone.now()
+    )

@@ -16,6 +16,7 @@ from notifyproject.encryption import decrypt, encrypt
 SECRET_FIELDS = ("fcm_credentials", "apns_key", "vapid_private_key")
 APNS_FIELDS = ("apns_key_id", "apns_team_id", "apns_topic", "apns_endpoint", "apns_sandbox_endpoint")
 VAPID_FIELDS = ("vapid_public_key", "vapid_subject")
+PLAIN_FIELDS = ("name", "fcm_endpoint", *APNS_FIELDS, *VAPID_FIELDS)
 
 
 def app_credentials_problems(app: App, secrets: dict[str, str]) -> dict[str, str]:
@@ -103,6 +104,17 @@ def app_save(*, app: App, secrets: dict[str, str | None]) -> App:
     with transaction.atomic():
         app.save()
     return app
+
+
+def app_create(*, slug: str, secrets: dict[str, str], **fields: str) -> App:
+    """A new app from PLAIN_FIELDS and plain secrets, validated and encrypted by app_save.
+
+    A secret given as a field would be stored unencrypted, so any name outside PLAIN_FIELDS is refused.
+    """
+    unknown = set(fields) - set(PLAIN_FIELDS)
+    if unknown:
+        raise TypeError(f"not plain App fields (secrets go in `secrets`): {', '.join(sorted(unknown))}")
+    return app_save(app=App(slug=slug, **fields), secrets=secrets)
 
 
 def app_credentials_reencrypt() -> int:

@@ -25,7 +25,7 @@ class App(models.Model):
 
     Secrets (the FCM service account, the APNs .p8 key, the VAPID private key) are stored
     encrypted with CLARION_ENCRYPTION_KEYS (notifyproject/encryption.py); write them through
-    devices.services.app_save, which encrypts. docs/apps.md.
+    delivery.push_apps (app_create, app_save), which encrypts. docs/apps.md.
     """
 
     slug = models.CharField(

@@ -92,6 +92,16 @@ def start_worker(transactional_db, settings):
 
 
 @pytest.fixture
+def broker_queue(settings):
+    """The tasks waiting in the real broker (no worker reads it), as (name, args) oldest first."""
+    from tests.support.broker import queued_tasks
+
+    _purge_broker(settings.REDIS_URL)
+    yield lambda: queued_tasks(settings.REDIS_URL)
+    _purge_broker(settings.REDIS_URL)
+
+
+@pytest.fixture
 def start_web(transactional_db):
     """Start real daphne processes serving Clarion against the test database."""
     from tests.support.processes import WebServer

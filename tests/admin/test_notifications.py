@@ -118,24 +118,22 @@ def failed_push(make_user):
 
 class TestResendFailed:
     def test_it_requeues_now_keeps_attempts_and_enqueues_chunks_of_100_on_commit(
-        self, staff_client, make_user, monkeypatch, django_capture_on_commit_callbacks
+        self, staff_client, make_user, broker_queue, django_capture_on_commit_callbacks
     ):
         people = [make_user(f"r{i}") for i in range(250)]
         notification = send({"users": [p.username for p in people]}, title="big")
         Notification.objects.filter(pk=notification.pk).update(status="dispatched")
         rows = deliveries(notification, [(p, device(p)) for p in people], status="failed", attempts=3)
-        enqueued: list[list[int]] = []
-        from delivery.tasks import deliveries_send
-
-        monkeypatch.setattr(deliveries_send, "apply_async", lambda args, **_options: enqueued.append(args[0]))
         before = timezone.now()
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             staff_client.post(f"/admin/delivery/notification/{notification.pk}/resend-failed/")
-            assert enqueued == []  # nothing leaves before the commit
+            assert broker_queue() == []  # nothing leaves before the commit
         for callback in callbacks:
             callback()
-        assert [len(chunk) for chunk in enqueued] == [100, 100, 50]
-        assert sorted(pk for chunk in enqueued for pk in chunk) == sorted(d.pk for d in rows)
+        enqueued = broker_queue()
+        assert {name for name, _args in enqueued} == {"delivery.tasks.deliveries_send"}
+        assert [len(ids) for _name, (ids,) in enqueued] == [100, 100, 50]
+        assert sorted(pk for _name, (ids,) in enqueued for pk in ids) == sorted(d.pk for d in rows)
         requeued = Delivery.objects.filter(notification=notification)
         assert {(d.status, d.attempts) for d in requeued} == {("queued", 3)}
         assert all(before <= d.next_attempt_at <= timezone.now() for d in requeued)

@@ -14,6 +14,8 @@ from datetime import timedelta
 import httpx
 import psycopg
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from delivery import fanout, sweeper
@@ -273,3 +275,27 @@ class TestPipeline:
         with django_capture_on_commit_callbacks(execute=True):
             assert sweeper.redispatch_stalled_fanouts(timezone.now()) == 1
         assert Notification.objects.get(pk=fourth.pk).status == NotificationStatus.DISPATCHED
+
+    def test_a_long_chain_of_waiting_sends_drains_in_one_pass_when_its_blocker_moves(
+        self, eager_tasks, django_capture_on_commit_callbacks
+    ):
+        """Sends that queued up behind a stalled one (an outage's backlog) each fan out once, in
+        order, when it moves: none is woken before an earlier one and has to wait again."""
+        (user,) = users(1, "chain")
+        one = sender()
+        blocker = send({"users": [user.username]}, by=one, route="realtime")
+        waiters = [send({"users": [user.username]}, by=one, route="realtime") for _ in range(30)]
+        # Registered latest first, so the rows' storage order is the reverse of the send order.
+        for waiter in reversed(waiters):
+            with django_capture_on_commit_callbacks(execute=False):
+                fanout.notification_fan_out(waiter.pk)
+        assert set(
+            Notification.objects.filter(pk__in=[w.pk for w in waiters]).values_list("waiting_for", flat=True)
+        ) == {blocker.pk}
+
+        with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+            fanout.notification_fan_out(blocker.pk)
+        waits_again = [q["sql"] for q in queries.captured_queries if 'SET "waiting_for"' in q["sql"]]
+        assert waits_again == []
+        assert set(Notification.objects.values_list("status", flat=True)) == {NotificationStatus.DISPATCHED}
+        assert streams_by_user([user.pk])[user.pk] == [blocker.pk] + [w.pk for w in waiters]

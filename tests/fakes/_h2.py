@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Awaitable, Callable
 
 import h2.config
 import h2.connection
@@ -112,6 +113,40 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
 
+class LoopThread:
+    """An event loop on a daemon thread, on which a fake's server opens, answers and closes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def start(self, opening: Callable[[], Awaitable]) -> None:
+        """Start the loop and wait for `opening()` (which binds the server) to finish on it."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=self.name, daemon=True)
+        self._thread.start()
+        self.run(opening(), START_TIMEOUT_S)
+
+    def run(self, coroutine: Awaitable, timeout: float = START_TIMEOUT_S):
+        """Run `coroutine` on the loop from another thread; its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def stop(self, closing: Callable[[], Awaitable]) -> None:
+        """Wait for `closing()` on the loop, then stop the loop and join its thread (no-op if stopped)."""
+        if self._loop is None:
+            return
+        self.run(closing(), STOP_TIMEOUT_S)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STOP_TIMEOUT_S)
+        self._loop.close()
+        self._loop = self._thread = None
+
+
 class BackgroundH2Server:
     """h2c on an ephemeral loopback port, served by an event loop on a daemon thread."""
 
@@ -121,15 +156,11 @@ class BackgroundH2Server:
         self.port = 0
         self.connections_opened = 0
         self.open_connections: set[_Connection] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread(f"{name}-h2")
         self._server = None
 
     def start(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{self.name}-h2", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(START_TIMEOUT_S)
+        self._loop.start(self._open)
 
     def adopt(self, sock) -> None:
         """Serve a connection another listener accepted (its HTTP/2 preface still unread)."""
@@ -142,13 +173,8 @@ class BackgroundH2Server:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(STOP_TIMEOUT_S)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(STOP_TIMEOUT_S)
-        self._loop.close()
-        self._loop = self._thread = self._server = None
+        self._loop.stop(self._close)
+        self._server = None
 
     async def _close(self) -> None:
         self._server.close()

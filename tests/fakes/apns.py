@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._failures import FailurePlan
+from ._h2 import LoopThread
 from .tls import LocalCA
 
 LOOPBACK = "127.0.0.1"
@@ -33,8 +34,6 @@ CLOCK_SKEW_S = 60  # leeway for a provider token whose iat is slightly in the fu
 MAX_PAYLOAD_BYTES = 4096
 MAX_VOIP_PAYLOAD_BYTES = 5120
 MAX_COLLAPSE_ID_BYTES = 64
-START_TIMEOUT_S = 10
-STOP_TIMEOUT_S = 10
 VERIFIED_TOKENS_KEPT = 1024  # provider tokens whose signature was checked
 
 PUSH_TYPES = frozenset(
@@ -300,8 +299,7 @@ class FakeAPNs:
         self._connections: set[_Connection] = set()
         self._pending = 0
         self._peak_streams = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread("FakeAPNs-loop")
         self._server: asyncio.AbstractServer | None = None
         self._gate: asyncio.Event | None = None
         self.ca: LocalCA | None = None
@@ -323,10 +321,7 @@ class FakeAPNs:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="FakeAPNs-loop", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(START_TIMEOUT_S)
+        self._loop.start(self._open)
         return self
 
     async def _open(self) -> None:
@@ -340,13 +335,10 @@ class FakeAPNs:
 
     def stop(self) -> None:
         """Drop connections, stop the loop and thread, remove temp files."""
-        if self._loop is None:
+        if not self._loop.running:
             return
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(STOP_TIMEOUT_S)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(STOP_TIMEOUT_S)
-        self._loop.close()
-        self._loop = self._thread = self._server = None
+        self._loop.stop(self._close)
+        self._server = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -403,11 +395,11 @@ class FakeAPNs:
 
     def hold(self) -> None:
         """Stop answering (requests are still received and judged) until release()."""
-        asyncio.run_coroutine_threadsafe(self._set_gate(False), self._loop).result(START_TIMEOUT_S)
+        self._loop.run(self._set_gate(False))
 
     def release(self) -> None:
         """Answer everything held by hold()."""
-        asyncio.run_coroutine_threadsafe(self._set_gate(True), self._loop).result(START_TIMEOUT_S)
+        self._loop.run(self._set_gate(True))
 
     async def _set_gate(self, is_open: bool) -> None:
         if is_open:

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from delivery.push_apps import app_save
+from delivery.push_apps import PLAIN_FIELDS, app_create
 from devices.models import App
 from notifyproject.encryption import EncryptionKeyMissingError
 
@@ -32,25 +32,13 @@ class Command(BaseCommand):
     def handle(self, *args, slug, **options):
         if App.objects.filter(slug=slug).exists():
             raise CommandError(f"An app {slug!r} exists already; edit it in the admin.")
-        app = App(
-            slug=slug,
-            name=options["name"],
-            fcm_endpoint=options["fcm_endpoint"],
-            apns_key_id=options["apns_key_id"],
-            apns_team_id=options["apns_team_id"],
-            apns_topic=options["apns_topic"],
-            apns_endpoint=options["apns_endpoint"],
-            apns_sandbox_endpoint=options["apns_sandbox_endpoint"],
-            vapid_public_key=options["vapid_public_key"],
-            vapid_subject=options["vapid_subject"],
-        )
         secrets = {
             "fcm_credentials": _read(options["fcm_credentials"], "--fcm-credentials"),
             "apns_key": _read(options["apns_key"], "--apns-key"),
             "vapid_private_key": options["vapid_private_key"],
         }
         try:
-            app_save(app=app, secrets=secrets)
+            app = app_create(slug=slug, secrets=secrets, **{field: options[field] for field in PLAIN_FIELDS})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()

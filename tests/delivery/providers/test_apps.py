@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from delivery.models import Delivery, Notification
 from delivery.providers import get_provider
-from delivery.push_apps import app_save
+from delivery.push_apps import app_create, app_save
 from devices.models import App, Device
 from notifyproject.encryption import decrypt, generate_key
 from tests.conftest import assert_error
@@ -97,12 +97,27 @@ def register_all(client, fake_push_service, vapid_public: str, app: str | None, 
     return devices
 
 
-def post_and_send(client, fan_out, **fields) -> Notification:
-    body = {"to": {"users": ["alice"]}, "title": "Hello", "route": "push", **fields}
-    response = client.post(SEND_URL, body, format="json")
-    assert response.status_code == 202, response.content
-    fan_out(response.json()["id"])
-    return Notification.objects.get(pk=response.json()["id"])
+@pytest.fixture
+def alice_devices(rider, fake_push_service, vapid_keys, alice_client) -> dict:
+    """Alice's devices, one of each platform in each app, by app: {"default": {...}, "rider": {...}}."""
+    return {
+        "default": register_all(alice_client, fake_push_service, vapid_keys[1], None, "default"),
+        "rider": register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider"),
+    }
+
+
+@pytest.fixture
+def send(sender_client, eager_tasks, fan_out):
+    """Send to alice through the API and fan out in-process; returns the Notification."""
+
+    def post_and_send(**fields) -> Notification:
+        body = {"to": {"users": ["alice"]}, "title": "Hello", "route": "push", **fields}
+        response = sender_client.post(SEND_URL, body, format="json")
+        assert response.status_code == 202, response.content
+        fan_out(response.json()["id"])
+        return Notification.objects.get(pk=response.json()["id"])
+
+    return post_and_send
 
 
 def kid(provider_token: str) -> str:
@@ -110,22 +125,11 @@ def kid(provider_token: str) -> str:
 
 
 def test_each_device_is_sent_with_its_own_apps_credentials_only(
-    rider,
-    fake_fcm,
-    fake_apns,
-    fake_push_service,
-    vapid_keys,
-    alice_client,
-    sender_client,
-    eager_tasks,
-    fan_out,
+    rider, alice_devices, fake_fcm, fake_apns, fake_push_service, vapid_keys, send
 ):
-    default = register_all(alice_client, fake_push_service, vapid_keys[1], None, "default")
-    riders = register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider")
+    default, riders = alice_devices["default"], alice_devices["rider"]
 
-    notification = post_and_send(
-        sender_client, fan_out, push={"badge": 2, "image": "https://cdn.example/i.png"}
-    )
+    notification = send(push={"badge": 2, "image": "https://cdn.example/i.png"})
 
     assert set(Delivery.objects.filter(notification=notification).values_list("status", flat=True)) == {
         "sent"
@@ -157,20 +161,11 @@ def test_each_device_is_sent_with_its_own_apps_credentials_only(
 
 
 def test_a_send_for_one_app_reaches_only_that_apps_devices(
-    rider,
-    fake_fcm,
-    fake_apns,
-    fake_push_service,
-    vapid_keys,
-    alice_client,
-    sender_client,
-    eager_tasks,
-    fan_out,
+    rider, alice_devices, fake_fcm, fake_apns, fake_push_service, send
 ):
-    register_all(alice_client, fake_push_service, vapid_keys[1], None, "default")
-    riders = register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider")
+    riders = alice_devices["rider"]
 
-    notification = post_and_send(sender_client, fan_out, app="rider")
+    notification = send(app="rider")
 
     assert notification.app == "rider"
     reached = set(Delivery.objects.filter(notification=notification).values_list("device_id", flat=True))
@@ -184,32 +179,30 @@ def test_a_send_for_one_app_reaches_only_that_apps_devices(
 
 
 def test_a_platform_an_app_has_no_credentials_for_is_skipped_with_the_reason(
-    encryption_key, alice_client, sender_client, eager_tasks, fan_out
+    encryption_key, alice_client, send
 ):
     call_command("create_app", "bare", stdout=io.StringIO())
     alice_client.post(DEVICES_URL, {"platform": "fcm", "token": "bare-token", "app": "bare"}, format="json")
 
-    notification = post_and_send(sender_client, fan_out)
+    notification = send()
 
     delivery = Delivery.objects.get(notification=notification)
     assert delivery.status == "skipped"
     assert delivery.error == "fcm provider is not configured for app 'bare': the app has no FCM credentials"
 
 
-def test_an_apps_clients_are_rebuilt_when_the_app_changes(
-    rider, alice_client, sender_client, eager_tasks, fan_out
-):
+def test_an_apps_clients_are_rebuilt_when_the_app_changes(rider, alice_client, send):
     alice_client.post(
         DEVICES_URL, {"platform": "fcm", "token": "rider-fcm-token", "app": "rider"}, format="json"
     )
-    post_and_send(sender_client, fan_out)
+    send()
     assert [m.project_id for m in rider["fcm"].messages] == ["rider-project"]
 
     with FakeFCM(project_id="rider-moved") as moved:
         app = App.objects.get(slug="rider")
         app.fcm_endpoint = moved.h2_url
         app_save(app=app, secrets={"fcm_credentials": json.dumps(moved.service_account_info())})
-        post_and_send(sender_client, fan_out)
+        send()
         assert [m.project_id for m in moved.messages] == ["rider-moved"]
     assert len(rider["fcm"].messages) == 1
 
@@ -240,6 +233,21 @@ def test_credentials_are_not_stored_without_a_key_outside_debug(settings, tmp_pa
             "create_app", "rider", f"--vapid-private-key={private}", f"--vapid-subject={VAPID_SUBJECT}"
         )
     assert not App.objects.exists()
+
+
+def test_app_create_encrypts_the_secrets_and_refuses_one_given_as_a_field(encryption_key):
+    private, public = generate_vapid_keypair()
+    with pytest.raises(TypeError, match="vapid_private_key"):
+        app_create(slug="web", secrets={}, vapid_private_key=private, vapid_subject=VAPID_SUBJECT)
+    assert not App.objects.exists()
+
+    app_create(slug="web", secrets={"vapid_private_key": private}, name="Web", vapid_subject=VAPID_SUBJECT)
+
+    app = App.objects.get(slug="web")
+    assert (app.name, decrypt(app.vapid_private_key)) == ("Web", private)
+    assert app.vapid_public_key == public  # derived from the private key, as the admin does
+    provider, reason = get_provider("webpush", app)
+    assert provider is not None, reason
 
 
 @pytest.mark.parametrize(
@@ -301,10 +309,9 @@ def rider_key_client(rider):
 
 
 def test_a_bound_key_sends_only_to_its_apps_devices(
-    rider, rider_key_client, fake_fcm, fake_push_service, vapid_keys, alice_client, eager_tasks, fan_out
+    rider_key_client, alice_devices, fake_fcm, eager_tasks, fan_out
 ):
-    register_all(alice_client, fake_push_service, vapid_keys[1], None, "default")
-    riders = register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider")
+    riders = alice_devices["rider"]
 
     response = rider_key_client.post(
         SEND_URL, {"to": {"users": ["alice"]}, "title": "Hi", "route": "push"}, format="json"
@@ -362,18 +369,16 @@ def test_the_providers_and_the_devices_app_name_the_same_default_app():
 
 def test_a_withdrawal_reaches_each_device_through_its_own_apps_credentials(
     rider,
+    alice_devices,
     fake_apns,
     fake_push_service,
     vapid_keys,
     alice_client,
-    sender_client,
-    eager_tasks,
-    fan_out,
+    send,
     django_capture_on_commit_callbacks,
 ):
-    default = register_all(alice_client, fake_push_service, vapid_keys[1], None, "default")
-    riders = register_all(alice_client, fake_push_service, rider["vapid_public"], "rider", "rider")
-    notification = post_and_send(sender_client, fan_out)
+    default, riders = alice_devices["default"], alice_devices["rider"]
+    notification = send()
 
     with django_capture_on_commit_callbacks(execute=True):
         assert alice_client.post(f"/api/v1/inbox/{notification.pk}/ack/").status_code == 204
