@@ -164,8 +164,10 @@ class BackgroundH2Server:
 
     def adopt(self, sock) -> None:
         """Serve a connection another listener accepted (its HTTP/2 preface still unread)."""
-        opened = self._loop.connect_accepted_socket(lambda: _Connection(self), sock)
-        asyncio.run_coroutine_threadsafe(opened, self._loop).result(START_TIMEOUT_S)
+        self._loop.run(self._adopt(sock))
+
+    async def _adopt(self, sock) -> None:
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: _Connection(self), sock)
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
