@@ -26,6 +26,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hpack
 
 # Our own cap on streams in flight per connection, below whatever the server allows: Apple
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
@@ -274,16 +275,21 @@ class Http2Client:
         open_connection=None,
         alpn_protocols: tuple[str, ...] = ("h2",),
         max_body_bytes: int | None = None,
+        index_paths: bool = True,
     ) -> None:
         """`open_connection`: a coroutine function like loop.create_connection (default: that);
         `alpn_protocols`: offered by TLS, h2 first (add "http/1.1" to learn that a server prefers it);
-        `max_body_bytes`: keep at most about this much of each answer's body (the rest is dropped).
+        `max_body_bytes`: keep at most about this much of each answer's body (the rest is dropped);
+        `index_paths=False`: send each `:path` as a never-indexed literal (RFC 7541 §6.2.3), for
+        paths that name one recipient (a Web Push endpoint is a capability): they then stay out of
+        the HPACK table, where they would evict the shared headers and slow every lookup.
         """
         self._ssl = ssl_context
         if ssl_context is not None:
             ssl_context.set_alpn_protocols(list(alpn_protocols))
         self._open_connection = open_connection
         self._max_body_bytes = max_body_bytes
+        self._path_header = hpack.HeaderTuple if index_paths else hpack.NeverIndexedHeaderTuple
         self._connect_timeout = connect_timeout
         self._max_streams = max_streams
         self._connections: dict[tuple[str, str, int], _Connection] = {}
@@ -329,7 +335,7 @@ class Http2Client:
             head = prefix[origin]
             for index in indexes:
                 request = requests[index]
-                headers = [*head, (b":path", paths[index]), *request.headers]
+                headers = [*head, self._path_header(b":path", paths[index]), *request.headers]
                 waiting[connection.submit(headers, request.body)] = (index, connection)
             connection.flush()
         if waiting:

@@ -368,6 +368,7 @@ class WebPushProvider:
                 ),
                 alpn_protocols=("h2", "http/1.1"),
                 max_body_bytes=outbound.ERROR_BODY_SCAN_BYTES + 1,
+                index_paths=False,  # each endpoint's path is its own (and a capability)
             )
         return client
 
