@@ -334,10 +334,14 @@ class WebPushProvider:
         results: list[SendResult] = []
         if over_h2:
             head = [(name.lower().encode(), value.encode()) for name, value in shared.items()]
-            http2_requests = [
-                Http2Request(r.url, [*head, (b"authorization", r.authorization.encode())], r.body)
-                for r in over_h2
-            ]
+            by_authorization: dict[str, list[tuple[bytes, bytes]]] = {}  # one list per origin's VAPID
+            for request in over_h2:
+                if request.authorization not in by_authorization:
+                    by_authorization[request.authorization] = [
+                        *head,
+                        (b"authorization", request.authorization.encode()),
+                    ]
+            http2_requests = [Http2Request(r.url, by_authorization[r.authorization], r.body) for r in over_h2]
             answers = await self._client(allow_private).send_all(http2_requests, READ_TIMEOUT_SECS)
             for request, answer in zip(over_h2, answers, strict=True):
                 if isinstance(answer, Http2NotSpokenError):
