@@ -110,7 +110,8 @@ def clean_url(url: str, *, allow_private: bool) -> str:
     netloc = netloc_host if port is None else f"{netloc_host}:{port}"
     cleaned = urlunsplit(parts._replace(netloc=netloc))
     _agree_with_the_client(url, host)
-    _agree_with_the_client(cleaned, host)
+    if cleaned != url:
+        _agree_with_the_client(cleaned, host)
     return cleaned
 
 
