@@ -289,7 +289,7 @@ class Http2Client:
             ssl_context.set_alpn_protocols(list(alpn_protocols))
         self._open_connection = open_connection
         self._max_body_bytes = max_body_bytes
-        self._path_header = hpack.HeaderTuple if index_paths else hpack.NeverIndexedHeaderTuple
+        self._index_paths = index_paths
         self._connect_timeout = connect_timeout
         self._max_streams = max_streams
         self._connections: dict[tuple[str, str, int], _Connection] = {}
@@ -335,7 +335,11 @@ class Http2Client:
             head = prefix[origin]
             for index in indexes:
                 request = requests[index]
-                headers = [*head, self._path_header(b":path", paths[index]), *request.headers]
+                path = paths[index]
+                path_header = (
+                    (b":path", path) if self._index_paths else hpack.NeverIndexedHeaderTuple(b":path", path)
+                )
+                headers = [*head, path_header, *request.headers]
                 waiting[connection.submit(headers, request.body)] = (index, connection)
             connection.flush()
         if waiting:
