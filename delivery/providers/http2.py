@@ -201,8 +201,10 @@ class _Connection(asyncio.Protocol):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             stream = self._open.get(event.stream_id)
             if stream is not None:
-                if self.max_body_bytes is None or stream.received < self.max_body_bytes:
+                if self.max_body_bytes is None:
                     stream.chunks.append(event.data)
+                elif stream.received < self.max_body_bytes:
+                    stream.chunks.append(event.data[: self.max_body_bytes - stream.received])
                 stream.received += len(event.data)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._open.pop(event.stream_id, None)
@@ -279,7 +281,7 @@ class Http2Client:
     ) -> None:
         """`open_connection`: a coroutine function like loop.create_connection (default: that);
         `alpn_protocols`: offered by TLS, h2 first (add "http/1.1" to learn that a server prefers it);
-        `max_body_bytes`: keep at most about this much of each answer's body (the rest is dropped);
+        `max_body_bytes`: keep at most this much of each answer's body (the rest is read and dropped);
         `index_paths=False`: send each `:path` as a never-indexed literal (RFC 7541 §6.2.3), for
         paths that name one recipient (a Web Push endpoint is a capability): they then stay out of
         the HPACK table, where they would evict the shared headers and slow every lookup.
