@@ -1,7 +1,7 @@
 """W9 — the pipeline: API → rows → queue → worker → provider, for a broadcast to N recipients.
 
 Clarion: one send, fanned out in batches (one transaction per CLARION_FANOUT_BATCH users,
-rows written set-based by PostgreSQL), pushed by tasks of 100 deliveries. Two baselines, in
+rows written set-based by PostgreSQL), pushed by tasks of 250 deliveries. Two baselines, in
 the same run and on the same data:
 - `orm`: Clarion's fan-out with rows built in Python and written with bulk_create, 500 users
   a batch (CLARION_FANOUT_BULK=0), the path the set-based one replaced (and SQLite's);

@@ -43,7 +43,9 @@ REDIS_URL = os.environ.get("BENCH_PROVIDERS_REDIS_URL", "redis://127.0.0.1:6379/
 BASELINE_SETTINGS = "bench.providers_baseline_settings"
 RUN_TIMEOUT_SECS = 600
 FAKES_START_TIMEOUT_SECS = 120
-WARMUP_DEVICES = 200  # per platform, subscribed to the topic bench-<platform>-warm
+# Per platform, subscribed to the topic bench-<platform>-warm: a few send tasks (IDS_PER_TASK
+# each), so that every worker process has built its providers before the timed runs.
+WARMUP_DEVICES = 600
 API_KEY_NAME = "bench-providers"
 WEB_PUSH_PAYLOAD_BYTES = 230  # W6: what the service worker receives, before encryption
 W7_LATENCY_MS = 20

@@ -11,7 +11,9 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -20,7 +22,7 @@ from django.utils import timezone
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.providers import Outcome, PushMessage, PushOptions, PushTarget, SendResult, get_provider
 from delivery.webhooks.events import deliveries_changed
-from devices.models import DEFAULT_APP
+from devices.models import DEFAULT_APP, Device
 from devices.selectors import apps_by_slug
 from devices.services import devices_deactivate
 from notifyproject import metrics
@@ -40,26 +42,28 @@ def deliveries_send(delivery_ids: list[int]) -> None:
     claimed = _claim(delivery_ids, now)
     if not claimed:
         return
-    groups: dict[tuple[int, str, str], list[Delivery]] = defaultdict(list)
-    finished: list[Delivery] = []
-    for delivery in claimed:
-        reason = _why_not_send(delivery, now)
+    notifications = Notification.objects.in_bulk({row.notification_id for row in claimed})
+    groups: dict[tuple[int, str, str], list[Claimed]] = defaultdict(list)
+    finished: list[tuple] = []
+    for row in claimed:
+        reason = _why_not_send(row, notifications[row.notification_id], now)
         if reason:
-            status, error = reason
-            finished.append(_finish(delivery, status, error))
+            finished.append((row.pk, *reason, None, None))
         else:
-            groups[(delivery.notification_id, delivery.channel, delivery.device.app)].append(delivery)
+            groups[(row.notification_id, row.channel, row.app)].append(row)
 
     results: list[SendResult] = []
-    by_id = {d.pk: d for d in claimed}
     apps = apps_by_slug({app for _, _, app in groups})
-    for (_notification_id, channel, app), group in groups.items():
+    for (notification_id, channel, app), group in groups.items():
         provider, unavailable = _provider_for(channel, app, apps)
         if provider is None:
-            finished.extend(_finish(d, DeliveryStatus.SKIPPED, unavailable) for d in group)
+            finished.extend((row.pk, DeliveryStatus.SKIPPED, unavailable, None, None) for row in group)
             continue
-        message = push_message(group[0].notification)
-        targets = [_target(d) for d in group]
+        message = push_message(notifications[notification_id])
+        targets = [
+            PushTarget(row.pk, row.device_id, row.token, row.environment, row.p256dh, row.auth)
+            for row in group
+        ]
         started = time.monotonic()
         try:
             results.extend(provider.send(message, targets))
@@ -69,37 +73,91 @@ def deliveries_send(delivery_ids: list[int]) -> None:
             error = f"provider error: {type(exc).__name__}"
             results.extend(SendResult(t.delivery_id, Outcome.RETRY, error=error) for t in targets)
         metrics.observe("clarion_provider_latency_seconds", time.monotonic() - started, channel=channel)
-    _record(results, by_id, finished, timezone.now())
+    _record(results, {row.pk: row for row in claimed}, finished, timezone.now())
 
 
-def _claim(delivery_ids: list[int], now: datetime) -> list[Delivery]:
+class Claimed(NamedTuple):
+    """A claimed delivery and its device, as a send needs them (a tuple: no model instances)."""
+
+    pk: int
+    notification_id: int
+    channel: str
+    attempts: int
+    device_id: int | None
+    app: str | None
+    token: str | None
+    environment: str | None
+    p256dh: str | None
+    auth: str | None
+    active: bool | None
+    deactivated_reason: str | None
+
+
+_CLAIMED_COLUMNS = (
+    "pk",
+    "notification_id",
+    "channel",
+    "attempts",
+    "device_id",
+    "device__app",
+    "device__token",
+    "device__environment",
+    "device__p256dh",
+    "device__auth",
+    "device__active",
+    "device__deactivated_reason",
+)
+
+
+def _claim(delivery_ids: list[int], now: datetime) -> list[Claimed]:
+    """Claim the due, queued ones among `delivery_ids`; read back only what a send uses.
+
+    Tuples, not Delivery and Device instances: building two models (and parsing their eight
+    timestamps) per row cost more CPU than the provider's own work per message. On PostgreSQL
+    the claim and the read are one statement, the ids one array literal (the ORM's `pk__in`
+    prepares and binds each id on its own).
+    """
     claim = uuid.uuid4()
+    if connection.vendor == "postgresql":
+        return _claim_postgresql(delivery_ids, claim, now)
     Delivery.objects.filter(pk__in=delivery_ids, status=DeliveryStatus.QUEUED).exclude(
         channel=Channel.REALTIME
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).update(
         status=DeliveryStatus.SENDING, claim=claim, attempts=F("attempts") + 1, updated_at=now
     )
-    claimed = list(
-        Delivery.objects.filter(claim=claim, status=DeliveryStatus.SENDING).select_related("device")
+    rows = Delivery.objects.filter(claim=claim, status=DeliveryStatus.SENDING).values_list(*_CLAIMED_COLUMNS)
+    return list(map(Claimed._make, rows))
+
+
+def _claim_postgresql(delivery_ids: list[int], claim: uuid.UUID, now: datetime) -> list[Claimed]:
+    """The claim above as one UPDATE … RETURNING joined to the devices (the same conditions)."""
+    deliveries = connection.ops.quote_name(Delivery._meta.db_table)
+    devices = connection.ops.quote_name(Device._meta.db_table)
+    sql = (
+        f"WITH c AS (UPDATE {deliveries} SET status = %s, claim = %s, attempts = attempts + 1,"
+        " updated_at = %s WHERE id = ANY(CAST(%s AS bigint[])) AND status = %s AND channel <> %s"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+        " RETURNING id, notification_id, channel, attempts, device_id)"
+        " SELECT c.id, c.notification_id, c.channel, c.attempts, c.device_id, d.app, d.token,"
+        " d.environment, d.p256dh, d.auth, d.active, d.deactivated_reason"
+        f" FROM c LEFT JOIN {devices} d ON d.id = c.device_id ORDER BY c.id"
     )
-    # One Notification per notification, not per row: a task's 100 deliveries mostly share one,
-    # and select_related built (and JSON-decoded) it 100 times.
-    notifications = Notification.objects.in_bulk({d.notification_id for d in claimed})
-    for delivery in claimed:
-        delivery.notification = notifications[delivery.notification_id]
-    return claimed
+    ids = "{" + ",".join(str(int(pk)) for pk in delivery_ids) + "}"
+    params = [DeliveryStatus.SENDING, claim, now, ids, DeliveryStatus.QUEUED, Channel.REALTIME, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(map(Claimed._make, cursor.fetchall()))
 
 
-def _why_not_send(delivery: Delivery, now: datetime) -> tuple[str, str] | None:
-    notification = delivery.notification
+def _why_not_send(row: Claimed, notification: Notification, now: datetime) -> tuple[str, str] | None:
     if notification.status == NotificationStatus.CANCELLED:
         return DeliveryStatus.CANCELLED, "cancelled by the sender"
     if notification.expires_at <= now:
         return DeliveryStatus.EXPIRED, "ttl passed before it could be sent"
-    if delivery.device is None:
+    if row.device_id is None:
         return DeliveryStatus.SKIPPED, "the device was deleted"
-    if not delivery.device.active:
-        return DeliveryStatus.SKIPPED, f"the device is inactive: {delivery.device.deactivated_reason}"
+    if not row.active:
+        return DeliveryStatus.SKIPPED, f"the device is inactive: {row.deactivated_reason}"
     return None
 
 
@@ -206,110 +264,117 @@ def _target(delivery: Delivery) -> PushTarget:
     )
 
 
-def _finish(delivery: Delivery, status: str, error: str = "") -> Delivery:
-    delivery.status = status
-    delivery.error = error
-    delivery.claim = None
-    return delivery
+# Rows per outcome UPDATE off PostgreSQL: bounded parameters (5 per row) for SQLite's 32,766 limit.
+OUTCOME_ROWS_PER_STATEMENT = 1000
 
 
 def _record(
-    results: list[SendResult], by_id: dict[int, Delivery], finished: list[Delivery], now: datetime
+    results: list[SendResult], by_id: dict[int, Claimed], finished: list[tuple], now: datetime
 ) -> None:
+    """Write every outcome (`finished`: rows decided without a send), then schedule the retries.
+
+    An outcome is (delivery id, status, error, provider message id or None, next attempt or None).
+    """
     dead_devices: dict[int, str] = {}
-    retries: list[tuple[float, Delivery]] = []
+    causes: dict[int, int] = {}
+    retries: list[tuple[float, int]] = []
+    max_attempts = settings.CLARION_MAX_ATTEMPTS
     for result in results:
-        delivery = by_id[result.delivery_id]
-        if result.outcome == Outcome.SENT:
-            _finish(delivery, DeliveryStatus.SENT)
-            delivery.sent_at = now
-            delivery.provider_message_id = result.provider_message_id[:255]
-        elif result.outcome == Outcome.TOKEN_DEAD:
-            _finish(delivery, DeliveryStatus.FAILED, result.error)
-            dead_devices[delivery.device_id] = result.error
-        elif result.outcome == Outcome.SKIPPED:
-            _finish(delivery, DeliveryStatus.SKIPPED, result.error)
-        elif result.outcome == Outcome.RETRY and delivery.attempts < settings.CLARION_MAX_ATTEMPTS:
-            delay = retry_delay_secs(delivery.attempts, result.retry_after_secs)
-            _finish(delivery, DeliveryStatus.QUEUED, result.error)
-            delivery.next_attempt_at = delivery.enqueued_at = now + timedelta(seconds=delay)
-            retries.append((delay, delivery))
-        elif result.outcome == Outcome.RETRY:
-            _finish(
-                delivery, DeliveryStatus.FAILED, f"gave up after {delivery.attempts} attempts: {result.error}"
+        row = by_id[result.delivery_id]
+        outcome = result.outcome
+        if outcome is Outcome.SENT:
+            finished.append((row.pk, DeliveryStatus.SENT, "", result.provider_message_id[:255], None))
+        elif outcome is Outcome.TOKEN_DEAD:
+            finished.append((row.pk, DeliveryStatus.FAILED, result.error, None, None))
+            dead_devices[row.device_id] = result.error
+            causes[row.device_id] = row.notification_id
+        elif outcome is Outcome.SKIPPED:
+            finished.append((row.pk, DeliveryStatus.SKIPPED, result.error, None, None))
+        elif outcome is Outcome.RETRY and row.attempts < max_attempts:
+            delay = retry_delay_secs(row.attempts, result.retry_after_secs)
+            finished.append(
+                (row.pk, DeliveryStatus.QUEUED, result.error, None, now + timedelta(seconds=delay))
             )
+            retries.append((delay, row.pk))
+        elif outcome is Outcome.RETRY:
+            error = f"gave up after {row.attempts} attempts: {result.error}"
+            finished.append((row.pk, DeliveryStatus.FAILED, error, None, None))
         else:
-            _finish(delivery, DeliveryStatus.FAILED, result.error)
-        finished.append(delivery)
+            finished.append((row.pk, DeliveryStatus.FAILED, result.error, None, None))
 
     outcomes: dict[tuple, int] = defaultdict(int)
-    for delivery in finished:
-        if delivery.status != DeliveryStatus.QUEUED:  # a retry is counted below, not as an outcome
-            outcomes[(delivery.channel, delivery.status)] += 1
-    metrics.count_many("clarion_deliveries_total", outcomes, ("channel", "status"))
     retried: dict[tuple, int] = defaultdict(int)
-    for _, delivery in retries:
-        retried[(delivery.channel,)] += 1
+    for pk, status, *_ in finished:
+        if status == DeliveryStatus.QUEUED:  # a retry is counted as such, not as an outcome
+            retried[(by_id[pk].channel,)] += 1
+        else:
+            outcomes[(by_id[pk].channel, status)] += 1
+    metrics.count_many("clarion_deliveries_total", outcomes, ("channel", "status"))
     metrics.count_many("clarion_retries_total", retried, ("channel",))
     # Outcomes, dead devices and their webhook events commit together (or not at all).
     with transaction.atomic():
         recorded = _write_outcomes(finished, now)
         deliveries_changed(recorded)
         if dead_devices:
-            causes = {by_id[r.delivery_id].device_id: by_id[r.delivery_id].notification_id for r in results}
             devices_deactivate(dead_devices, causes=causes)
     _schedule_retries(retries)
 
 
-# Rows per UPDATE statement: bounded parameters (7 per row) for SQLite's 32,766 limit.
-OUTCOME_ROWS_PER_STATEMENT = 1000
+def _write_outcomes(finished: list[tuple], now: datetime) -> list[int]:
+    """Record every row's outcome in one UPDATE … FROM a relation of the outcomes; the ids written.
 
-
-def _write_outcomes(finished: list[Delivery], now: datetime) -> list[int]:
-    """Record every row's outcome in one UPDATE … FROM (VALUES …) per chunk; the ids written.
-
-    Django's bulk_update builds a CASE WHEN per row and field: it was most of the CPU of a
-    send (bench/pipeline.py). Works on PostgreSQL and SQLite (≥ 3.35, UPDATE FROM … RETURNING).
-    Only rows still `sending` are written (an ack during the call wins); the ids returned say
-    which rows changed, for their webhook events.
+    On PostgreSQL the outcomes travel as one JSON array parameter (orjson writes it; psycopg's
+    own array and per-placeholder binding cost more than the rest of the recording).
+    Elsewhere (SQLite ≥ 3.35: UPDATE FROM … RETURNING) a VALUES list, in chunks of bounded
+    parameters. Only rows still `sending` are written (an ack during the call wins); the ids
+    returned say which rows changed, for their webhook events.
     """
     table = connection.ops.quote_name(Delivery._meta.db_table)
-    stamp = "CAST(%s AS timestamptz)" if connection.vendor == "postgresql" else "%s"
-    row = f"(CAST(%s AS bigint), %s, %s, %s, {stamp}, {stamp}, {stamp})"
-
-    def when(value):
-        return connection.ops.adapt_datetimefield_value(value) if value is not None else None
-
-    written: list[int] = []
-    for start in range(0, len(finished), OUTCOME_ROWS_PER_STATEMENT):
-        chunk = finished[start : start + OUTCOME_ROWS_PER_STATEMENT]
-        params = []
-        for d in chunk:
-            params += [d.pk, d.status, d.error, d.provider_message_id]
-            params += [when(d.sent_at), when(d.next_attempt_at), when(d.enqueued_at)]
-        params.append(when(now))  # updated_at
-        sql = (
-            f"WITH v(id, status, error, pmid, sent_at, next_attempt_at, enqueued_at) AS "
-            f"(VALUES {', '.join([row] * len(chunk))}) "
-            f"UPDATE {table} SET status = v.status, error = v.error, provider_message_id = v.pmid, "
-            f"sent_at = v.sent_at, next_attempt_at = v.next_attempt_at, enqueued_at = v.enqueued_at, "
-            f"claim = NULL, updated_at = {stamp} FROM v WHERE {table}.id = v.id"
-            # Only rows still ours: an ack (delivered, cancelled) during the call wins.
-            f" AND {table}.status = 'sending'"
-            f" RETURNING {table}.id"
+    postgresql = connection.vendor == "postgresql"
+    stamp = "CAST(%s AS timestamptz)" if postgresql else "%s"
+    update = (
+        f"UPDATE {table} SET status = v.status, error = v.error,"
+        f" provider_message_id = COALESCE(v.pmid, {table}.provider_message_id),"
+        f" sent_at = CASE WHEN v.status = 'sent' THEN {stamp} ELSE {table}.sent_at END,"
+        f" next_attempt_at = COALESCE(v.next_attempt_at, {table}.next_attempt_at),"
+        f" enqueued_at = COALESCE(v.next_attempt_at, {table}.enqueued_at),"
+        f" claim = NULL, updated_at = {stamp} FROM v WHERE {table}.id = v.id"
+        # Only rows still ours: an ack (delivered, cancelled) during the call wins.
+        f" AND {table}.status = 'sending' RETURNING {table}.id"
+    )
+    columns = "v(id, status, error, pmid, next_attempt_at)"
+    if postgresql:
+        rows = (
+            "SELECT CAST(e->>0 AS bigint), e->>1, e->>2, e->>3, CAST(e->>4 AS timestamptz)"
+            " FROM json_array_elements(CAST(%s AS json)) AS e"
         )
-        with connection.cursor() as cursor:
+        statements = [(f"WITH {columns} AS ({rows}) {update}", [orjson.dumps(finished).decode(), now, now])]
+    else:
+        statements = []
+        adapt = connection.ops.adapt_datetimefield_value
+        for start in range(0, len(finished), OUTCOME_ROWS_PER_STATEMENT):
+            chunk = finished[start : start + OUTCOME_ROWS_PER_STATEMENT]
+            params = []
+            for pk, status, error, pmid, next_attempt_at in chunk:
+                params += [pk, status, error, pmid, adapt(next_attempt_at) if next_attempt_at else None]
+            values = ", ".join(["(CAST(%s AS bigint), %s, %s, %s, %s)"] * len(chunk))
+            statements.append(
+                (f"WITH {columns} AS (VALUES {values}) {update}", [*params, adapt(now), adapt(now)])
+            )
+    written: list[int] = []
+    with connection.cursor() as cursor:
+        for sql, params in statements:
             cursor.execute(sql, params)
             written += [row[0] for row in cursor.fetchall()]
     return written
 
 
-def _schedule_retries(retries: list[tuple[float, Delivery]]) -> None:
+def _schedule_retries(retries: list[tuple[float, int]]) -> None:
     from delivery.tasks import deliveries_send as deliveries_send_task
 
     by_second: dict[int, list[int]] = defaultdict(list)
-    for delay, delivery in retries:
+    for delay, pk in retries:
         if delay <= MAX_COUNTDOWN_SECS:
-            by_second[int(delay) + 1].append(delivery.pk)
+            by_second[int(delay) + 1].append(pk)
     for countdown, ids in by_second.items():
         ids_enqueue(deliveries_send_task, ids, countdown=countdown)

@@ -9,7 +9,10 @@ from collections.abc import Mapping, Sequence
 # left to the sweeper, so no task sits in Redis past its visibility timeout (600 s, settings).
 MAX_COUNTDOWN_SECS = 120
 # Ids per task: a push send task's deliveries are one provider round of concurrent requests.
-IDS_PER_TASK = 100
+# A task's fixed cost (Celery's, three statements, one network round trip) spread over 250
+# rather than 100 halves the worker's own CPU per message (docs/benchmarks.md, Provider sends);
+# far more would grow h2's per-stream bookkeeping, which counts the open streams.
+IDS_PER_TASK = 250
 
 
 def ids_enqueue(

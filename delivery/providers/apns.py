@@ -20,6 +20,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from hpack import NeverIndexedHeaderTuple
 
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.credentials import AppCredentials
@@ -208,12 +209,18 @@ class ApnsProvider:
             )
             return [SendResult(target.delivery_id, Outcome.FAILED, error=error) for target in targets]
         shared = apns_headers(message, self._topic)
+        # apns-id differs per request: unindexed, it cannot evict the shared headers from HPACK's table.
         requests = [
             (
                 target.delivery_id,
                 Http2Request(
                     f"{self._endpoint(target)}/3/device/{target.token}",
-                    [*shared, (b"apns-id", apns_id(target.delivery_id, message.withdraw).encode())],
+                    [
+                        *shared,
+                        NeverIndexedHeaderTuple(
+                            b"apns-id", apns_id(target.delivery_id, message.withdraw).encode()
+                        ),
+                    ],
                     body,
                 ),
             )

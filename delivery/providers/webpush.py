@@ -68,8 +68,7 @@ MAX_CONNECTIONS = 100
 MAX_CONNECTIONS_PER_ORIGIN = 50
 KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
 # Streams in flight per HTTP/2 connection: Google's front ends (FCM, where most browsers'
-# subscriptions live) advertise 100, and h2 walks every open stream to open the next one, so a
-# deeper window costs CPU per message without adding throughput from one process.
+# subscriptions live) advertise 100; more would only queue there.
 MAX_STREAMS_PER_CONNECTION = 100
 # An origin found not to speak HTTP/2 is sent HTTP/1.1 this long before HTTP/2 is tried again.
 HTTP1_ORIGIN_RECHECK_SECS = 3600
@@ -372,7 +371,6 @@ class WebPushProvider:
                 ),
                 alpn_protocols=("h2", "http/1.1"),
                 max_body_bytes=outbound.ERROR_BODY_SCAN_BYTES + 1,
-                index_paths=False,  # each endpoint's path is its own (and a capability)
             )
         return client
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from delivery import resend
 from delivery.models import Delivery, Notification
 from delivery.services import Sender
+from notifyproject.task_queue import IDS_PER_TASK
 from tests.delivery.factories import device, send, sender
 from tests.support.processes import wait_until
 
@@ -117,10 +118,10 @@ def failed_push(make_user):
 
 
 class TestResendFailed:
-    def test_it_requeues_now_keeps_attempts_and_enqueues_chunks_of_100_on_commit(
+    def test_it_requeues_now_keeps_attempts_and_enqueues_task_sized_chunks_on_commit(
         self, staff_client, make_user, broker_queue, django_capture_on_commit_callbacks
     ):
-        people = [make_user(f"r{i}") for i in range(250)]
+        people = [make_user(f"r{i}") for i in range(IDS_PER_TASK + 50)]
         notification = send({"users": [p.username for p in people]}, title="big")
         Notification.objects.filter(pk=notification.pk).update(status="dispatched")
         rows = deliveries(notification, [(p, device(p)) for p in people], status="failed", attempts=3)
@@ -132,7 +133,7 @@ class TestResendFailed:
             callback()
         enqueued = broker_queue()
         assert {name for name, _args in enqueued} == {"delivery.tasks.deliveries_send"}
-        assert [len(ids) for _name, (ids,) in enqueued] == [100, 100, 50]
+        assert [len(ids) for _name, (ids,) in enqueued] == [IDS_PER_TASK, 50]
         assert sorted(pk for _name, (ids,) in enqueued for pk in ids) == sorted(d.pk for d in rows)
         requeued = Delivery.objects.filter(notification=notification)
         assert {(d.status, d.attempts) for d in requeued} == {("queued", 3)}
