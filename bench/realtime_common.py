@@ -32,11 +32,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_daphne(env: dict, app: str = "notifyproject.asgi:application") -> tuple[Proc, int]:
+def start_daphne(
+    env: dict, app: str = "notifyproject.asgi:application", backlog: int | None = None
+) -> tuple[Proc, int]:
+    """daphne on a free port; with `backlog`, listening through an endpoint string that sets it
+    (docs/deploy.md: `-b`/`-p` listen with Twisted's default backlog of 50)."""
     import httpx
 
     port = free_port()
-    proc = Proc([str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), app], env)
+    if backlog:
+        listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+    else:
+        listen = ["-b", "127.0.0.1", "-p", str(port)]
+    proc = Proc([str(BIN / "daphne"), "-v", "0", *listen, app], env)
 
     def up() -> bool:
         try:
@@ -46,6 +54,39 @@ def start_daphne(env: dict, app: str = "notifyproject.asgi:application") -> tupl
 
     wait_for(up, 60)
     return proc, port
+
+
+class DaphneGroup:
+    """Several daphne processes of one app, as a machine's web processes behind nginx."""
+
+    def __init__(self, env: dict, app: str, processes: int, backlog: int | None = None):
+        self.procs: list[Proc] = []
+        self.ports: list[int] = []
+        try:
+            for _ in range(processes):
+                proc, port = start_daphne(env, app, backlog)
+                self.procs.append(proc)
+                self.ports.append(port)
+        except BaseException:
+            self.stop()
+            raise
+
+    def cpu_secs(self) -> float:
+        return sum(proc.cpu_secs() for proc in self.procs)
+
+    def rss_mb(self) -> float:
+        return sum(proc.rss_mb() for proc in self.procs)
+
+    def mark(self) -> list[int]:
+        """Where each process's output is now, for `lines_since`."""
+        return [len(proc.output) for proc in self.procs]
+
+    def lines_since(self, mark: list[int]) -> list[str]:
+        return [line for proc, start in zip(self.procs, mark, strict=True) for line in proc.output[start:]]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
 
 
 def users_with_tokens(count: int, prefix: str) -> list[tuple[int, str, str]]:

@@ -2,19 +2,24 @@
 
     python -m bench.reconnect_storm [--clients 10000] [--runs 3]
     python -m bench.reconnect_storm --quick        # 2,000 clients
+    python -m bench.reconnect_storm --processes 1 --backlog 0   # one daphne, Twisted's backlog of 50
 
-N clients (bench/socket_swarm.py) hold one socket per user. A publisher process sends per-user
-messages all along: for Clarion through the worker's path (`notification_send` then the
-fan-out, which writes inbox rows at each user's next cursor and publishes after commit); for
-stock Channels (bench/realtime_baseline_asgi.py) one `group_send` per user with a per-user
-sequence number. Two seconds in, every client's TCP connection is aborted (no close frame,
-as in a network blip or a load-balancer restart); each reconnects after U(0, 10 s) with
-`?after=<last cursor it received>`. "Back" is the first pong after the reconnect (the server
-is through `connect()`). After the publisher stops, the clients' cursors are checked against
-each user's final position: a message never received is missed, one received twice is a
+The server is the documented layout (docs/deploy.md): one daphne per core, here `--processes`
+(2), each listening with a backlog of `--backlog` (1024); every connect goes to one of them at
+random, as nginx would send it. N clients (bench/socket_swarm.py) hold one socket per user. A
+publisher process sends per-user messages all along: for Clarion through the worker's path
+(`notification_send` then the fan-out, which writes inbox rows at each user's next cursor and
+publishes after commit); for stock Channels (bench/realtime_baseline_asgi.py) one `group_send`
+per user with a per-user sequence number. Two seconds in, every client's TCP connection is
+aborted (no close frame, as in a network blip or a load-balancer restart); each reconnects after
+U(0, 10 s) with `?after=<last cursor it received>`. "Back" is the first pong after the reconnect
+(the server is through `connect()`). After the publisher stops, the clients' cursors are checked
+against each user's final position: a message never received is missed, one received twice is a
 duplicate. Stock Channels has no replay, so what it misses is what a storm loses. The server's
-output is searched for error lines (Redis connection errors among them). One warm-up storm,
-then `--runs` storms on the same server; server CPU and RSS from /proc.
+output is searched for error lines (Redis connection errors among them). Handshakes a node
+refuses (503 with Retry-After, realtime/admission.py) are retried after Retry-After and counted.
+One warm-up storm, then `--runs` storms on the same servers; server CPU and RSS (summed over the
+processes) from /proc.
 """
 
 import argparse
@@ -39,7 +44,7 @@ from bench.harness import (
     scratch_database,
     setup_django,
 )
-from bench.realtime_common import REALTIME_REDIS_URL, raise_open_files_limit, start_daphne, users_with_tokens
+from bench.realtime_common import REALTIME_REDIS_URL, DaphneGroup, raise_open_files_limit, users_with_tokens
 from bench.socket_swarm import Swarms, totals
 
 DATABASE = "clarion_bench_storm"
@@ -51,6 +56,8 @@ BACK_TIMEOUT_SECS = 120  # stop waiting for stragglers after this long
 CONVERGE_TIMEOUT_SECS = 30  # after the publisher stops: until every cursor reaches its position
 CONNECT_TIMEOUT_SECS = 900
 POLL_SECS = 0.5
+WEB_PROCESSES = 2  # docs/deploy.md: one daphne per core, on the 2-core benchmark machine
+LISTEN_BACKLOG = 1024  # docs/deploy.md's advice for storms (the kernel caps it at somaxconn)
 USERS_PER_NOTIFICATION = 50  # one notification_send / one burst of group_sends per tick
 # Goals (W4).
 GOAL_BACK_SECS = 15
@@ -179,9 +186,10 @@ def positions(system: str, users: list, counters_path: str) -> dict[str, int]:
 
 def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
     count = len(users)
-    output_from = len(server.output)
+    output_from = server.mark()
     start = positions(system, users, counters_path)
     before = totals(swarms.ask_all({"cmd": "verify", "positions": start}, 120))
+    before_refusals = totals(swarms.ask_all({"cmd": "status"}, 120)).get("refusals", 0)
     publisher = Publisher(env, system, LEAD_SECS + DROP_WINDOW_SECS + TAIL_SECS, rate, counters_path)
     try:
         publisher.wait_started(60)
@@ -210,7 +218,7 @@ def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
         time.sleep(POLL_SECS)
     cpu_secs, wall_secs = server.cpu_secs() - cpu_start, time.monotonic() - started
     status = totals(swarms.ask_all({"cmd": "status"}, 120))
-    lines = server.output[output_from:]
+    lines = server.lines_since(output_from)
     return {
         "back": status["back"],
         "back_secs": back_secs,
@@ -220,6 +228,7 @@ def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
         "error_lines": sum(1 for line in lines if ERROR_LINE.search(line)),
         "redis_error_lines": sum(1 for line in lines if REDIS_ERROR_LINE.search(line)),
         "client_errors": status["errors"],
+        "refusals": status.get("refusals", 0) - before_refusals,
         "client_error_samples": status.get("error_samples", [])[:3],
         "cpu_secs": cpu_secs,
         "cpu_pct": 100 * cpu_secs / wall_secs,
@@ -228,8 +237,10 @@ def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
     }
 
 
-def run_system(env, system: str, users: list, runs: int, rate: float) -> list[dict]:
-    server, port = start_daphne(env, SYSTEMS[system])
+def run_system(
+    env, system: str, users: list, runs: int, rate: float, processes: int, backlog: int
+) -> list[dict]:
+    server = DaphneGroup(env, SYSTEMS[system], processes, backlog or None)
     handle, counters_path = tempfile.mkstemp(prefix="clarion-storm-", suffix=".json")
     os.close(handle)
     with open(counters_path, "w") as out:
@@ -239,11 +250,21 @@ def run_system(env, system: str, users: list, runs: int, rate: float) -> list[di
         start = positions(system, users, counters_path)
         connected = totals(
             swarms.connect(
-                port, [(uid, token, start.get(str(uid), 0)) for uid, _, token in users], CONNECT_TIMEOUT_SECS
+                server.ports,
+                [(uid, token, start.get(str(uid), 0)) for uid, _, token in users],
+                CONNECT_TIMEOUT_SECS,
             )
         )
+        print(
+            f"{system}: {connected['open']}/{len(users)} connected in {connected['secs']:.0f} s, "
+            f"{connected.get('refusals', 0)} handshakes refused (503) and retried",
+            flush=True,
+        )
         if connected["open"] < len(users):
-            raise RuntimeError(f"only {connected['open']} of {len(users)} clients connected")
+            raise RuntimeError(
+                f"only {connected['open']} of {len(users)} clients connected: {connected['errors']} "
+                f"{connected.get('error_samples', [])[:3]}"
+            )
         results = []
         for number in range(runs + 1):
             result = storm(env, system, server, swarms, users, rate, counters_path)
@@ -253,7 +274,8 @@ def run_system(env, system: str, users: list, runs: int, rate: float) -> list[di
                 f"{result['back_secs'] if result['back_secs'] is None else round(result['back_secs'], 1)} s, "
                 f"sent {result['sent']}, missed {result['missed']}, twice {result['duplicates']}, "
                 f"error lines {result['error_lines']} (redis {result['redis_error_lines']}), "
-                f"client errors {result['client_errors']}, CPU {result['cpu_pct']:.0f}%, "
+                f"client errors {result['client_errors']}, refused {result['refusals']}, "
+                f"CPU {result['cpu_pct']:.0f}%, "
                 f"peak {result['peak_mb']:.0f} MB",
                 flush=True,
             )
@@ -276,13 +298,14 @@ def _spread(values: list[float]) -> str:
 
 def report(args, results: dict[str, list[dict]]) -> None:
     print(
-        f"\nW4 reconnect storm: {args.clients} clients dropped at once, back within "
+        f"\nW4 reconnect storm: {args.clients} clients on {args.processes} daphne processes "
+        f"(backlog {args.backlog or 50}) dropped at once, back within "
         f"U(0, {DROP_WINDOW_SECS}) s, ~{args.rate:g} per-user messages/s meanwhile; "
         f"{args.runs} runs after a warm-up, median (min–max)"
     )
     print(
         f"{'server':<16}{'all back s':>20}{'back':>8}{'sent':>8}{'missed':>8}{'twice':>7}"
-        f"{'err lines':>11}{'redis err':>11}{'CPU %':>20}{'peak MB':>9}"
+        f"{'err lines':>11}{'redis err':>11}{'refused':>9}{'CPU %':>20}{'peak MB':>9}"
     )
     for name, runs in results.items():
         backs = [run["back_secs"] if run["back_secs"] is not None else float("inf") for run in runs]
@@ -290,7 +313,7 @@ def report(args, results: dict[str, list[dict]]) -> None:
             f"{name:<16}{_spread(backs):>20}{min(run['back'] for run in runs):>8}"
             f"{sum(run['sent'] for run in runs):>8}{sum(run['missed'] for run in runs):>8}"
             f"{sum(run['duplicates'] for run in runs):>7}{sum(run['error_lines'] for run in runs):>11}"
-            f"{sum(run['redis_error_lines'] for run in runs):>11}"
+            f"{sum(run['redis_error_lines'] for run in runs):>11}{sum(run['refusals'] for run in runs):>9}"
             f"{_spread([run['cpu_pct'] for run in runs]):>20}{max(run['peak_mb'] for run in runs):>9.0f}"
         )
     if "clarion" not in results:
@@ -312,7 +335,11 @@ def report(args, results: dict[str, list[dict]]) -> None:
         goal=f"≤ {GOAL_BACK_SECS} s",
         met=all_back and back(clarion) <= GOAL_BACK_SECS,
         higher_is_better=False,
-        note=f"{args.clients:,} clients, reconnects spread over {DROP_WINDOW_SECS} s",
+        note=(
+            f"{args.clients:,} clients on {args.processes} web processes, reconnects spread over "
+            f"{DROP_WINDOW_SECS} s; {sum(run['refusals'] for run in clarion)} handshakes refused (503) "
+            "and retried"
+        ),
     )
     record(
         "W4",
@@ -336,6 +363,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=500, help="per-user messages a second, all users")
     parser.add_argument("--quick", action="store_true", help="2,000 clients")
+    parser.add_argument("--processes", type=int, default=WEB_PROCESSES, help="daphne processes")
+    parser.add_argument("--backlog", type=int, default=LISTEN_BACKLOG, help="0: daphne's -b/-p")
     parser.add_argument("--database", default=DATABASE)
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
     parser.add_argument("--publish", help=argparse.SUPPRESS)  # the publisher process
@@ -360,7 +389,9 @@ def main() -> None:
         results = {}
         for system in args.systems.split(","):
             purge_redis(env["REDIS_URL"])
-            results[system] = run_system(env, system, users, args.runs, args.rate)
+            results[system] = run_system(
+                env, system, users, args.runs, args.rate, args.processes, args.backlog
+            )
         report(args, results)
     finally:
         drop_database(args.database)

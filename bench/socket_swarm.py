@@ -4,7 +4,7 @@
 
 Commands arrive as JSON lines on stdin, answers leave as JSON lines on stdout:
 
-    {"cmd": "connect", "port": P, "users": [[user id, token, cursor], ...], "heartbeat": true}
+    {"cmd": "connect", "ports": [P, ...], "users": [[user id, token, cursor], ...], "heartbeat": true}
     {"cmd": "status"}                      → open sockets, pongs, closes, frames
     {"cmd": "drop", "window": 10}          → abort every socket; each reconnects after U(0, window) s
                                              with ?after=<its last cursor>
@@ -13,6 +13,9 @@ Commands arrive as JSON lines on stdin, answers leave as JSON lines on stdout:
 
 Each socket pings like static/clarion/clarion.js ({"type":"ping"} every 25 s ± 20 %) and reads the
 per-user cursor of every notification frame, so loss and duplicates are counted, not guessed.
+With several ports (a machine's web processes), each connect goes to one picked at random, as a
+balancer would. A handshake refused with 503 (the node's admission, realtime/admission.py) is
+retried after its Retry-After, with jitter, and counted as a refusal, not an error.
 The same client runs against every server. 127.0.0.1 only; every wait is bounded.
 """
 
@@ -25,7 +28,7 @@ import time
 
 import orjson
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 HEARTBEAT_SECS = 25  # as clarion.js: 25 s ± 20 % jitter
 HEARTBEAT_JITTER = 0.2
@@ -34,6 +37,8 @@ OPEN_TIMEOUT_SECS = 60
 FIRST_PONG_TIMEOUT_SECS = 60
 RECONNECT_ATTEMPTS = 20  # a socket that cannot come back after this many tries gives up
 RECONNECT_BACKOFF_SECS = 0.5
+MAX_REFUSALS = 200  # 503s one socket accepts before it gives up (each waits its Retry-After)
+RETRY_AFTER_JITTER = 0.5  # a refused client waits Retry-After × U(1, 1.5)
 ERROR_SAMPLES = 5  # error messages kept per process, for the report
 PONG = '{"type":"pong"}'
 PING = '{"type":"ping"}'
@@ -59,7 +64,8 @@ class Socket:
         self.heartbeat: asyncio.Task | None = None
 
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.swarm.port}{self.swarm.path}?token={self.token}&after={self.cursor}"
+        port = random.choice(self.swarm.ports)
+        return f"ws://127.0.0.1:{port}{self.swarm.path}?token={self.token}&after={self.cursor}"
 
     async def open_once(self) -> None:
         self.ws = await connect(
@@ -122,22 +128,38 @@ class Socket:
 
     async def reconnect_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        for attempt in range(RECONNECT_ATTEMPTS):
+        attempt = refusals = 0
+        while attempt < RECONNECT_ATTEMPTS:
             try:
                 await self.open_once()
                 self.start_reading()
                 return
-            except (OSError, TimeoutError, WebSocketException) as error:  # refused, timed out, HTTP 500/503
+            except InvalidStatus as refused:
+                retry_after = refused.response.headers.get("Retry-After", "")
+                if refused.response.status_code != 503 or not retry_after.isdigit():
+                    self.swarm.note_error(refused)
+                    attempt += 1
+                    await asyncio.sleep(RECONNECT_BACKOFF_SECS * attempt * random.uniform(0.5, 1.5))
+                    continue
+                self.swarm.refusals += 1
+                refusals += 1
+                if refusals >= MAX_REFUSALS:
+                    self.swarm.note_error(refused)
+                    return
+                await asyncio.sleep(int(retry_after) * random.uniform(1, 1 + RETRY_AFTER_JITTER))
+            except (OSError, TimeoutError, WebSocketException) as error:  # refused, timed out, HTTP 500
+                attempt += 1
                 self.swarm.note_error(error)
                 if self.ws is not None and self.ws.transport is not None:
                     self.ws.transport.abort()
-                await asyncio.sleep(RECONNECT_BACKOFF_SECS * (attempt + 1) * random.uniform(0.5, 1.5))
+                await asyncio.sleep(RECONNECT_BACKOFF_SECS * attempt * random.uniform(0.5, 1.5))
 
 
 class Swarm:
     def __init__(self):
         self.sockets: list[Socket] = []
-        self.port = 0
+        self.ports = [0]
+        self.refusals = 0  # handshakes answered 503 (and retried after Retry-After)
         self.path = "/ws/v1/notifications/"
         self.heartbeat = True
         self.pongs = 0
@@ -155,7 +177,7 @@ class Swarm:
             self.error_samples.append(f"{name}: {error}"[:160])
 
     async def connect(self, command: dict) -> dict:
-        self.port = command["port"]
+        self.ports = command["ports"]
         self.path = command.get("path", self.path)
         self.heartbeat = command.get("heartbeat", True)
         self.sockets = [Socket(self, user_id, token, cursor) for user_id, token, cursor in command["users"]]
@@ -196,6 +218,7 @@ class Swarm:
             "open": sum(1 for sock in self.sockets if sock.open),
             "pongs": self.pongs,
             "pings": self.pings,
+            "refusals": self.refusals,
             "frames": sum(sock.frames for sock in self.sockets),
             "close_codes": codes,
             "errors": self.errors,
@@ -319,10 +342,12 @@ class Swarms:
     def ask_all(self, command: dict, timeout: float) -> list[dict]:
         return self.ask([command] * len(self.processes), timeout)
 
-    def connect(self, port: int, users: list, timeout: float, **options) -> list[dict]:
-        """users: [(user id, token, cursor)], dealt round-robin over the processes."""
+    def connect(self, ports: int | list[int], users: list, timeout: float, **options) -> list[dict]:
+        """users: [(user id, token, cursor)], dealt round-robin over the processes; each socket
+        connects to one of `ports` at random."""
+        ports = [ports] if isinstance(ports, int) else list(ports)
         shares = [users[index :: len(self.processes)] for index in range(len(self.processes))]
-        commands = [{"cmd": "connect", "port": port, "users": share, **options} for share in shares]
+        commands = [{"cmd": "connect", "ports": ports, "users": share, **options} for share in shares]
         return self.ask(commands, timeout)
 
     def close(self) -> None:

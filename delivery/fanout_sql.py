@@ -9,7 +9,6 @@ the same as the ORM path's (tests/delivery/test_fanout_bulk.py compares them).
 from datetime import datetime
 
 from django.db import connection
-from django.db.models.expressions import RawSQL
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, Notification, UserStream
 from devices.models import Device, UserPreferences
@@ -18,6 +17,12 @@ from devices.preferences import quiet_hours_end
 
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
+
+
+def _ids(ids) -> str:
+    """Ids as one array literal for a `::bigint[]` parameter: psycopg then quotes one string
+    rather than dumping (and checking for quotes) each of a batch's thousands of ints."""
+    return "{" + ",".join(str(int(pk)) for pk in ids) + "}"
 
 
 def inbox_write(
@@ -45,7 +50,7 @@ def inbox_write(
         " SELECT user_id, seq FROM message WHERE user_id = ANY(%s::bigint[])"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [user_ids, notification.pk, not_live, now, cursors_for])
+        cursor.execute(sql, [_ids(user_ids), notification.pk, _ids(not_live), now, _ids(cursors_for)])
         return dict(cursor.fetchall())
 
 
@@ -61,7 +66,7 @@ def realtime_deliveries_write(
         " SELECT id FROM written WHERE user_id = ANY(%s::bigint[]) ORDER BY id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [notification.pk, now, now, user_ids, ids_for])
+        cursor.execute(sql, [notification.pk, now, now, _ids(user_ids), _ids(ids_for)])
         return [pk for (pk,) in cursor.fetchall()]
 
 
@@ -112,13 +117,13 @@ def push_deliveries_write(
         now,
         now,
         now,
-        user_ids,
-        held_users,
-        list(quiet_ends),
+        _ids(user_ids),
+        _ids(held_users),
+        _ids(quiet_ends),
         list(quiet_ends.values()),
         held_until,
-        device_only,
-        notification.target.get("devices") or [],
+        _ids(device_only),
+        _ids(notification.target.get("devices") or []),
     ]
     if notification.app:
         params.append(notification.app)
@@ -129,12 +134,20 @@ def push_deliveries_write(
 
 def quiet_hours_ends(user_ids: list[int], now: datetime) -> dict[int, datetime]:
     """user id → end of quiet hours, for those among these users in them now: devices/preferences'
-    quiet_hours_ends with the ids as one array parameter (a batch's thousands of placeholders
-    cost more to build and parse than the query costs to run)."""
-    among = RawSQL("SELECT unnest(%s::bigint[])", [user_ids])
+    quiet_hours_ends in plain SQL with the ids as one array parameter (a batch's thousands of
+    placeholders cost more to build and parse than the query costs to run, and for a one-user
+    send the ORM's query building was an eighth of the request's CPU)."""
+    sql = (
+        f"SELECT user_id, quiet_start, quiet_end, timezone FROM {_table(UserPreferences)}"
+        " WHERE user_id = ANY(%s::bigint[]) AND quiet_start IS NOT NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_ids(user_ids)])
+        rows = cursor.fetchall()
     ends = {}
-    for prefs in UserPreferences.objects.filter(user_id__in=among).exclude(quiet_start=None):
-        end = quiet_hours_end(prefs, now)
-        if end is not None:
-            ends[prefs.user_id] = end
+    for user_id, start, end, zone in rows:
+        prefs = UserPreferences(user_id=user_id, quiet_start=start, quiet_end=end, timezone=zone)
+        moment = quiet_hours_end(prefs, now)
+        if moment is not None:
+            ends[user_id] = moment
     return ends

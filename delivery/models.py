@@ -170,14 +170,29 @@ class UserStream(models.Model):
     )  # a database default: fan-out inserts rows in raw SQL
 
 
+# The fan-out's rows (InboxMessage, Delivery) carry no database foreign-key constraints: each
+# constraint is a lookup and a row lock on the referenced row (user, device, notification) per
+# inserted row at commit, which cost a third of a broadcast's fan-out (docs/benchmarks.md,
+# "Fan-out: where the time goes"). The ids are written by the fan-out from rows it has just
+# read, and every delete goes through Django's collector, which cascades (and SET_NULLs the
+# device) in Python as before; there was never an ON DELETE in the database.
+
+
 class InboxMessage(models.Model):
     """One notification as one user's message, at that user's next cursor position."""
 
     # No index of its own: inbox_user_seq leads with it (every index is written per recipient).
+    # No database constraints on either (see the note above).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="inbox", db_index=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="inbox",
+        db_index=False,
+        db_constraint=False,
     )
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="messages")
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="messages", db_constraint=False
+    )
     seq = models.BigIntegerField(verbose_name="cursor")
     # Whether realtime clients (WebSocket, poll, SSE) get it: not for route=push or device-only sends.
     live = models.BooleanField(default=True)
@@ -202,14 +217,28 @@ class Delivery(models.Model):
 
     # Neither has an index of its own: delivery_notification_status and delivery_user_notification
     # lead with them (a fan-out writes every index of every row; the sends rewrite them twice).
+    # No database constraints (see the note above InboxMessage).
     notification = models.ForeignKey(
-        Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+        Notification,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
+        db_constraint=False,
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
+        db_constraint=False,
     )
     device = models.ForeignKey(
-        "devices.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+        "devices.Device",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+        db_constraint=False,
     )
     channel = models.CharField(max_length=8, choices=Channel.choices)
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)

@@ -26,7 +26,6 @@ __all__ = [
     "live_messages_after",
     "notification_send",
     "reads_after",
-    "stream_and_read_positions",
     "stream_and_read_positions_of",
     "stream_position",
     "stream_positions",
@@ -54,14 +53,6 @@ def stream_positions(user_ids: list[int]) -> dict[int, int]:
 
 def stream_position(user_id: int) -> int:
     return UserStream.objects.filter(user_id=user_id).values_list("last_seq", flat=True).first() or 0
-
-
-def stream_and_read_positions(user_id: int) -> tuple[int, int]:
-    """(last cursor, last read position) in one query; (0, 0) for a user with no messages yet."""
-    return UserStream.objects.filter(user_id=user_id).values_list("last_seq", "last_read_seq").first() or (
-        0,
-        0,
-    )
 
 
 def stream_and_read_positions_of(user_ids: list[int]) -> dict[int, tuple[int, int]]:

@@ -35,6 +35,10 @@ HELP = {
         "counter",
         "Realtime frames not published (Redis failed, publisher behind); clients replay them.",
     ),
+    "clarion_realtime_handshakes_refused_total": (
+        "counter",
+        "WebSocket handshakes refused with 503 (node past its admission bounds), by reason.",
+    ),
     "clarion_push_withdrawals_total": (
         "counter",
         "Pushes asking a device to remove a notification read elsewhere, by channel and outcome.",
@@ -67,6 +71,8 @@ DOCUMENTED_SERIES: dict[str, list[dict]] = {
     ],
     "clarion_realtime_published_total": [{}],
     "clarion_realtime_publish_dropped_total": [{}],
+    # realtime.admission's reasons
+    "clarion_realtime_handshakes_refused_total": [{"reason": "pending_handshakes"}, {"reason": "loop_lag"}],
     "clarion_provider_latency_seconds": [{"channel": channel} for channel in PUSH_CHANNELS],
 }
 

@@ -244,6 +244,15 @@ REST_FRAMEWORK = {
 # was revoked ends at the next check. Unset: 30 (realtime.node.TOKEN_RECHECK_SECS).
 CLARION_TOKEN_RECHECK_SECS = float(os.environ.get("CLARION_TOKEN_RECHECK_SECS") or 0) or None
 
+# WebSocket handshake admission per web process (realtime/admission.py): past this many
+# handshakes in progress, or this much event-loop lag, new handshakes are refused at once with
+# 503 and Retry-After instead of queueing. 0 turns a bound off. A handshake costs ~1 ms of
+# CPU, so 1,000 in progress is about a second of work. The lag bound is off by default: on a
+# machine whose cores are shared, a process waiting for a core lags too, and refusing then only
+# delays the clients (W4 at 10,000 on the loaded benchmark machine, docs/benchmarks.md).
+CLARION_WS_MAX_PENDING_HANDSHAKES = env_int("CLARION_WS_MAX_PENDING_HANDSHAKES", 1000)
+CLARION_WS_MAX_LOOP_LAG_MS = env_int("CLARION_WS_MAX_LOOP_LAG_MS", 0)
+
 # Rate limits (DRF syntax "N/s|min|hour|day"); see notifyproject/throttling.py.
 # Password guessing: a person signs in a few times a day, not 20 times a minute.
 CLARION_LOGIN_RATE = os.environ.get("CLARION_LOGIN_RATE", "20/min")

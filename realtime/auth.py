@@ -11,8 +11,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from notifyproject.identities import credentials
-from realtime.node import get_node
-from realtime.streams import db
+from realtime.node import RecentToken, get_node
 
 
 def query_param(scope, name: str) -> str | None:
@@ -83,17 +82,24 @@ async def authenticate_scope(scope) -> tuple[object | None, credentials.TokenIde
     """
     token = credentials.scope_token(scope)
     if token:
-        node = get_node()
-        known = node.recent_token(token)
-        if known is not None:
-            return known.user, known
-        identity = await node.token_lookup.get(token)
-        return (identity.user, identity) if identity else (None, None)
+        return await token_caller(token)
     if "session" in scope and origin_allowed_for_session(scope):
         user = await get_user(scope)
         if user.is_authenticated and user.is_active:
             return user, None
     return None, None
+
+
+async def token_caller(token: str) -> tuple[object | None, credentials.TokenIdentity | RecentToken | None]:
+    """(user, identity) of an end-user token, or (None, None). A token a connection (a socket, a
+    poll) closed on this node presented recently is taken without a query; others are checked
+    together with the node's other concurrent callers, one query and one thread hop per batch."""
+    node = get_node()
+    known = node.recent_token(token)
+    if known is not None:
+        return known.user, known
+    identity = await node.token_lookup.get(token)
+    return (identity.user, identity) if identity else (None, None)
 
 
 async def authenticate_request(request) -> tuple[object | None, credentials.TokenIdentity | None]:
@@ -103,8 +109,7 @@ async def authenticate_request(request) -> tuple[object | None, credentials.Toke
     except credentials.MalformedCredentialsError:
         return None, None
     if token:
-        identity = await db(credentials.authenticate_token)(token)
-        return (identity.user, identity) if identity else (None, None)
+        return await token_caller(token)
     user = await request.auser()
     if user.is_authenticated and user.is_active:
         return user, None

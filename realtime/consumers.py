@@ -6,6 +6,7 @@ See docs/realtime.md (WebSocket).
 
 import logging
 import time
+from collections import deque
 
 import orjson
 from autobahn.exception import Disconnected
@@ -13,10 +14,11 @@ from django.db import DatabaseError
 
 from delivery.streams_api import inbox_ack
 from notifyproject.identities import credentials
+from realtime.admission import retry_after_secs
 from realtime.auth import authenticate_scope, query_param
-from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS
+from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS, get_node
 from realtime.streams import db
-from realtime.subscriber import Subscriber, spawn
+from realtime.subscriber import CLOSE_SERVER_ERROR, Subscriber, spawn
 from realtime.transport import open_socket
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,10 @@ class WebSocketSubscriber(Subscriber):
             return True
 
     async def write(self, frame: str, cursor: int | None) -> None:
-        await self.consumer.send(frame)
+        try:
+            await self.consumer.send(frame)
+        except Disconnected:
+            self.detach()  # closed under a replay (a storm's aborted sockets): not a server error
 
     def _close(self, code: int) -> None:
         self.consumer.close_later(code)
@@ -85,7 +90,16 @@ class NotificationConsumer:
     (docs/benchmarks.md, "Connections: where the time goes").
     """
 
-    __slots__ = ("scope", "base_send", "socket", "subscriber", "_tokens", "_refilled_at")
+    __slots__ = (
+        "scope",
+        "base_send",
+        "socket",
+        "subscriber",
+        "_tokens",
+        "_refilled_at",
+        "_backlog",
+        "_standing",
+    )
 
     def __init__(self, scope, send):
         self.scope = scope
@@ -94,6 +108,9 @@ class NotificationConsumer:
         self.subscriber: WebSocketSubscriber | None = None
         self._tokens = float(FRAME_BURST)
         self._refilled_at = 0.0
+        # Frames waiting behind an ack being recorded, once daphne hands frames to `put_nowait`.
+        self._backlog: deque | None = None
+        self._standing = None  # the future daphne watches in place of the finished application task
 
     @classmethod
     def as_asgi(cls):
@@ -113,13 +130,31 @@ class NotificationConsumer:
             elif kind == "websocket.connect":
                 await self.connect()
                 self.scope = None
+                if self._take_over_receiving():
+                    return  # daphne now hands frames to put_nowait; this task and its queue go
             elif kind == "websocket.disconnect":
                 self.disconnect()
                 return
 
     async def connect(self) -> None:
-        scope = self.scope
         self.socket = open_socket(self.base_send)
+        admission = get_node().admission
+        if admission.refusal() is not None:
+            await self._refuse()
+            return
+        try:
+            await self._open()
+        finally:
+            admission.finished()
+
+    async def _refuse(self) -> None:
+        """503 with Retry-After (on the fast path; else daphne's 403), before any database work."""
+        headers = [("Retry-After", str(retry_after_secs()))]
+        if self.socket is None or not self.socket.refuse_handshake(503, "Service Unavailable", headers):
+            await self.base_send({"type": "websocket.close"})
+
+    async def _open(self) -> None:
+        scope = self.scope
         if self.socket is not None:
             self.socket.limit_client_messages(MAX_CLIENT_MESSAGE_BYTES)
         user, token = await authenticate_scope(scope)
@@ -146,6 +181,49 @@ class NotificationConsumer:
         if self.subscriber is not None:
             self.subscriber.detach()
 
+    def _take_over_receiving(self) -> bool:
+        """Once open, receive frames from daphne directly (realtime/transport.py): an idle socket
+        then keeps no application task, coroutine chain or asyncio.Queue (~8 KB each, W3), and a
+        ping is answered from daphne's own callback, without a queue hand-off and a task wake-up."""
+        subscriber = self.subscriber
+        if self.socket is None or subscriber is None or subscriber.closed:
+            return False
+        self._standing = self.socket.take_over_receiving(self)
+        return self._standing is not None
+
+    def put_nowait(self, message) -> None:
+        """daphne's `application_queue.put_nowait` once `_take_over_receiving` succeeded."""
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            raw = text if text is not None else message.get("bytes")
+            if self._backlog is not None:  # an ack is being recorded: later frames keep their turn
+                self._backlog.append(raw)
+                return
+            action = self._receive_now(raw)
+            if action is not None:
+                self._backlog = deque([action])
+                spawn(self._drain_backlog())
+        elif kind == "websocket.disconnect":
+            self.disconnect()
+            standing, self._standing = self._standing, None
+            if standing is not None and not standing.done():
+                standing.set_result(None)  # daphne reaps the connection
+
+    async def _drain_backlog(self) -> None:
+        try:
+            while self._backlog:
+                item = self._backlog.popleft()
+                action = item if isinstance(item, tuple) else self._receive_now(item)
+                if action is not None:
+                    await self._act(action)
+        except Exception:
+            logger.exception("realtime frame handling failed")
+            if self.subscriber is not None:
+                self.subscriber.close(CLOSE_SERVER_ERROR)
+        finally:
+            self._backlog = None
+
     async def send(self, text_data: str) -> None:
         await self.base_send({"type": "websocket.send", "text": text_data})
 
@@ -157,32 +235,47 @@ class NotificationConsumer:
         spawn(self.close(code))
 
     async def receive(self, raw) -> None:
+        action = self._receive_now(raw)
+        if action is not None:
+            await self._act(action)
+
+    def _receive_now(self, raw) -> tuple | None:
+        """Handle a client frame as far as it goes without awaiting; what is left to await:
+        ("ack", id) or ("send", frame) when the frame could not be written at once."""
         subscriber = self.subscriber
         if subscriber is None or subscriber.closed or raw is None:
-            return
+            return None
         subscriber.last_seen = time.monotonic()
         if not self._take_token():
             subscriber.close(CLOSE_FLOODING)
-            return
+            return None
         if len(raw) > MAX_CLIENT_FRAME_BYTES:
-            await self._error("frame_too_large", f"Frames are at most {MAX_CLIENT_FRAME_BYTES} bytes.")
-            return
+            return self._error_now("frame_too_large", f"Frames are at most {MAX_CLIENT_FRAME_BYTES} bytes.")
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            await self._error("invalid_json", "Frames are JSON objects.")
-            return
+            return self._error_now("invalid_json", "Frames are JSON objects.")
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             subscriber.heartbeat = True
             if self.socket is not None:
                 self.socket.defer_ping(HEARTBEAT_TIMEOUT_SECS)
-            if not subscriber.write_now(PONG_FRAME):  # no ASGI send chain: most idle CPU is pongs
-                await self.send(PONG_FRAME)
-        elif kind == "ack":
-            await self._ack(frame.get("id"))
+            # No ASGI send chain: most idle CPU is pongs.
+            return None if subscriber.write_now(PONG_FRAME) else ("send", PONG_FRAME)
+        if kind == "ack":
+            return ("ack", frame.get("id"))
+        return self._error_now("unknown_type", 'Expected {"type": "ping"} or {"type": "ack", "id": <id>}.')
+
+    async def _act(self, action: tuple) -> None:
+        kind, value = action
+        if kind == "ack":
+            await self._ack(value)
         else:
-            await self._error("unknown_type", 'Expected {"type": "ping"} or {"type": "ack", "id": <id>}.')
+            await self.send(value)
+
+    def _error_now(self, code: str, message: str) -> tuple | None:
+        frame = orjson.dumps({"type": "error", "code": code, "message": message}).decode()
+        return None if self.subscriber.write_now(frame) else ("send", frame)
 
     async def _ack(self, notification_id) -> None:
         if not isinstance(notification_id, int) or isinstance(notification_id, bool) or notification_id < 1:

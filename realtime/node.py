@@ -30,6 +30,7 @@ from knox.crypto import hash_token
 
 from delivery.streams_api import stream_and_read_positions_of, stream_positions
 from notifyproject.identities import credentials
+from realtime.admission import Admission
 from realtime.node_registry import channel_for, node_of_loop
 from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_TTL_SECS, get_presence
 from realtime.streams import BatchedLookup, db
@@ -65,6 +66,11 @@ TOKEN_RECHECK_SECS = 30
 # authenticate, so remembering never lets a revoked token stream past the round after its
 # revocation, the same bound as an open socket's. Past a minute, a client is not reconnecting.
 RECENT_TOKEN_SECS = 60
+# Frames kept for a long-poll client between two of its polls (at most this many a user, for
+# POLL_LINGER_SECS): a message published while its next poll is on the way then answers that
+# poll without a database read. Under load most polls arrived behind, and those reads, a thread
+# hop each, were most of a poll answer's cost (W8).
+BETWEEN_POLLS_FRAMES = 100
 
 
 def token_recheck_secs() -> float:
@@ -127,9 +133,13 @@ class Node:
         self._tasks: set[asyncio.Task] = set()
         self._last_refresh = 0.0
         self._recent_tokens: dict[str, RecentToken] = {}  # digest → token of a closed connection
+        # user id → (when their last poll ended, {cursor: frame} published since), while no
+        # connection of theirs is open here.
+        self._between_polls: dict[int, tuple[float, dict[int, str]]] = {}
         # What concurrent handshakes read, one query per batch: tokens, then stream positions.
         self.token_lookup = BatchedLookup(credentials.authenticate_tokens)
         self.position_lookup = BatchedLookup(stream_and_read_positions_of)
+        self.admission = Admission(loop)  # refuses handshakes past its bounds (realtime/admission.py)
 
     # -- connections ---------------------------------------------------------------------
 
@@ -160,14 +170,17 @@ class Node:
         self._remember_token(subscriber)
         if not subscribers:
             del self.subscribers[subscriber.user_id]
+            if subscriber.kind == "poll":
+                self._between_polls[subscriber.user_id] = (time.monotonic(), {})
             if subscriber.linger_secs:
                 self._lingering.add(subscriber.user_id)
             self._sync_presence(subscriber.user_id)
 
     def _remember_token(self, subscriber) -> None:
-        """Remember a closed WebSocket's token for its reconnect (realtime/auth.py asks first)."""
+        """Remember a closed WebSocket's or answered long-poll's token for the client's next
+        connection or poll (realtime/auth.py asks first)."""
         if (
-            subscriber.kind == "websocket"
+            subscriber.kind in ("websocket", "poll")
             and subscriber.token_digest is not None
             and subscriber.close_code != CLOSE_UNAUTHENTICATED
         ):
@@ -187,6 +200,19 @@ class Node:
             return None
         return known
 
+    def frames_since_last_poll(self, user_id: int) -> dict[int, str]:
+        """{cursor: frame} published to this user since their last poll here ended, taken once.
+        Not necessarily every frame (publishes may be lost), so a poll answers from them only
+        when they continue its cursor without a gap (PollWaiter.messages_after)."""
+        _ended, frames = self._between_polls.pop(user_id, (0.0, {}))
+        return frames
+
+    def _forget_between_polls(self) -> None:
+        ended_before = time.monotonic() - POLL_LINGER_SECS
+        for user_id, (ended, _frames) in list(self._between_polls.items()):
+            if ended < ended_before:
+                del self._between_polls[user_id]
+
     def connection_count(self) -> int:
         return sum(len(subscribers) for subscribers in self.subscribers.values())
 
@@ -195,8 +221,14 @@ class Node:
     def dispatch(self, messages, reads=()) -> None:
         """Hand frames to local connections: messages [(user id, cursor, frame)], reads [(user id, frame)]."""
         for user_id, cursor, frame in messages:
-            for subscriber in tuple(self.subscribers.get(user_id, ())):
-                subscriber.offer(cursor, frame)
+            subscribers = self.subscribers.get(user_id)
+            if subscribers:
+                for subscriber in tuple(subscribers):
+                    subscriber.offer(cursor, frame)
+            elif user_id in self._between_polls:
+                frames = self._between_polls[user_id][1]
+                if len(frames) < BETWEEN_POLLS_FRAMES:
+                    frames[cursor] = frame
         for user_id, frame in reads:
             for subscriber in tuple(self.subscribers.get(user_id, ())):
                 subscriber.offer_read(frame)
@@ -224,6 +256,7 @@ class Node:
             self._set_subscription("ok")  # embedded: publishers call dispatch directly
         self._spawn(self._tick_forever())
         self._spawn(self._recheck_tokens_forever())
+        self.admission.start()
 
     def _set_subscription(self, state: str) -> None:
         self.subscription = state
@@ -295,6 +328,7 @@ class Node:
             await asyncio.sleep(NODE_TICK_SECS)
             try:
                 self._close_silent()
+                self._forget_between_polls()
                 if time.monotonic() - self._last_refresh >= PRESENCE_REFRESH_SECS:
                     await self._refresh_presence()
                     await self.repair_missed()

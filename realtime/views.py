@@ -31,7 +31,6 @@ from delivery.streams_api import (
     live_messages_after,
     notification_send,
     reads_after,
-    stream_and_read_positions,
 )
 from devices.models import DEFAULT_APP
 from devices.selectors import apps_by_slug
@@ -141,6 +140,7 @@ class PollWaiter:
     heartbeat = False
 
     def __init__(self, user, token=None):
+        self.user = user
         self.user_id = user.pk
         self.last_seen = self.connected_at = time.monotonic()
         self.woken = asyncio.Event()
@@ -217,8 +217,10 @@ async def poll(request):
     # Registered before the stream's position is read: a message committed (or read) after the
     # read wakes us, so a client that is up to date waits without reading the database again.
     await node.register(waiter)
+    waiter.frames.update(node.frames_since_last_poll(user.pk))
     try:
-        position, read_position = await db(stream_and_read_positions)(user.pk)
+        # Read with the node's other concurrent callers: one thread hop and query per batch.
+        position, read_position = await node.position_lookup.get(user.pk) or (0, 0)
         cursor = waiter.cursor = start_cursor(after, position)
         read_cursor = start_cursor(read_after, read_position)
         deadline = time.monotonic() + wait
@@ -229,7 +231,10 @@ async def poll(request):
                 waiter.woken.clear()  # before the read: a frame offered after it wakes the wait below
                 waiter.read_offered = False
                 if behind:
-                    messages = await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
+                    # Published since the client's last poll (so already marked sent), else the database.
+                    messages = waiter.messages_after(cursor) or await db(live_messages_after)(
+                        user.pk, cursor, POLL_PAGE
+                    )
                 if reads_behind:
                     reads = await db(reads_after)(user.pk, read_cursor, POLL_PAGE)
                 if messages or reads:

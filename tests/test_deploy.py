@@ -223,7 +223,8 @@ def test_systemd_units_run_what_the_project_ships():
         assert program.parent == Path("/opt/clarion/.venv/bin"), name
         assert (bin_dir / program.name).exists(), f"{name}: the venv has no {program.name}"
     web = commands["clarion-web@.service"]
-    assert web[web.index("--port") + 1] == "%i" and "--proxy-headers" not in web
+    assert web[web.index("-e") + 1] == "tcp:port=%i:interface=127.0.0.1:backlog=1024"
+    assert "--proxy-headers" not in web
     module, attribute = web[-1].split(":")
     assert getattr(importlib.import_module(module), attribute)
     beat = commands["clarion-beat.service"]
@@ -233,3 +234,15 @@ def test_systemd_units_run_what_the_project_ships():
     ports = re.findall(r"server 127\.0\.0\.1:(\d+);", SITE.read_text())
     example = re.search(r"systemctl enable --now (.+)", (UNITS / "clarion-web@.service").read_text())[1]
     assert [f"clarion-web@{port}" for port in ports] == example.split()
+
+
+def test_a_web_process_listens_with_the_documented_backlog(start_web):
+    """The Procfile's and the unit's endpoint string reach the listening socket: a reconnect
+    storm's connects queue in the kernel rather than being dropped past Twisted's 50."""
+    procfile_web = re.search(r"^web: (.+)$", (ROOT / "Procfile").read_text(), re.MULTILINE)[1]
+    assert "tcp:port=${PORT:-8000}:interface=0.0.0.0:backlog=1024" in procfile_web.split()
+    web = start_web()
+    listening = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{web.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert listening[0] == "LISTEN" and int(listening[2]) == 1024  # Send-Q of a listener: its backlog

@@ -26,6 +26,7 @@ from notifyproject.identities.client_tokens import end_user_token_create
 from tests.delivery.factories import send, sender, users
 from tests.realtime.conftest import open_socket, recv_type, wait_online
 from tests.realtime.test_poll_and_sse import sse_events
+from tests.support.locks import lock_waits
 from tests.support.processes import database_url, wait_until
 
 AUDIENCE = 300  # above the inline fan-out limit: every send fans out in worker tasks
@@ -91,17 +92,6 @@ def test_sends_from_one_sender_reach_each_recipient_in_order_on_every_transport(
     assert [message["id"] for message in inbox["results"]] == accepted
 
 
-@pytest.mark.django_db
-def lock_waits(table: str) -> int:
-    """Backends of the test database waiting for a row lock on `table`."""
-    with psycopg.connect(database_url(), autocommit=True) as probe:
-        return probe.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE %s",
-            [f"%{table}%"],
-        ).fetchone()[0]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_small_send_fanned_out_by_the_web_process_waits_for_the_large_one_before_it(
     start_web, start_worker
@@ -127,12 +117,12 @@ def test_a_small_send_fanned_out_by_the_web_process_waits_for_the_large_one_befo
     with psycopg.connect(database_url(), autocommit=False) as lock_conn:
         lock_conn.execute("SELECT 1 FROM delivery_userstream WHERE user_id = %s FOR UPDATE", [audience[0].pk])
         large = post([user.username for user in audience], "large")
-        wait_until(lambda: lock_waits("userstream"), timeout=120, message="the large fan-out to block")
+        wait_until(lambda: lock_waits("%userstream%"), timeout=120, message="the large fan-out to block")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             small = pool.submit(post, [last.username], "small")
             # The small send's inline fan-out either went ahead or is waiting for the large one.
             wait_until(
-                lambda: small.done() or lock_waits("delivery_notification"),
+                lambda: small.done() or lock_waits("%delivery_notification%"),
                 timeout=120,
                 message="the small send's fan-out to run or wait",
             )

@@ -255,6 +255,7 @@ def test_the_sweepers_resume_waits_out_a_later_send_registering_as_a_waiter(sett
     import psycopg
     from django.db import connection
 
+    from tests.support.locks import lock_waits
     from tests.support.processes import database_url
 
     settings.CLARION_INLINE_FANOUT_MAX = 0
@@ -274,10 +275,7 @@ def test_the_sweepers_resume_waits_out_a_later_send_registering_as_a_waiter(sett
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             resumed = pool.submit(resume)
             wait_until(
-                lambda: registering.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
-                ).fetchone()[0],
+                lambda: lock_waits(),
                 timeout=10,
                 interval=0.01,
                 message="the resume waiting for the row",

@@ -130,6 +130,27 @@ def test_a_poll_returns_the_backlog_at_once_and_resumes_from_its_cursor(
     assert poll(web, token, after=1, timeout=0).json()["results"][0]["id"] == second
 
 
+def test_messages_published_between_two_polls_answer_the_next_one_in_cursor_order(
+    start_web, alice, token_for
+):
+    """A poll client is between two requests for a moment: what is published to it then is kept
+    by the node for its next poll, which answers from it only if it continues the poll's cursor."""
+    web = start_web()
+    token = token_for(alice)
+    assert poll(web, token, timeout=0).json()["cursor"] == 0
+    wait_online(alice)  # her poll ended here a moment ago: sends are published to this node
+    first = send({"users": ["alice"]}, title="one", route="realtime")
+    second = send({"users": ["alice"]}, title="two", route="realtime")
+    page = poll(web, token, after=0, timeout=30).json()
+    assert [m["id"] for m in page["results"]] == [first.pk, second.pk]
+    assert page["cursor"] == 2
+
+    third = send({"users": ["alice"]}, title="three", route="realtime")  # kept: cursor 3
+    page = poll(web, token, after=1, timeout=30).json()  # 3 does not continue 1: 2 is read too
+    assert [m["id"] for m in page["results"]] == [second.pk, third.pk]
+    assert page["cursor"] == 3
+
+
 def test_poll_refuses_bad_input_and_anonymous_callers_in_the_error_shape(start_web, alice, token_for):
     web = start_web()
     token = token_for(alice)

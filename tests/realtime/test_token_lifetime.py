@@ -117,3 +117,27 @@ def test_a_token_revoked_after_its_socket_closed_cannot_reconnect(start_web, ali
     wait_until(lambda: reconnect_is_refused(web, token), timeout=ENDS_WITHIN_SECS, message="refused")
     assert time.monotonic() - revoked_at < ENDS_WITHIN_SECS
     assert reconnect_is_refused(web, token)  # and stays refused
+
+
+@pytest.mark.parametrize("revoke", [delete_the_token, deactivate_the_user])
+def test_a_token_revoked_after_its_poll_answered_is_refused_at_a_later_poll(start_web, alice, revoke):
+    """A node remembers an answered poll's token, so the client's next poll skips the token
+    query; as for sockets, the re-check rounds forget it once revoked."""
+    web = start_web(CLARION_TOKEN_RECHECK_SECS=RECHECK_SECS)
+    token, _ = end_user_token_create(user=alice, ttl=timedelta(days=1))
+
+    def refused() -> bool:
+        answer = httpx.get(
+            f"{web.url}/api/v1/poll/",
+            params={"timeout": 0},
+            headers={"Authorization": f"Token {token}"},
+            timeout=30,
+        )
+        return answer.status_code == 401
+
+    assert not refused()  # answered: its token is remembered by the node
+    revoked_at = time.monotonic()
+    revoke(alice)
+    wait_until(refused, timeout=ENDS_WITHIN_SECS, message="refused")
+    assert time.monotonic() - revoked_at < ENDS_WITHIN_SECS
+    assert refused()  # and stays refused

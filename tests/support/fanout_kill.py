@@ -6,15 +6,8 @@ import signal
 import psycopg
 
 from delivery.models import Delivery, InboxMessage
+from tests.support.locks import lock_waits
 from tests.support.processes import database_url, wait_until
-
-
-def _worker_blocked_on_a_stream_lock() -> int:
-    with psycopg.connect(database_url(), autocommit=True) as probe:
-        return probe.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND query LIKE '%userstream%'"
-        ).fetchone()[0]
 
 
 def fan_out_killed_mid_way(start_worker, env: dict, *, blocker_user_id: int, send, written_before: int):
@@ -28,7 +21,7 @@ def fan_out_killed_mid_way(start_worker, env: dict, *, blocker_user_id: int, sen
         )
         notification = send()
         wait_until(
-            _worker_blocked_on_a_stream_lock, timeout=30, message="the fan-out to block on the held lock"
+            lambda: lock_waits("%userstream%"), timeout=30, message="the fan-out to block on the held lock"
         )
         wait_until(
             lambda: (

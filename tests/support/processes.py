@@ -142,14 +142,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+LISTEN_BACKLOG = 1024  # as the Procfile and the systemd unit listen
+
+
 class WebServer(_Process):
-    """daphne serving the ASGI app, as the Procfile's `web`."""
+    """daphne serving the ASGI app, as the Procfile's `web` (an endpoint string with its backlog)."""
 
     def __init__(self, port: int | None = None, ping_interval: int | None = None, **env):
         self.port = port or free_port()
         options = ["--ping-interval", str(ping_interval)] if ping_interval else []
         super().__init__(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), *options]
+            [str(BIN / "daphne"), "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"]
+            + options
             + ["notifyproject.asgi:application"],
             process_env(**env),
             ready_marker=None,
