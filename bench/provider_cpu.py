@@ -7,6 +7,7 @@ httpcore for APNs, http-ece + aiohttp for Web Push), loaded from git, in the sam
 
     python -m bench.provider_cpu                    # 20,000 messages per provider, 3 runs
     python -m bench.provider_cpu --messages 5000 --runs 1 --profile var/profiles
+    python -m bench.provider_cpu --only webpush --baseline-rev main   # against another revision
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ MODULES = {"fcm": "fcm.py", "apns": "apns.py", "webpush": "webpush.py"}
 CLASSES = {"fcm": "FcmProvider", "apns": "ApnsProvider", "webpush": "WebPushProvider"}
 
 
-def baseline_class(platform: str, workdir: Path):
-    """The provider class of BASELINE_REV, imported from `git show` under a module name of its own."""
+def baseline_class(platform: str, workdir: Path, rev: str = BASELINE_REV):
+    """The provider class of `rev`, imported from `git show` under a module name of its own."""
     source = subprocess.run(
-        ["git", "show", f"{BASELINE_REV}:delivery/providers/{MODULES[platform]}"],
+        ["git", "show", f"{rev}:delivery/providers/{MODULES[platform]}"],
         cwd=harness.ROOT,
         check=True,
         capture_output=True,
@@ -122,6 +123,11 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="fcm,apns,webpush")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help="the revision whose provider runs beside ours (its module alone, on today's helpers)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy this process during the timed runs")
     args = parser.parse_args(argv)
     from bench.providers import Fakes
@@ -142,10 +148,13 @@ def main(argv=None) -> None:
         for platform in args.only.split(","):
             variants = [("clarion", import_string(PROVIDERS[platform]))]
             if not args.no_baseline:
-                variants.append((f"{BASELINE_REV} transport", baseline_class(platform, workdir)))
+                variants.append(
+                    (f"{args.baseline_rev} transport", baseline_class(platform, workdir, args.baseline_rev))
+                )
             msg, all_targets = message(platform), targets(platform, args.messages, fakes.subscriptions)
             for name, provider_class in variants:
-                provider = build(provider_class, platform, baseline=name != "clarion", fakes=fakes)
+                sdk_baseline = name != "clarion" and args.baseline_rev == BASELINE_REV  # FCM over HTTP/1.1
+                provider = build(provider_class, platform, baseline=sdk_baseline, fakes=fakes)
                 assert not provider.not_configured_reason(), provider.not_configured_reason()
                 try:
                     timed(provider, msg, all_targets[:WARMUP_MESSAGES])
@@ -179,7 +188,7 @@ def main(argv=None) -> None:
                 "provider CPU",
                 f"clarion {platform} µs CPU/msg",
                 mine[0],
-                {f"{BASELINE_REV} transport": theirs[0]} if theirs else {},
+                {f"{args.baseline_rev} transport": theirs[0]} if theirs else {},
                 goal=f"≤ {GOAL_CPU_US} µs/msg",
                 met=mine[0] <= GOAL_CPU_US,
                 higher_is_better=False,

@@ -10,7 +10,9 @@ Every URL a user or integrator supplies (Web Push endpoints, webhook URLs) goes 
 2. `guarded_connector()` when it is sent to: aiohttp's `socket_factory` hook sees the address of
    every connection attempt (IP literal or resolved name, every address happy eyeballs tries)
    before connect(), and refuses non-public ones. A name that resolves somewhere private, or
-   rebinds after registration, is caught there.
+   rebinds after registration, is caught there. Clients that are not aiohttp (the HTTP/2 client
+   of delivery/providers/http2.py) connect through `create_guarded_connection()`, which resolves
+   and refuses with the same check before connect().
 
 Redirects are never followed: callers send with `post()` (or pass `allow_redirects=False`), so a
 3xx answer is recorded as the status it is. At most a few KiB of an answer are read
@@ -22,6 +24,7 @@ tests/delivery/providers/test_webpush_ssrf.py; docs/security.md.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import http
@@ -52,6 +55,7 @@ ERROR_BODY_SCAN_BYTES = 4096  # a reason token sits in a small JSON body; larger
 NAT64_WELL_KNOWN_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
 # RFC 8215: a NAT64 prefix for one network's own use; Python 3.11's ipaddress calls it global.
 NAT64_LOCAL_USE_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
+JUDGED_HOSTS_KEPT = 4096  # hosts whose spelling was judged (push services and webhook receivers)
 
 
 class UnsafeURLError(ValueError):
@@ -102,34 +106,43 @@ def clean_url(url: str, *, allow_private: bool) -> str:
         raise UnsafeURLError("INVALID_URL", "The URL must name a host.")
     if port == 0:
         raise UnsafeURLError("INVALID_URL", "The URL's port must be between 1 and 65535.")
-    if "[" in parts.netloc:
-        host = _canonical_ipv6(raw_host)
-        netloc_host = f"[{host}]"
-        _judge_address(ipaddress.IPv6Address(host), allow_private)
-    else:
-        host = _mapped_host(raw_host)
-        netloc_host = host
-        address = _ipv4_of(host)
-        if address is not None:
-            if host != str(address):
-                raise UnsafeURLError(
-                    "NONCANONICAL_ADDRESS",
-                    f"Write the IPv4 address as four decimal numbers ({address}), not {raw_host!r}.",
-                )
-            if raw_host != host:  # e.g. fullwidth digits that IDNA maps to ASCII ones
-                raise UnsafeURLError(
-                    "NONCANONICAL_ADDRESS", f"Write the IPv4 address in ASCII digits ({address})."
-                )
-            _judge_address(address, allow_private)
-        elif not allow_private and _name_is_private(host):
-            raise UnsafeURLError(
-                "PRIVATE_ADDRESS", f"{host!r} names a loopback or private-network host, not a public one."
-            )
+    host, netloc_host = _judged_host(raw_host, "[" in parts.netloc, allow_private)
     netloc = netloc_host if port is None else f"{netloc_host}:{port}"
     cleaned = urlunsplit(parts._replace(netloc=netloc))
     _agree_with_the_client(url, host)
-    _agree_with_the_client(cleaned, host)
+    if cleaned != url:
+        _agree_with_the_client(cleaned, host)
     return cleaned
+
+
+@functools.lru_cache(maxsize=JUDGED_HOSTS_KEPT)
+def _judged_host(raw_host: str, bracketed: bool, allow_private: bool) -> tuple[str, str]:
+    """(host, host as the netloc spells it) in canonical form, or UnsafeURLError; no network I/O.
+
+    Cached: it depends on nothing else, and a batch of Web Push endpoints shares a few hosts.
+    """
+    if bracketed:
+        host = _canonical_ipv6(raw_host)
+        _judge_address(ipaddress.IPv6Address(host), allow_private)
+        return host, f"[{host}]"
+    host = _mapped_host(raw_host)
+    address = _ipv4_of(host)
+    if address is not None:
+        if host != str(address):
+            raise UnsafeURLError(
+                "NONCANONICAL_ADDRESS",
+                f"Write the IPv4 address as four decimal numbers ({address}), not {raw_host!r}.",
+            )
+        if raw_host != host:  # e.g. fullwidth digits that IDNA maps to ASCII ones
+            raise UnsafeURLError(
+                "NONCANONICAL_ADDRESS", f"Write the IPv4 address in ASCII digits ({address})."
+            )
+        _judge_address(address, allow_private)
+    elif not allow_private and _name_is_private(host):
+        raise UnsafeURLError(
+            "PRIVATE_ADDRESS", f"{host!r} names a loopback or private-network host, not a public one."
+        )
+    return host, host
 
 
 def address_is_allowed(ip: str, *, allow_private: bool) -> bool:
@@ -152,6 +165,39 @@ def guarded_connector(*, allow_private: bool, **kwargs) -> aiohttp.TCPConnector:
         raise TypeError("guarded_connector() installs its own socket_factory")
     factory = functools.partial(_guarded_socket, allow_private=allow_private)
     return aiohttp.TCPConnector(socket_factory=factory, **kwargs)
+
+
+async def create_guarded_connection(protocol_factory, host: str, port: int, *, allow_private: bool, **kwargs):
+    """`loop.create_connection()` that connects only to addresses the policy allows.
+
+    Resolves `host` itself and checks each address with the same rule as `guarded_connector()`
+    before connect(), trying them in order; raises RefusedAddressError when every address was
+    refused, else the last connect error. `kwargs` go to create_connection (ssl, server_hostname).
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    errors: list[OSError] = []
+    for info in infos:
+        try:
+            sock = _guarded_socket(info, allow_private=allow_private)
+        except RefusedAddressError as exc:
+            errors.append(exc)
+            continue
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, info[4])
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return await loop.create_connection(protocol_factory, sock=sock, **kwargs)
+    if not errors:
+        raise OSError(errno.EADDRNOTAVAIL, f"{host} resolves to no address")
+    connect_errors = [exc for exc in errors if not isinstance(exc, RefusedAddressError)]
+    raise connect_errors[-1] if connect_errors else errors[0]
 
 
 def refused_reason(exc: BaseException) -> str | None:

@@ -253,6 +253,53 @@ class TestGuardedConnector:
             outbound.guarded_connector(allow_private=False, socket_factory=socket.socket)
 
 
+def connect_through_guard(host: str, port: int, *, allow_private: bool) -> BaseException | None:
+    """Open and close one connection with create_guarded_connection(): None, or what it raised."""
+
+    async def run():
+        try:
+            transport, _ = await outbound.create_guarded_connection(
+                asyncio.Protocol, host, port, allow_private=allow_private
+            )
+        except OSError as exc:
+            return exc
+        transport.close()
+        return None
+
+    return asyncio.run(run())
+
+
+class TestGuardedConnection:
+    """The same rule for clients that are not aiohttp (our HTTP/2 client)."""
+
+    @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "push.example.com"])
+    def test_no_connection_to_a_refused_address_literal_or_resolved(self, host, monkeypatch):
+        real_getaddrinfo = socket.getaddrinfo  # push.example.com: a name its owner points at loopback
+        monkeypatch.setattr(
+            socket,
+            "getaddrinfo",
+            lambda name, *a, **k: real_getaddrinfo(
+                "127.0.0.1" if name == "push.example.com" else name, *a, **k
+            ),
+        )
+        with CountingListener() as listener:
+            outcome = connect_through_guard(host, listener.port, allow_private=False)
+            assert listener.accepted == 0
+        assert isinstance(outcome, outbound.RefusedAddressError), outcome
+        assert outbound.refused_reason(outcome).endswith("is a loopback address")
+
+    def test_allow_private_connects(self):
+        with CountingListener() as listener:
+            assert connect_through_guard("localhost", listener.port, allow_private=True) is None
+
+    def test_a_connection_error_is_not_a_refusal(self):
+        with CountingListener() as listener:
+            port = listener.port
+        outcome = connect_through_guard("127.0.0.1", port, allow_private=True)  # nobody listens there
+        assert isinstance(outcome, ConnectionRefusedError)
+        assert outbound.refused_reason(outcome) is None
+
+
 class TestRedirects:
     def test_a_redirect_is_an_answer_not_a_new_destination(self):
         with CountingListener() as target:

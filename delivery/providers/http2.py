@@ -5,7 +5,11 @@ task, pool or stream object above h2: a batch of requests is framed in one go, w
 socket in one write, and each answer settles a future. That is what makes a provider's CPU per
 message small; a general client (httpcore, httpx) spends several times more per request.
 Runs on a provider's BackgroundLoop. `https://` negotiates h2 by ALPN; `http://` speaks HTTP/2
-with prior knowledge (cleartext, for local fakes). See docs/providers.md.
+with prior knowledge (cleartext, for local fakes). A server that turns out not to speak HTTP/2
+(ALPN chose something else, or it answered the preface with something that is not HTTP/2) fails
+its requests with Http2NotSpokenError, so a caller with an HTTP/1.1 path can use that instead.
+A caller may pass its own `open_connection` (e.g. notifyproject.outbound's guarded one).
+See docs/providers.md.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import hpack
 # Our own cap on streams in flight per connection, below whatever the server allows: Apple
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
 MAX_STREAMS_PER_CONNECTION = 1000
+_SETTINGS_FRAME_TYPE = b"\x04"  # RFC 9113 §6.5; the 4th byte of a frame (after its 24-bit length)
 # Validation would check every header of every request; ours are built by our own code.
 _CONFIG = h2.config.H2Configuration(
     client_side=True,
@@ -74,6 +79,10 @@ class Http2Error(ConnectionError):
     """The connection failed, closed, or the server reset the stream; the request may be retried."""
 
 
+class Http2NotSpokenError(Http2Error):
+    """The server does not speak HTTP/2: ALPN chose another protocol, or the preface got no HTTP/2 answer."""
+
+
 @dataclass(slots=True)
 class Http2Response:
     status: int
@@ -88,6 +97,7 @@ class _Stream:
     future: asyncio.Future
     stream_id: int = 0
     sent: int = 0  # bytes of body framed so far
+    received: int = 0  # bytes of the answer's body received (kept only up to the client's cap)
     status: int = 0
     response_headers: dict[bytes, bytes] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
@@ -96,10 +106,12 @@ class _Stream:
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection; every method runs on the event loop."""
 
-    def __init__(self, max_streams: int) -> None:
+    def __init__(self, max_streams: int, max_body_bytes: int | None = None) -> None:
         self.h2 = _H2Connection(config=_CONFIG)
         if type(getattr(self.h2, "encoder", None)) is hpack.Encoder:  # h2's own, replaced before use
             self.h2.encoder = _PlainLiteralEncoder()
+        self.max_body_bytes = max_body_bytes
+        self._answered = False  # whether any bytes came back yet
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.settings_received = asyncio.get_running_loop().create_future()
@@ -116,6 +128,12 @@ class _Connection(asyncio.Protocol):
         transport.write(self.h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
+        first, self._answered = not self._answered, True
+        if first and len(data) >= 4 and data[3:4] != _SETTINGS_FRAME_TYPE:
+            # The server's first frame must be SETTINGS; this is e.g. "HTTP/1.1 400" to our preface.
+            self._fail_all(Http2NotSpokenError("the server does not answer in HTTP/2"))
+            self.transport.close()
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -219,7 +237,11 @@ class _Connection(asyncio.Protocol):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             stream = self._open.get(event.stream_id)
             if stream is not None:
-                stream.chunks.append(event.data)
+                if self.max_body_bytes is None:
+                    stream.chunks.append(event.data)
+                elif stream.received < self.max_body_bytes:
+                    stream.chunks.append(event.data[: self.max_body_bytes - stream.received])
+                stream.received += len(event.data)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self._open.pop(event.stream_id, None)
             if event.stream_id in self._blocked:  # answered before its body was sent: stop sending it
@@ -287,10 +309,20 @@ class Http2Client:
         ssl_context: ssl.SSLContext | None,
         connect_timeout: float,
         max_streams: int = MAX_STREAMS_PER_CONNECTION,
+        *,
+        open_connection=None,
+        alpn_protocols: tuple[str, ...] = ("h2",),
+        max_body_bytes: int | None = None,
     ) -> None:
+        """`open_connection`: a coroutine function like loop.create_connection (default: that);
+        `alpn_protocols`: offered by TLS, h2 first (add "http/1.1" to learn that a server prefers it);
+        `max_body_bytes`: keep at most this much of each answer's body (the rest is read and dropped).
+        """
         self._ssl = ssl_context
         if ssl_context is not None:
-            ssl_context.set_alpn_protocols(["h2"])
+            ssl_context.set_alpn_protocols(list(alpn_protocols))
+        self._open_connection = open_connection
+        self._max_body_bytes = max_body_bytes
         self._connect_timeout = connect_timeout
         self._max_streams = max_streams
         self._connections: dict[tuple[str, str, int], _Connection] = {}
@@ -326,8 +358,12 @@ class Http2Client:
             try:
                 connection = await self._connection(origin)
             except (OSError, TimeoutError, ssl.SSLError) as exc:
+                error = exc
+                if not isinstance(exc, TimeoutError | Http2Error):
+                    error = Http2Error(repr(exc))
+                    error.__cause__ = exc  # e.g. outbound.RefusedAddressError, for the caller to recognise
                 for index in indexes:
-                    results[index] = exc if isinstance(exc, TimeoutError) else Http2Error(repr(exc))
+                    results[index] = error
                 continue
             head = prefix[origin]
             # A path per device (APNs, Web Push) would evict the headers that do repeat from
@@ -372,10 +408,11 @@ class Http2Client:
         loop = asyncio.get_running_loop()
         tls = self._ssl if scheme == "https" else None
         connection = None
+        open_connection = self._open_connection or loop.create_connection
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _transport, connection = await loop.create_connection(
-                    lambda: _Connection(self._max_streams),
+                _transport, connection = await open_connection(
+                    lambda: _Connection(self._max_streams, self._max_body_bytes),
                     host,
                     port,
                     ssl=tls,
@@ -384,7 +421,7 @@ class Http2Client:
                 if tls is not None:
                     protocol = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()
                     if protocol != "h2":
-                        raise Http2Error(f"{host}:{port} does not speak HTTP/2 (ALPN {protocol!r})")
+                        raise Http2NotSpokenError(f"{host}:{port} does not speak HTTP/2 (ALPN {protocol!r})")
                 await connection.settings_received  # the server's stream limit, before the first request
         except BaseException:
             if connection is not None and connection.transport is not None:

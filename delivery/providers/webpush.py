@@ -1,19 +1,24 @@
 """Web Push (RFC 8030) with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291).
 
 Encryption (ours: cryptography's ECDH and AES-GCM, HKDF from hmac) runs in the caller's thread;
-the POSTs run on this provider's background event loop over one pooled aiohttp session
-(HTTP/1.1 keep-alive, which every push service speaks). The VAPID JWT is signed once per
-push-service origin and reused for hours. Where a request may go is notifyproject.outbound's
-rule: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS, the endpoint is checked as written before
-encryption, every address is checked again at connect time (so a name that resolves or rebinds
-to a private address is refused), redirects are not followed, and an error records the status
-and a reason token, never the push service's body.
-Why aiohttp and not pywebpush.webpush() or httpx: docs/providers.md.
+the POSTs run on this provider's background event loop. Push services (FCM, Mozilla autopush,
+Apple) speak HTTP/2: a batch goes out as streams on one connection per push-service origin
+through our HTTP/2 client (delivery/providers/http2.py). An origin that does not speak HTTP/2
+(ALPN gives another protocol; on a cleartext development endpoint, the preface gets no HTTP/2
+answer) gets HTTP/1.1 over one pooled aiohttp session instead, remembered for an hour.
+The VAPID JWT is signed once per push-service origin and reused for hours. Where a request may
+go is notifyproject.outbound's rule, on both transports: unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS,
+the endpoint is checked as written before encryption, every address is checked again at
+connect time (so a name that resolves or rebinds to a private address is refused), redirects
+are not followed, and an error records the status and a reason token, never the push
+service's body. Why not pywebpush.webpush() or httpx: docs/providers.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import hashlib
 import hmac
 import logging
@@ -36,6 +41,7 @@ from django.utils import timezone
 
 from delivery.providers.base import Outcome, PushMessage, PushTarget, SendResult, deep_merge
 from delivery.providers.credentials import AppCredentials
+from delivery.providers.http2 import Http2Client, Http2NotSpokenError, Http2Request, Http2Response
 from delivery.providers.transport import (
     BackgroundLoop,
     b64url_decode,
@@ -61,6 +67,11 @@ BATCH_TIMEOUT_SECS = 60  # safety net around a whole send(); unanswered deliveri
 MAX_CONNECTIONS = 100
 MAX_CONNECTIONS_PER_ORIGIN = 50
 KEEPALIVE_SECS = 60  # idle connections are kept this long for the next batch
+# Streams in flight per HTTP/2 connection: Google's front ends (FCM, where most browsers'
+# subscriptions live) advertise 100; more would only queue there.
+MAX_STREAMS_PER_CONNECTION = 100
+# An origin found not to speak HTTP/2 is sent HTTP/1.1 this long before HTTP/2 is tried again.
+HTTP1_ORIGIN_RECHECK_SECS = 3600
 DEAD_STATUSES = frozenset({404, 410})  # RFC 8030 §7.3: the subscription is gone
 # RFC 8030 §7.2: a push service must accept 4096 bytes of (encrypted) body; more may be refused (413).
 MAX_ENCRYPTED_BYTES = 4096
@@ -157,8 +168,9 @@ def web_push_encrypt(plaintext: bytes, p256dh: bytes, auth_secret: bytes) -> byt
     shared = sender.exchange(ec.ECDH(), receiver)
     ikm = _hkdf(auth_secret, shared, WEB_PUSH_INFO + p256dh + sender_public, 32)
     salt = os.urandom(16)
-    aead = AESGCM(_hkdf(salt, ikm, CEK_INFO, 16))
-    nonce = int.from_bytes(_hkdf(salt, ikm, NONCE_INFO, 12), "big")
+    prk = hmac.digest(salt, ikm, "sha256")  # HKDF-Extract once for both expansions (RFC 8188 §2.2, §2.3)
+    aead = AESGCM(hmac.digest(prk, CEK_INFO + b"\x01", "sha256")[:16])
+    nonce = int.from_bytes(hmac.digest(prk, NONCE_INFO + b"\x01", "sha256")[:12], "big")
     per_record = ECE_RECORD_SIZE - ECE_RECORD_OVERHEAD
     starts = range(0, max(len(plaintext), 1), per_record)
     parts = [salt, ECE_RECORD_SIZE.to_bytes(4, "big"), bytes([len(sender_public)]), sender_public]
@@ -191,11 +203,12 @@ class VapidHeaders:
             return header
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Request:
     delivery_id: int
     url: str
-    headers: dict[str, str]
+    origin: str
+    authorization: str
     body: bytes
 
 
@@ -269,15 +282,16 @@ class WebPushProvider:
         allow_private = settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS
         results: dict[int, SendResult] = {}
         requests: list[_Request] = []
+        authorizations: dict[str, str] = {}  # origin -> VAPID header, for this batch
         for target in targets:
-            request = self._request(target, payload, shared, allow_private)
+            request = self._request(target, payload, allow_private, authorizations)
             if isinstance(request, SendResult):
                 results[target.delivery_id] = request
             else:
                 requests.append(request)
         if requests:
             try:
-                sent = self._loop.run(self._post_all(requests, allow_private), BATCH_TIMEOUT_SECS)
+                sent = self._loop.run(self._post_all(requests, shared, allow_private), BATCH_TIMEOUT_SECS)
             except TimeoutError as exc:
                 logger.warning("Web Push batch of %d unanswered: %s; retrying it", len(requests), exc)
                 sent = [SendResult(r.delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for r in requests]
@@ -285,10 +299,10 @@ class WebPushProvider:
         return [results[target.delivery_id] for target in targets]
 
     def close(self) -> None:
-        self._loop.close(_close_sessions)
+        self._loop.close(_close_clients)
 
     def _request(
-        self, target: PushTarget, payload: bytes, shared: dict[str, str], allow_private: bool
+        self, target: PushTarget, payload: bytes, allow_private: bool, authorizations: dict[str, str]
     ) -> _Request | SendResult:
         """Encrypt for one subscription, or the reason it cannot be sent to."""
         try:  # again at send time: the policy may have changed since the endpoint was registered
@@ -300,19 +314,68 @@ class WebPushProvider:
         except (ValueError, TypeError) as exc:
             error = f"INVALID_SUBSCRIPTION: cannot encrypt for its keys ({exc})"
             return SendResult(target.delivery_id, Outcome.TOKEN_DEAD, error=error)
-        headers = {**shared, "Authorization": self._vapid.for_origin(outbound.url_origin(url))}
-        return _Request(target.delivery_id, url, headers, body)
+        origin = outbound.url_origin(url)
+        authorization = authorizations.get(origin)
+        if authorization is None:
+            authorization = authorizations[origin] = self._vapid.for_origin(origin)
+        return _Request(target.delivery_id, url, origin, authorization, body)
 
     # -- on the loop ----------------------------------------------------------------------------
-    async def _post_all(self, requests: list[_Request], allow_private: bool) -> list[SendResult]:
-        session = self._session(allow_private)
-        return list(await asyncio.gather(*(_post(session, request) for request in requests)))
+    async def _post_all(
+        self, requests: list[_Request], shared: dict[str, str], allow_private: bool
+    ) -> list[SendResult]:
+        """HTTP/2 to every origin that speaks it, HTTP/1.1 to the others (and to those found not to)."""
+        http1_until = self._loop.resources.setdefault("http1-origins", {})  # origin -> retry h2 after
+        now = time.monotonic()
+        over_h2, over_http1 = [], []
+        for request in requests:
+            (over_http1 if http1_until.get(request.origin, 0) > now else over_h2).append(request)
+        results: list[SendResult] = []
+        if over_h2:
+            head = [(name.lower().encode(), value.encode()) for name, value in shared.items()]
+            by_authorization: dict[str, list[tuple[bytes, bytes]]] = {}  # one list per origin's VAPID
+            for request in over_h2:
+                if request.authorization not in by_authorization:
+                    by_authorization[request.authorization] = [
+                        *head,
+                        (b"authorization", request.authorization.encode()),
+                    ]
+            http2_requests = [Http2Request(r.url, by_authorization[r.authorization], r.body) for r in over_h2]
+            answers = await self._client(allow_private).send_all(http2_requests, READ_TIMEOUT_SECS)
+            for request, answer in zip(over_h2, answers, strict=True):
+                if isinstance(answer, Http2NotSpokenError):
+                    http1_until[request.origin] = now + HTTP1_ORIGIN_RECHECK_SECS
+                    over_http1.append(request)
+                else:
+                    results.append(_http2_result(request.delivery_id, answer))
+        if over_http1:
+            session = self._session(allow_private)
+            sent = await asyncio.gather(*(_post(session, request, shared) for request in over_http1))
+            results.extend(sent)
+        return results
 
-    def _session(self, allow_private: bool) -> aiohttp.ClientSession:
-        """The pooled session of this process, built on first use on the loop.
+    def _client(self, allow_private: bool) -> Http2Client:
+        """The HTTP/2 connections of this process, one per push-service origin, built on first use.
 
         Connections made while private addresses were allowed are never reused once they are not.
         """
+        key = "h2:any-address" if allow_private else "h2:public-only"
+        client = self._loop.resources.get(key)
+        if client is None:
+            client = self._loop.resources[key] = Http2Client(
+                client_ssl_context(ca_file=ca_bundle_from_env()),
+                CONNECT_TIMEOUT_SECS,
+                MAX_STREAMS_PER_CONNECTION,
+                open_connection=functools.partial(
+                    outbound.create_guarded_connection, allow_private=allow_private
+                ),
+                alpn_protocols=("h2", "http/1.1"),
+                max_body_bytes=outbound.ERROR_BODY_SCAN_BYTES + 1,
+            )
+        return client
+
+    def _session(self, allow_private: bool) -> aiohttp.ClientSession:
+        """The pooled HTTP/1.1 session of this process, built on first use on the loop."""
         key = "session:any-address" if allow_private else "session:public-only"
         session = self._loop.resources.get(key)
         if session is None:
@@ -328,9 +391,10 @@ class WebPushProvider:
         return session
 
 
-async def _post(session: aiohttp.ClientSession, request: _Request) -> SendResult:
+async def _post(session: aiohttp.ClientSession, request: _Request, shared: dict[str, str]) -> SendResult:
+    headers = {**shared, "Authorization": request.authorization}
     try:
-        answer = outbound.post(session, request.url, data=request.body, headers=request.headers)
+        answer = outbound.post(session, request.url, data=request.body, headers=headers)
         async with answer as response:
             content = await outbound.read_answer(response)
     except aiohttp.InvalidURL:
@@ -344,27 +408,53 @@ async def _post(session: aiohttp.ClientSession, request: _Request) -> SendResult
             return SendResult(request.delivery_id, Outcome.FAILED, error=f"PRIVATE_ADDRESS: {refused}")
         error = f"CONNECTION_ERROR: {outbound.transport_error(exc)}"
         return SendResult(request.delivery_id, Outcome.RETRY, error=error)
-    return _result(request.delivery_id, response.status, response.headers, content)
+    headers = response.headers
+    return _result(
+        request.delivery_id, response.status, headers.get("Location"), headers.get("Retry-After"), content
+    )
 
 
-async def _close_sessions(resources: dict) -> None:
-    for name, session in resources.items():
-        if name.startswith("session:"):
-            await session.close()
+def _http2_result(delivery_id: int, answer: Http2Response | Exception) -> SendResult:
+    if isinstance(answer, Http2Response):
+        headers = answer.headers
+        location = headers.get(b"location", b"").decode("latin-1")
+        return _result(delivery_id, answer.status, location, headers.get(b"retry-after"), answer.body)
+    if isinstance(answer, TimeoutError):
+        return SendResult(delivery_id, Outcome.RETRY, error="TIMEOUT: no answer from the push service")
+    refused = outbound.refused_reason(answer)
+    if refused is not None:
+        return SendResult(delivery_id, Outcome.FAILED, error=f"PRIVATE_ADDRESS: {refused}")
+    cause = answer.__cause__ or answer  # the connect error, in our own words (never the remote's text)
+    return SendResult(delivery_id, Outcome.RETRY, error=f"CONNECTION_ERROR: {_connect_error(cause)}")
 
 
-def _result(delivery_id: int, status: int, headers, content: bytes) -> SendResult:
+def _connect_error(exc: BaseException) -> str:
+    name = type(exc).__name__
+    os_errno = getattr(exc, "errno", None)
+    if isinstance(exc, OSError) and isinstance(os_errno, int):
+        return f"{name} ({errno.errorcode.get(os_errno, str(os_errno))})"
+    return name
+
+
+async def _close_clients(resources: dict) -> None:
+    for name, resource in resources.items():
+        if name.startswith("session:") or name.startswith("h2:"):
+            await resource.close()
+
+
+def _result(delivery_id: int, status: int, location: str | None, retry_after, content: bytes) -> SendResult:
     """Map the push service's answer; the error starts with the HTTP status (the codes RFC 8030 has).
 
     3xx lands in FAILED: redirects are not followed (a push service has no reason to redirect).
     """
     if 200 <= status < 300:
-        return SendResult(delivery_id, Outcome.SENT, provider_message_id=headers.get("Location", ""))
-    error = outbound.response_error(status, content)
+        return SendResult(delivery_id, Outcome.SENT, provider_message_id=location or "")
+    error = outbound.response_error(status, content[: outbound.ERROR_BODY_SCAN_BYTES + 1])
     if status in DEAD_STATUSES:
         return SendResult(delivery_id, Outcome.TOKEN_DEAD, error=error)
     if status == 429 or status >= 500:
-        retry_after = parse_retry_after(headers.get("Retry-After"))
-        return SendResult(delivery_id, Outcome.RETRY, error=error, retry_after_secs=retry_after)
+        return SendResult(
+            delivery_id, Outcome.RETRY, error=error, retry_after_secs=parse_retry_after(retry_after)
+        )
     # 400 bad request, 401/403 VAPID refused (a key problem of ours, not the device's), 413 too large.
     return SendResult(delivery_id, Outcome.FAILED, error=error)

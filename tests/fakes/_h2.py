@@ -95,17 +95,23 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def _send_unsent(self) -> None:
+        """Send each answer's body as far as flow control allows (frame by frame, up to the window)."""
         for stream_id, data in list(self.unsent.items()):
-            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-                if window <= 0:
-                    continue
-                chunk, rest = data[:window], data[window:]
-                self.h2.send_data(stream_id, chunk, end_stream=not rest)
-                if rest:
-                    self.unsent[stream_id] = rest
-                    continue
-            self.unsent.pop(stream_id, None)
+            try:
+                while data:
+                    window = min(
+                        self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size
+                    )
+                    if window <= 0:
+                        break
+                    chunk, data = data[:window], data[window:]
+                    self.h2.send_data(stream_id, chunk, end_stream=not data)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                data = b""  # the client reset or closed the stream: nothing more to send on it
+            if data:
+                self.unsent[stream_id] = data
+            else:
+                self.unsent.pop(stream_id, None)
 
     def _flush(self) -> None:
         data = self.h2.data_to_send()
@@ -161,6 +167,13 @@ class BackgroundH2Server:
 
     def start(self) -> None:
         self._loop.start(self._open)
+
+    def adopt(self, sock) -> None:
+        """Serve a connection another listener accepted (its HTTP/2 preface still unread)."""
+        self._loop.run(self._adopt(sock))
+
+    async def _adopt(self, sock) -> None:
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: _Connection(self), sock)
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()

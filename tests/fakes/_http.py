@@ -1,4 +1,8 @@
-"""Threaded HTTP/1.1 server on loopback that stops cleanly even with keep-alive clients attached."""
+"""Threaded HTTP/1.1 server on loopback that stops cleanly even with keep-alive clients attached.
+
+Given an `h2` server (tests/fakes/_h2.py), a cleartext connection that opens with the HTTP/2
+preface is handed to it instead, so one port speaks both, as push services do.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ LOOPBACK = "127.0.0.1"
 HANDLER_IDLE_TIMEOUT_S = 30  # drop idle keep-alive connections eventually, as a safety net
 SHUTDOWN_TIMEOUT_S = 10  # how long stop() waits for the serving thread
 SERVE_POLL_INTERVAL_S = 0.02  # serve_forever notices shutdown() only between polls
+# "PRI * HTTP/2.0": no HTTP/1.x method is PRI, so three bytes tell the protocols apart.
+H2_PREFACE_START = b"PRI"
 
 
 class _Server(ThreadingHTTPServer):
@@ -22,9 +28,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = True
     request_queue_size = 1024  # the default backlog of 5 resets bursts of new connections (peers open many)
 
-    def __init__(self, handler, ssl_context: ssl.SSLContext | None, fake) -> None:
+    def __init__(self, handler, ssl_context: ssl.SSLContext | None, fake, h2=None) -> None:
         self.fake = fake
         self.ssl_context = ssl_context
+        self.h2 = h2
         self._clients: set[socket.socket] = set()
         self._clients_lock = threading.Lock()
         super().__init__((LOOPBACK, 0), handler)
@@ -35,6 +42,12 @@ class _Server(ThreadingHTTPServer):
         self._track(request, True)
         wrapped = None
         try:
+            if self.h2 is not None and self.ssl_context is None and _opens_with_h2_preface(request):
+                self._track(request, False)
+                sock = socket.socket(request.family, request.type, request.proto, fileno=request.detach())
+                sock.settimeout(None)
+                self.h2.adopt(sock)  # the HTTP/2 server owns it now; shutdown_request finds it detached
+                return
             if self.ssl_context is not None:
                 self._track(request, False)  # wrap_socket detaches the plain socket
                 try:
@@ -63,6 +76,13 @@ class _Server(ThreadingHTTPServer):
         for sock in clients:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _opens_with_h2_preface(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(len(H2_PREFACE_START), socket.MSG_PEEK | socket.MSG_WAITALL) == H2_PREFACE_START
+    except OSError:
+        return False
 
 
 class JSONHandler(BaseHTTPRequestHandler):
@@ -108,10 +128,13 @@ class JSONHandler(BaseHTTPRequestHandler):
 class BackgroundHTTPServer:
     """Runs a _Server on an ephemeral loopback port in a background thread."""
 
-    def __init__(self, handler: type[JSONHandler], fake, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, handler: type[JSONHandler], fake, ssl_context: ssl.SSLContext | None = None, h2=None
+    ) -> None:
         self._handler = handler
         self._fake = fake
         self._ssl_context = ssl_context
+        self._h2 = h2
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -124,7 +147,7 @@ class BackgroundHTTPServer:
 
     def start(self) -> None:
         """Bind and start serving; returns once the socket is listening."""
-        self._server = _Server(self._handler, self._ssl_context, self._fake)
+        self._server = _Server(self._handler, self._ssl_context, self._fake, self._h2)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             args=(SERVE_POLL_INTERVAL_S,),

@@ -1,9 +1,16 @@
-"""Fake Web Push service (RFC 8030): checks VAPID (RFC 8292), decrypts aes128gcm payloads (RFC 8291)."""
+"""Fake Web Push service (RFC 8030): checks VAPID (RFC 8292), decrypts aes128gcm payloads (RFC 8291).
+
+Over plain HTTP its one port speaks HTTP/1.1 and, to a client that opens with the HTTP/2 preface
+(prior knowledge), HTTP/2, as push services speak both; over TLS it offers HTTP/1.1 only, so a
+client's fallback from HTTP/2 is tested there.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import json
 import os
 import re
 import secrets
@@ -19,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ._failures import FailurePlan
+from ._h2 import BackgroundH2Server
 from ._http import BackgroundHTTPServer, JSONHandler
 from .tls import LocalCA
 
@@ -149,6 +157,7 @@ class FakePushService:
         self.ca: LocalCA | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._http: BackgroundHTTPServer | None = None
+        self._h2: BackgroundH2Server | None = None
         self._lock = threading.Lock()
         self._subscriptions: dict[str, _Subscription] = {}
         self._messages: list[PushMessage] = []
@@ -163,7 +172,10 @@ class FakePushService:
             self._tmp = tempfile.TemporaryDirectory(prefix="fake-webpush-")
             self.ca = LocalCA(self._tmp.name)
             ssl_context = self.ca.server_context()
-        self._http = BackgroundHTTPServer(_Handler, self, ssl_context)
+        else:
+            self._h2 = BackgroundH2Server(self._h2_push, type(self).__name__)
+            self._h2.start()
+        self._http = BackgroundHTTPServer(_Handler, self, ssl_context, h2=self._h2)
         self._http.start()
         return self
 
@@ -172,6 +184,9 @@ class FakePushService:
         if self._http is not None:
             self._http.stop()
             self._http = None
+        if self._h2 is not None:
+            self._h2.stop()
+            self._h2 = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -189,6 +204,11 @@ class FakePushService:
         return f"{scheme}://127.0.0.1:{self._http.port}"
 
     url = origin
+
+    @property
+    def http2_connections_opened(self) -> int:
+        """Connections that spoke HTTP/2 (prior knowledge) to this service."""
+        return self._h2.connections_opened if self._h2 is not None else 0
 
     @property
     def ca_path(self) -> Path:
@@ -261,11 +281,26 @@ class FakePushService:
             self._attempts.clear()
 
     # -- request handling (server threads) -------------------------------------------------------
-    def _push(self, path: str, headers, body: bytes) -> tuple[int, dict | None, dict]:
-        """Handle one push request; returns (status, JSON body or None, extra headers)."""
+    async def _h2_push(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
+        """One push request over HTTP/2: the same handling, the latency awaited on the loop."""
         arrived = time.time()
         if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
+            await asyncio.sleep(self.latency_ms / 1000)
+        if method != "POST":
+            return 405, {}, b""
+        status, payload, extra = self._push(path, headers, body, arrived=arrived)
+        if payload is None:
+            return status, extra, b""
+        return status, {**extra, "content-type": "application/json"}, json.dumps(payload).encode()
+
+    def _push(
+        self, path: str, headers, body: bytes, arrived: float | None = None
+    ) -> tuple[int, dict | None, dict]:
+        """Handle one push request; returns (status, JSON body or None, extra headers)."""
+        if arrived is None:
+            arrived = time.time()
+            if self.latency_ms:
+                time.sleep(self.latency_ms / 1000)
         sub_id = path[len("/push/") :] if path.startswith("/push/") else None
         try:
             message = self._accept(sub_id, headers, body)
@@ -321,7 +356,7 @@ class FakePushService:
             claims,
             vapid_key,
             scheme,
-            {k.lower(): v for k, v in headers.items()},
+            {k.lower(): v for k, v in headers.items() if not k.startswith(":")},
         )
 
     def _check_vapid(self, headers) -> tuple[str | None, dict | None, str | None]:

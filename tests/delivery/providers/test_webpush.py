@@ -63,8 +63,17 @@ def test_the_vapid_jwt_is_signed_once_per_push_service(fake_push_service):
     assert len({m.headers["authorization"] for m in fake_push_service.messages}) == 1
 
 
+def test_a_batch_goes_out_as_streams_of_one_http2_connection(fake_push_service):
+    webpush = provider("webpush")
+    subscriptions = [fake_push_service.subscribe() for _ in range(20)]
+    for first in (1, 11):  # two batches, one connection
+        batch = [subscription_target(s, n) for n, s in enumerate(subscriptions[first - 1 : first + 9], first)]
+        assert {r.outcome for r in webpush.send(push_message(), batch)} == {Outcome.SENT}
+    assert len(fake_push_service.messages) == 20
+    assert fake_push_service.http2_connections_opened == 1
+
+
 def test_a_batch_reports_each_subscription_in_order(fake_push_service):
-    # Five: the fake's HTTP/1.1 server has a listen backlog of 5 new connections at once.
     subscriptions = [fake_push_service.subscribe() for _ in range(5)]
     fake_push_service.fail_subscription(subscriptions[2], 410)
     batch = [subscription_target(s, n) for n, s in enumerate(subscriptions, start=1)]
@@ -187,6 +196,15 @@ class TestPrivateEndpoints:
         subscription = tls_service.subscribe()
         (result,) = provider("webpush").send(push_message(), [subscription_target(subscription)])
         assert result.outcome == Outcome.SENT and len(tls_service.messages) == 1
+
+    def test_a_service_whose_alpn_is_not_h2_gets_http1(self, tls_service, settings):
+        settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = True
+        webpush = provider("webpush")
+        subscriptions = [tls_service.subscribe() for _ in range(3)]
+        for number, subscription in enumerate(subscriptions, start=1):  # the second send knows already
+            (result,) = webpush.send(push_message(), [subscription_target(subscription, number)])
+            assert result.outcome == Outcome.SENT
+        assert len(tls_service.messages) == 3 and tls_service.http2_connections_opened == 0
 
     def test_tls_trusts_requests_ca_bundle(self, tls_service, settings, monkeypatch):
         settings.WEBPUSH_ALLOW_PRIVATE_ENDPOINTS = True
