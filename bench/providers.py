@@ -46,6 +46,7 @@ FAKES_START_TIMEOUT_SECS = 120
 # Per platform, subscribed to the topic bench-<platform>-warm: a few send tasks (IDS_PER_TASK
 # each), so that every worker process has built its providers before the timed runs.
 WARMUP_DEVICES = 600
+DJANGO_WEBPUSH_GROUP_SIZE = 100  # subscriptions per django-webpush group (one task each)
 API_KEY_NAME = "bench-providers"
 WEB_PUSH_PAYLOAD_BYTES = 230  # W6: what the service worker receives, before encryption
 W7_LATENCY_MS = 20
@@ -473,7 +474,7 @@ class Bench:
             if "fcm" in platforms:
                 load_dpn_devices(cursor)
             if "webpush" in platforms:
-                self.webpush_groups = load_django_webpush(cursor, 100)
+                self.webpush_groups = load_django_webpush(cursor, DJANGO_WEBPUSH_GROUP_SIZE)
             if self.args.apps > 1:
                 second_app(fakes.env)
                 cursor.execute("UPDATE devices_device SET app = %s WHERE id %% 2 = 0", [SECOND_APP])
@@ -680,7 +681,10 @@ class Bench:
                     "django-webpush",
                     "webpush",
                     enqueue=lambda: [webpush_group.delay(f"g{g}", payload, 3600) for g in range(groups)],
-                    warm_up=lambda: [webpush_group.delay(f"g{g}", payload, 3600) for g in range(2)],
+                    warm_up=lambda: [
+                        webpush_group.delay(f"g{g}", payload, 3600)
+                        for g in range(-(-WARMUP_DEVICES // DJANGO_WEBPUSH_GROUP_SIZE))
+                    ],
                     expected=count,
                     ok=201,
                 )
