@@ -9,7 +9,9 @@ from django.utils import timezone
 from websockets.sync.client import connect
 
 from delivery import fanout
+from delivery.fanout import FIRST_BATCH_USERS
 from delivery.models import Delivery, InboxMessage, Notification, UserStream
+from notifyproject.task_queue import IDS_PER_TASK
 from realtime.presence import users_online
 from tests.delivery.factories import device, send, users
 from tests.support.fanout_kill import fan_out_killed_mid_way
@@ -285,3 +287,21 @@ def test_the_sweepers_resume_waits_out_a_later_send_registering_as_a_waiter(sett
     notification.refresh_from_db()
     assert notification.status == "dispatched"
     assert InboxMessage.objects.filter(notification=notification).count() == 5
+
+
+def test_a_batchs_sends_travel_several_to_a_broker_message_and_each_device_is_sent_once(
+    start_worker, recorder
+):
+    """Past 2 × MIN_MESSAGES send tasks, a fan-out batch's tasks go several to a message
+    (Celery's starmap, notifyproject/task_queue.py): a real worker runs every slice, once."""
+    count = FIRST_BATCH_USERS + 8 * IDS_PER_TASK  # the second batch alone is eight send tasks
+    phones = [device(user) for user in users(count, "starmap")]
+    start_worker()
+    notification = send({"broadcast": True}, route="push", title="Everyone")
+    wait_until(
+        lambda: Delivery.objects.filter(notification=notification, status="sent").count() == count,
+        timeout=120,
+        message="every device sent",
+    )
+    sent = [entry["device_id"] for entry in recorder.sent()]
+    assert sorted(sent) == sorted(phone.pk for phone in phones)  # each once
