@@ -346,7 +346,7 @@ def report(results: dict, clients: int, secs: float) -> None:
             result["kb_per_wait"],
         )
     print(
-        "p50/p99: send → receipt (Clarion's includes fanning the users out: the first 200 in a batch of their own); "
+        "p50/p99: send → receipt (Clarion's includes the fan-out, first 200 users first); "
         "cpu: daphne's; threads: daphne's, idle → all clients waiting; errors: "
         + ", ".join(f"{name}: {result['errors']}" for name, result in results.items())
     )
