@@ -19,7 +19,7 @@ def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _ids(ids) -> str:
+def id_array(ids) -> str:
     """Ids as one array literal for a `::bigint[]` parameter: psycopg then quotes one string
     rather than dumping (and checking for quotes) each of a batch's thousands of ints."""
     return "{" + ",".join(str(int(pk)) for pk in ids) + "}"
@@ -50,7 +50,9 @@ def inbox_write(
         " SELECT user_id, seq FROM message WHERE user_id = ANY(%s::bigint[])"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_ids(user_ids), notification.pk, _ids(not_live), now, _ids(cursors_for)])
+        cursor.execute(
+            sql, [id_array(user_ids), notification.pk, id_array(not_live), now, id_array(cursors_for)]
+        )
         return dict(cursor.fetchall())
 
 
@@ -66,7 +68,7 @@ def realtime_deliveries_write(
         " SELECT id FROM written WHERE user_id = ANY(%s::bigint[]) ORDER BY id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [notification.pk, now, now, _ids(user_ids), _ids(ids_for)])
+        cursor.execute(sql, [notification.pk, now, now, id_array(user_ids), id_array(ids_for)])
         return [pk for (pk,) in cursor.fetchall()]
 
 
@@ -117,13 +119,13 @@ def push_deliveries_write(
         now,
         now,
         now,
-        _ids(user_ids),
-        _ids(held_users),
-        _ids(quiet_ends),
+        id_array(user_ids),
+        id_array(held_users),
+        id_array(quiet_ends),
         list(quiet_ends.values()),
         held_until,
-        _ids(device_only),
-        _ids(notification.target.get("devices") or []),
+        id_array(device_only),
+        id_array(notification.target.get("devices") or []),
     ]
     if notification.app:
         params.append(notification.app)
@@ -142,7 +144,7 @@ def quiet_hours_ends(user_ids: list[int], now: datetime) -> dict[int, datetime]:
         " WHERE user_id = ANY(%s::bigint[]) AND quiet_start IS NOT NULL"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_ids(user_ids)])
+        cursor.execute(sql, [id_array(user_ids)])
         rows = cursor.fetchall()
     ends = {}
     for user_id, start, end, zone in rows:

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from delivery.fanout_sql import id_array
 from delivery.models import Channel, Delivery, DeliveryStatus, Notification, NotificationStatus
 from delivery.providers import Outcome, PushMessage, PushOptions, PushTarget, SendResult, get_provider
 from delivery.webhooks.events import deliveries_changed
@@ -142,8 +143,15 @@ def _claim_postgresql(delivery_ids: list[int], claim: uuid.UUID, now: datetime) 
         " d.environment, d.p256dh, d.auth, d.active, d.deactivated_reason"
         f" FROM c LEFT JOIN {devices} d ON d.id = c.device_id ORDER BY c.id"
     )
-    ids = "{" + ",".join(str(int(pk)) for pk in delivery_ids) + "}"
-    params = [DeliveryStatus.SENDING, claim, now, ids, DeliveryStatus.QUEUED, Channel.REALTIME, now]
+    params = [
+        DeliveryStatus.SENDING,
+        claim,
+        now,
+        id_array(delivery_ids),
+        DeliveryStatus.QUEUED,
+        Channel.REALTIME,
+        now,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return list(map(Claimed._make, cursor.fetchall()))
