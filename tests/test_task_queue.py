@@ -38,7 +38,9 @@ def test_a_few_tasks_are_a_message_each(broker_queue, settings):
     assert broker_queue() == [("delivery.tasks.deliveries_send", [s]) for s in slices(ids)]
 
 
-def test_a_worker_runs_each_slice_of_a_message_once_in_order(eager_tasks):
+def test_each_slice_of_a_grouped_message_runs_once_in_order(eager_tasks):
+    """Celery's starmap run eagerly: which slices and in what order. A real worker running a
+    fan-out's grouped messages is test_pipeline.py's test_a_batchs_sends_travel_several_…"""
     received.clear()
     ids = list(range(1, 12 * IDS_PER_TASK + 35))
 
