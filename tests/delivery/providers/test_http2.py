@@ -1,11 +1,19 @@
-"""Our HTTP/2 client's options for callers with untrusted peers, against a real h2 server on loopback."""
+"""Our HTTP/2 client's options for callers with untrusted peers, against a real h2 server on loopback;
+its HPACK encoder against hpack's decoder."""
 
 import asyncio
 import functools
 
+import hpack
 import pytest
 
-from delivery.providers.http2 import Http2Client, Http2NotSpokenError, Http2Request, Http2Response
+from delivery.providers.http2 import (
+    Http2Client,
+    Http2NotSpokenError,
+    Http2Request,
+    Http2Response,
+    _PlainLiteralEncoder,
+)
 from notifyproject import outbound
 from tests.fakes._h2 import BackgroundH2Server
 from tests.fakes.loopback import loopback_only  # noqa: F401 - autouse: nothing leaves loopback
@@ -59,3 +67,22 @@ def test_a_guarded_connection_refuses_before_connecting():
         answer = send(Http2Client(None, 5, open_connection=guard), listener.url())
         assert listener.accepted == 0
     assert outbound.refused_reason(answer) == "127.0.0.1 is a loopback address"
+
+
+def test_header_blocks_decode_to_the_headers_while_the_table_changes_under_them():
+    """The encoder reuses an indexed header's bytes only while the HPACK table is unchanged."""
+    encoder, decoder = _PlainLiteralEncoder(), hpack.Decoder()
+    shared = [(b":method", b"POST"), (b"apns-topic", b"com.example"), (b"authorization", b"bearer one")]
+    blocks = []
+    for n in range(40):
+        headers = [*shared, hpack.NeverIndexedHeaderTuple(b":path", f"/3/device/{n:064x}".encode())]
+        if n % 7 == 3:  # a new indexable header: every entry's index moves
+            headers.append((b"x-round", str(n).encode()))
+        if n == 20:  # a renewed token replaces a header that repeats
+            shared[2] = (b"authorization", b"bearer two")
+        if n == 30:  # the peer shrinks the table: a size update, entries evicted
+            encoder.header_table_size = 64
+        blocks.append((headers, encoder.encode(headers)))
+    for headers, block in blocks:
+        assert decoder.decode(block, raw=True) == [(name, value) for name, value in headers]
+    assert len(blocks[1][1]) < len(blocks[0][1])  # once in the table, repeated headers go as indexes
