@@ -70,13 +70,15 @@ def test_a_guarded_connection_refuses_before_connecting():
 
 
 def test_header_blocks_decode_to_the_headers_while_the_table_changes_under_them():
-    """The encoder reuses an indexed header's bytes only while the HPACK table is unchanged."""
+    """The encoder reuses indexed fields and never-indexed names only while the HPACK table is unchanged."""
     encoder, decoder = _PlainLiteralEncoder(), hpack.Decoder()
     shared = [(b":method", b"POST"), (b"apns-topic", b"com.example"), (b"authorization", b"bearer one")]
     blocks = []
     for n in range(40):
-        headers = [*shared, hpack.NeverIndexedHeaderTuple(b":path", f"/3/device/{n:064x}".encode())]
-        if n % 7 == 3:  # a new indexable header: every entry's index moves
+        path = f"/3/device/{n:064x}" + ("/" * 200 if n % 5 == 0 else "")  # lengths past one byte
+        headers = [*shared, hpack.NeverIndexedHeaderTuple(b":path", path.encode())]
+        headers.append(hpack.NeverIndexedHeaderTuple(b"x-round", f"never-{n}".encode()))
+        if n % 7 == 3:  # a new indexable header: every entry's index moves (x-round's name too)
             headers.append((b"x-round", str(n).encode()))
         if n == 20:  # a renewed token replaces a header that repeats
             shared[2] = (b"authorization", b"bearer two")
