@@ -79,14 +79,20 @@ def notification_fan_out(notification_id: int, resume: bool = False) -> None:
         logger.info("notification %s: a live fan-out holds it; not resumed now", notification_id)
 
 
-def notification_fan_out_first_batch(notification: Notification) -> bool:
+def notification_fan_out_first_batch(
+    notification: Notification, recipient_ids: list[int] | None = None
+) -> bool:
     """The first batch of a notification inserted in the current transaction (so its row is ours
-    already), written in that transaction: one commit for a small send. True if more remain."""
-    return _fan_out_next_batch(notification.pk, inserted=notification)
+    already), written in that transaction: one commit for a small send. True if more remain.
+    `recipient_ids`: all its recipients in id order, when the send has read them already."""
+    return _fan_out_next_batch(notification.pk, inserted=notification, recipient_ids=recipient_ids)
 
 
 def _fan_out_next_batch(
-    notification_id: int, lock_wait_secs: float | None = None, inserted: Notification | None = None
+    notification_id: int,
+    lock_wait_secs: float | None = None,
+    inserted: Notification | None = None,
+    recipient_ids: list[int] | None = None,
 ) -> bool:
     """Write one batch; False when there is nothing (more) to do now."""
     now = timezone.now()
@@ -115,6 +121,8 @@ def _fan_out_next_batch(
             user_ids = audience_recipient_ids_after(
                 notification.audience_conditions, notification.fanout_cursor, size
             )
+        elif recipient_ids is not None:
+            user_ids = [uid for uid in recipient_ids if uid > notification.fanout_cursor][:size]
         else:
             user_ids = recipient_ids_after(notification.target, notification.fanout_cursor, size)
         # A short batch is the last one: finishing here saves a whole transaction per send.
@@ -316,9 +324,7 @@ def _write_batch_bulk(notification: Notification, user_ids: list[int], now: date
             device_only=device_only,
             held_users=realtime_users if route == Route.AUTO else [],
             held_until=_held_until(route, now),
-            quiet_ends=fanout_sql.quiet_hours_ends(user_ids, now)
-            if notification.priority == Priority.NORMAL
-            else {},
+            quiet_hours=notification.priority == Priority.NORMAL,
             now=now,
         )
         _plan_push(plan, push, now)
