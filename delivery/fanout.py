@@ -61,6 +61,7 @@ class BatchPlan:
     push_later: dict[int, float] = field(default_factory=dict)  # delivery id → delay in seconds
     # The sender's later notifications that waited for this one's progress: (id, recipients).
     waiters: list[tuple[int, int]] = field(default_factory=list)
+    state_written: bool = False  # the notification's status and cursor, with the batch's rows
 
 
 def notification_fan_out(notification_id: int, resume: bool = False) -> None:
@@ -134,7 +135,6 @@ def _fan_out_next_batch(
             last = False
             if not user_ids:
                 return _wait_for(notification, *blocker)
-        plan = _write_batch(notification, user_ids, now) if user_ids else BatchPlan()
         if truncated:
             # No recipient lies between the last one written and the blocker's cursor, so
             # ours may stand there too (and this sender's later sends follow up to it).
@@ -149,9 +149,12 @@ def _fan_out_next_batch(
             notification.status = NotificationStatus.DISPATCHED
             notification.dispatched_at = now
         notification.waiting_for = None
-        notification.save(
-            update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
-        )
+        # The batch's rows and the state above: the set-based path writes both in one statement.
+        plan = _write_batch(notification, user_ids, now) if user_ids else BatchPlan()
+        if not plan.state_written:
+            notification.save(
+                update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
+            )
         plan.waiters = waiters
         _on_commit(plan)
     return not last
@@ -301,21 +304,21 @@ def _write_batch_bulk(notification: Notification, user_ids: list[int], now: date
     online = users_online(user_ids) if route in (Route.AUTO, Route.REALTIME, Route.ALL) else set()
     realtime_users = _realtime_users(route, user_ids, fully, online)
     published = [uid for uid in realtime_users if uid in online]
-    cursors = fanout_sql.inbox_write(
+    cursors, realtime_delivery_ids = fanout_sql.inbox_write(
         notification,
         user_ids,
         not_live=user_ids if route == Route.PUSH else device_only,
-        cursors_for=published,
+        published=published,
+        realtime_users=realtime_users,
         now=now,
+        with_state=True,
     )
     if notification.collapse_key:
         _collapse_older(notification, user_ids, now)
 
-    plan = BatchPlan()
+    plan = BatchPlan(state_written=True)
     if realtime_users:
-        plan.realtime_delivery_ids = fanout_sql.realtime_deliveries_write(
-            notification, realtime_users, published, now
-        )
+        plan.realtime_delivery_ids = realtime_delivery_ids
         plan.realtime = [(uid, message_payload(notification, cursors[uid])) for uid in published]
     if route != Route.REALTIME:
         push = fanout_sql.push_deliveries_write(

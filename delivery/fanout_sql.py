@@ -9,6 +9,7 @@ the same as the ORM path's (tests/delivery/test_fanout_bulk.py compares them).
 from datetime import datetime
 
 from django.db import connection
+from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, Notification, UserStream
 from devices.models import Device, UserPreferences
@@ -30,46 +31,62 @@ def inbox_write(
     user_ids: list[int],
     *,
     not_live: list[int],
-    cursors_for: list[int],
+    published: list[int],
+    realtime_users: list[int],
     now: datetime,
-) -> dict[int, int]:
-    """Advance each user's stream and write their inbox message at the new position, in one
-    statement; returns the positions of the users in `cursors_for` (those published to now).
+    with_state: bool = False,
+) -> tuple[dict[int, int], list[int]]:
+    """Advance each user's stream, write their inbox message at the new position and a realtime
+    delivery for each of `realtime_users`, in one statement; returns the positions and the
+    realtime delivery ids (in id order) of the users in `published` (those published to now).
+    `with_state`: the same statement writes the notification's fan-out state as the instance
+    holds it (status, cursor, dispatched_at, waiting_for), which the batch would otherwise save
+    in a statement of its own.
 
     Users are locked in id order, as allocate_cursors does, so concurrent batches cannot deadlock.
     """
     streams, inbox = _table(UserStream), _table(InboxMessage)
+    state, state_params = "", []
+    if with_state:
+        state = (
+            f"state AS (UPDATE {_table(Notification)} SET status = %s, fanout_cursor = %s,"
+            " dispatched_at = %s, waiting_for = %s, updated_at = %s WHERE id = %s), "
+        )
+        notification.updated_at = timezone.now()
+        state_params = [
+            notification.status,
+            notification.fanout_cursor,
+            notification.dispatched_at,
+            notification.waiting_for,
+            notification.updated_at,
+            notification.pk,
+        ]
+    live, live_select, live_params, live_select_params = "", "", [], []
+    if realtime_users:
+        live = (
+            f", live AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
+            f" SELECT %s, uid, NULL, '{Channel.REALTIME}', '{DeliveryStatus.QUEUED}', 0, '', '',"
+            " %s, %s, NULL, NULL FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id)"
+        )
+        live_select = " UNION ALL SELECT 1, id, user_id FROM live WHERE user_id = ANY(%s::bigint[])"
+        live_params = [notification.pk, now, now, id_array(realtime_users)]
+        live_select_params = [id_array(published)]
     sql = (
-        f"WITH stream AS (INSERT INTO {streams} (user_id, last_seq)"
+        f"WITH {state}stream AS (INSERT INTO {streams} (user_id, last_seq)"
         " SELECT uid, 1 FROM unnest(%s::bigint[]) AS uid ORDER BY uid"
         f" ON CONFLICT (user_id) DO UPDATE SET last_seq = {streams}.last_seq + 1"
         " RETURNING user_id, last_seq),"
         f" message AS (INSERT INTO {inbox} (user_id, notification_id, seq, live, created_at)"
         " SELECT user_id, %s, last_seq, NOT (user_id = ANY(%s::bigint[])), %s FROM stream"
-        " RETURNING user_id, seq)"
-        " SELECT user_id, seq FROM message WHERE user_id = ANY(%s::bigint[])"
+        f" RETURNING user_id, seq){live}"
+        f" SELECT 0, user_id, seq FROM message WHERE user_id = ANY(%s::bigint[]){live_select}"
     )
+    params = [id_array(user_ids), notification.pk, id_array(not_live), now]
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [id_array(user_ids), notification.pk, id_array(not_live), now, id_array(cursors_for)]
-        )
-        return dict(cursor.fetchall())
-
-
-def realtime_deliveries_write(
-    notification: Notification, user_ids: list[int], ids_for: list[int], now: datetime
-) -> list[int]:
-    """One realtime delivery per user; returns the ids of those for the users in `ids_for`."""
-    sql = (
-        f"WITH written AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
-        f" SELECT %s, uid, NULL, '{Channel.REALTIME}', '{DeliveryStatus.QUEUED}', 0, '', '',"
-        " %s, %s, NULL, NULL"
-        " FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id)"
-        " SELECT id FROM written WHERE user_id = ANY(%s::bigint[]) ORDER BY id"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [notification.pk, now, now, id_array(user_ids), id_array(ids_for)])
-        return [pk for (pk,) in cursor.fetchall()]
+        cursor.execute(sql, [*state_params, *params, *live_params, id_array(published), *live_select_params])
+        rows = cursor.fetchall()
+    cursors = {user_id: seq for kind, user_id, seq in rows if kind == 0}
+    return cursors, sorted(pk for kind, pk, _user_id in rows if kind == 1)
 
 
 _DELIVERY_COLUMNS = (
