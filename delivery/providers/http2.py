@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import re
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -31,7 +33,12 @@ import hpack
 # Our own cap on streams in flight per connection, below whatever the server allows: Apple
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
 MAX_STREAMS_PER_CONNECTION = 1000
+# Header shapes (a provider's batch has one per origin and credential) whose blocks are kept.
+MAX_HEADER_TEMPLATES = 64
 _SETTINGS_FRAME_TYPE = b"\x04"  # RFC 9113 §6.5; the 4th byte of a frame (after its 24-bit length)
+# What makes urlsplit read a URL otherwise than "scheme://authority/path": a query, a fragment,
+# spaces it strips, a scheme in capitals (it lowers them).
+_SPLIT_ANYWAY = re.compile(r"[?# ]|^[^:]*[A-Z]")
 # Validation would check every header of every request; ours are built by our own code.
 _CONFIG = h2.config.H2Configuration(
     client_side=True,
@@ -44,14 +51,57 @@ _CONFIG = h2.config.H2Configuration(
 
 
 class _PlainLiteralEncoder(hpack.Encoder):
-    """HPACK without Huffman coding. Headers that repeat go as table indexes either way; what
-    is left literal is per request (a device's path, an apns-id), and hpack's pure-Python
-    Huffman coding of it cost more CPU than the rest of the request's framing to save about 30
-    bytes (an APNs request's header block: ~110 µs with Huffman and the table churning, ~30 µs
-    without either)."""
+    """HPACK without Huffman coding, remembering the header blocks of requests that repeat.
+
+    Headers that repeat go as table indexes either way; what is left literal is per request (a
+    device's path, an apns-id), and hpack's pure-Python Huffman coding of it cost more CPU than
+    the rest of the request's framing to save about 30 bytes (an APNs request's header block:
+    ~110 µs with Huffman and the table churning, ~30 µs without either).
+
+    A batch's requests differ only in their never-indexed headers, so once a header list encodes
+    without changing the dynamic table, its block is kept as constant segments around those
+    headers; a later list of the same shape, with the table as it was, reuses the segments and
+    encodes only its own never-indexed values (encoding depends on nothing but the table).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # shape -> (dynamic table when it was encoded, segments: bytes, or the index of a header)
+        self._templates: dict[tuple, tuple[tuple, list]] = {}
 
     def encode(self, headers, huffman=True) -> bytes:
-        return super().encode(headers, huffman=False)
+        table = self.header_table
+        if table.resized or not isinstance(headers, list):  # a table size update leads the block
+            return super().encode(headers, huffman=False)
+        shape = tuple(header[0] if _never_indexed(header) else header for header in headers)
+        entries = tuple(table.dynamic_entries)
+        template = self._templates.get(shape)
+        if template is not None and template[0] == entries:
+            add = self.add
+            return b"".join(
+                [part if part.__class__ is bytes else add(headers[part][:2], True) for part in template[1]]
+            )
+        parts = [super(_PlainLiteralEncoder, self).encode([header], huffman=False) for header in headers]
+        if tuple(table.dynamic_entries) == entries:  # every indexed header was already in the table
+            if len(self._templates) >= MAX_HEADER_TEMPLATES:
+                self._templates.clear()
+            segments: list = []
+            for index, (header, part) in enumerate(zip(headers, parts, strict=True)):
+                if _never_indexed(header):
+                    segments.append(index)
+                elif segments and segments[-1].__class__ is bytes:
+                    segments[-1] += part
+                else:
+                    segments.append(part)
+            self._templates[shape] = (entries, segments)
+        return b"".join(parts)
+
+
+def _never_indexed(header) -> bool:
+    """Whether hpack sends this header without adding it to the table (as `encode` decides)."""
+    if isinstance(header, hpack.HeaderTuple):
+        return not header.indexable
+    return len(header) > 2 and bool(header[2])
 
 
 class _H2Connection(h2.connection.H2Connection):
@@ -116,6 +166,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.settings_received = asyncio.get_running_loop().create_future()
         self._max_streams = max_streams
+        self._limit: int | None = None
         self._open: dict[int, _Stream] = {}
         self.h2.owned_streams = self._open
         self._queued: collections.deque[_Stream] = collections.deque()
@@ -191,7 +242,10 @@ class _Connection(asyncio.Protocol):
 
     # -- internals ---------------------------------------------------------------------------
     def _stream_limit(self) -> int:
-        return min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+        """Kept until the server's settings change: h2's settings lookup costs per request."""
+        if self._limit is None:
+            self._limit = min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+        return self._limit
 
     def _start(self, stream: _Stream) -> None:
         try:
@@ -261,6 +315,7 @@ class _Connection(asyncio.Protocol):
                 if stream_id in self._blocked and stream_id in self._open:
                     self._send_body(self._open[stream_id])
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._limit = None
             if not self.settings_received.done():
                 self.settings_received.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -301,6 +356,29 @@ class Http2Request:
     body: bytes = b""
 
 
+def _request_target(url: str) -> tuple[tuple[str, str, int], tuple[bytes, bytes], bytes]:
+    """(scheme, host, port), the `:authority` header and the `:path` of a URL, as urlsplit reads it.
+
+    A URL without query, fragment or characters urlsplit drops is cut at its first slash after
+    the authority (the part urlsplit reads is judged once per authority); any other is split.
+    """
+    start = url.find("://") + 3
+    slash = url.find("/", start)
+    if start > 2 and slash > 0 and url.isascii() and url.isprintable() and not _SPLIT_ANYWAY.search(url):
+        origin, authority = _origin(url[:slash])
+        return origin, authority, url[slash:].encode()
+    parts = urlsplit(url)
+    origin, authority = _origin(f"{parts.scheme}://{parts.netloc}")
+    return origin, authority, (parts.path + (f"?{parts.query}" if parts.query else "")).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(scheme_netloc: str) -> tuple[tuple[str, str, int], tuple[bytes, bytes]]:
+    parts = urlsplit(scheme_netloc)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.scheme, parts.hostname or "", port), (b":authority", parts.netloc.encode())
+
+
 class Http2Client:
     """HTTP/2 connections of one provider in one process, one per origin; use only on its loop."""
 
@@ -338,20 +416,11 @@ class Http2Client:
         by_origin: dict[tuple[str, str, int], list[int]] = {}
         paths: list[bytes] = []
         for index, request in enumerate(requests):
-            parts = urlsplit(request.url)
-            origin = (
-                parts.scheme,
-                parts.hostname or "",
-                parts.port or (443 if parts.scheme == "https" else 80),
-            )
+            origin, authority, path = _request_target(request.url)
             by_origin.setdefault(origin, []).append(index)
             if origin not in prefix:
-                prefix[origin] = [
-                    (b":method", b"POST"),
-                    (b":scheme", parts.scheme.encode()),
-                    (b":authority", parts.netloc.encode()),
-                ]
-            paths.append((parts.path + (f"?{parts.query}" if parts.query else "")).encode())
+                prefix[origin] = [(b":method", b"POST"), (b":scheme", origin[0].encode()), authority]
+            paths.append(path)
         results: list[Http2Response | Exception | None] = [None] * len(requests)
         waiting: dict[asyncio.Future, tuple[int, _Connection]] = {}
         for origin, indexes in by_origin.items():
