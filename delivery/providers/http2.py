@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import re
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -32,6 +34,9 @@ import hpack
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
 MAX_STREAMS_PER_CONNECTION = 1000
 _SETTINGS_FRAME_TYPE = b"\x04"  # RFC 9113 §6.5; the 4th byte of a frame (after its 24-bit length)
+# What makes urlsplit read a URL otherwise than "scheme://authority/path": a query, a fragment,
+# spaces it strips, a scheme in capitals (it lowers them).
+_SPLIT_ANYWAY = re.compile(r"[?# ]|^[^:]*[A-Z]")
 # Validation would check every header of every request; ours are built by our own code.
 _CONFIG = h2.config.H2Configuration(
     client_side=True,
@@ -178,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.settings_received = asyncio.get_running_loop().create_future()
         self._max_streams = max_streams
+        self._limit: int | None = None
         self._open: dict[int, _Stream] = {}
         self.h2.owned_streams = self._open
         self._queued: collections.deque[_Stream] = collections.deque()
@@ -253,7 +259,10 @@ class _Connection(asyncio.Protocol):
 
     # -- internals ---------------------------------------------------------------------------
     def _stream_limit(self) -> int:
-        return min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+        """Kept until the server's settings change: h2's settings lookup costs per request."""
+        if self._limit is None:
+            self._limit = min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+        return self._limit
 
     def _start(self, stream: _Stream) -> None:
         try:
@@ -323,6 +332,7 @@ class _Connection(asyncio.Protocol):
                 if stream_id in self._blocked and stream_id in self._open:
                     self._send_body(self._open[stream_id])
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._limit = None
             if not self.settings_received.done():
                 self.settings_received.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -363,6 +373,29 @@ class Http2Request:
     body: bytes = b""
 
 
+def _request_target(url: str) -> tuple[tuple[str, str, int], tuple[bytes, bytes], bytes]:
+    """(scheme, host, port), the `:authority` header and the `:path` of a URL, as urlsplit reads it.
+
+    A URL without query, fragment or characters urlsplit drops is cut at its first slash after
+    the authority (the part urlsplit reads is judged once per authority); any other is split.
+    """
+    start = url.find("://") + 3
+    slash = url.find("/", start)
+    if start > 2 and slash > 0 and url.isascii() and url.isprintable() and not _SPLIT_ANYWAY.search(url):
+        origin, authority = _origin(url[:slash])
+        return origin, authority, url[slash:].encode()
+    parts = urlsplit(url)
+    origin, authority = _origin(f"{parts.scheme}://{parts.netloc}")
+    return origin, authority, (parts.path + (f"?{parts.query}" if parts.query else "")).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(scheme_netloc: str) -> tuple[tuple[str, str, int], tuple[bytes, bytes]]:
+    parts = urlsplit(scheme_netloc)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.scheme, parts.hostname or "", port), (b":authority", parts.netloc.encode())
+
+
 class Http2Client:
     """HTTP/2 connections of one provider in one process, one per origin; use only on its loop."""
 
@@ -400,20 +433,11 @@ class Http2Client:
         by_origin: dict[tuple[str, str, int], list[int]] = {}
         paths: list[bytes] = []
         for index, request in enumerate(requests):
-            parts = urlsplit(request.url)
-            origin = (
-                parts.scheme,
-                parts.hostname or "",
-                parts.port or (443 if parts.scheme == "https" else 80),
-            )
+            origin, authority, path = _request_target(request.url)
             by_origin.setdefault(origin, []).append(index)
             if origin not in prefix:
-                prefix[origin] = [
-                    (b":method", b"POST"),
-                    (b":scheme", parts.scheme.encode()),
-                    (b":authority", parts.netloc.encode()),
-                ]
-            paths.append((parts.path + (f"?{parts.query}" if parts.query else "")).encode())
+                prefix[origin] = [(b":method", b"POST"), (b":scheme", origin[0].encode()), authority]
+            paths.append(path)
         results: list[Http2Response | Exception | None] = [None] * len(requests)
         waiting: dict[asyncio.Future, tuple[int, _Connection]] = {}
         for origin, indexes in by_origin.items():
