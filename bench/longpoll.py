@@ -1,7 +1,7 @@
 """W8: long-poll clients, one message per second each: Clarion's poll view against a stock
 Channels `AsyncHttpConsumer` long-poll (bench/longpoll_baseline_asgi.py).
 
-    python -m bench.longpoll [--clients 2000] [--secs 10] [--layers pubsub,core]
+    python -m bench.longpoll [--clients 2000] [--secs 10] [--layers pubsub,core] [--profile DIR]
 
 Every client is one keep-alive HTTP/1.1 connection in this process (a lean asyncio client,
 the same for every system) that polls GET /api/v1/poll/?token=…&after=<cursor>&timeout=30
@@ -12,10 +12,13 @@ carries its send time and a per-user sequence number (Clarion: the cursor), so t
 counts deliveries, latency (receipt − send), loss and reordering. Server CPU, RSS and thread
 count come from /proc. Memory per waiting request: RSS with every client waiting, minus RSS
 after a few warm-up polls, over the number of clients. Warm-up, then 3 runs; median (min–max).
+With --profile, py-spy records Clarion's daphne (the thread holding the GIL, idle excluded)
+during the measured runs, as raw folded stacks in DIR.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +34,7 @@ from bench.harness import (
     drop_database,
     migrate,
     purge_redis,
+    py_spy,
     record,
     scratch_database,
     setup_django,
@@ -216,15 +220,15 @@ def threads(proc: Proc) -> int:
     return 0
 
 
-def run_system(env: dict, app: str, kind: str, users, secs: float) -> dict:
+def run_system(env: dict, app: str, kind: str, users, secs: float, profile: Path | None = None) -> dict:
     server, port = start_daphne(env, app)
     try:
-        return asyncio.run(_session(env, server, port, kind, users, secs))
+        return asyncio.run(_session(env, server, port, kind, users, secs, profile))
     finally:
         server.stop()
 
 
-async def _session(env, server: Proc, port: int, kind: str, users, secs: float) -> dict:
+async def _session(env, server: Proc, port: int, kind: str, users, secs: float, profile=None) -> dict:
     deliveries, stop = Deliveries(), asyncio.Event()
     # Warm-up polls (timeout 0): Django, the view and the connections are loaded before "idle".
     for _user_id, _name, token in users[:10]:
@@ -243,8 +247,12 @@ async def _session(env, server: Proc, port: int, kind: str, users, secs: float) 
     await asyncio.sleep(SETTLE_SECS + len(users) / 1000)
     waiting_rss, waiting_threads = server.rss_mb(), threads(server)
     runs = []
+    spy = contextlib.nullcontext()
     try:
         for number in range(RUNS + 1):  # the first is the warm-up
+            if number == 1 and profile is not None:
+                spy = py_spy(server.proc.pid, profile / f"longpoll-{kind}-{len(users)}.txt")
+                await asyncio.to_thread(spy.__enter__)  # it waits a second to attach
             run_secs = WARMUP_SECS if number == 0 else secs
             start_at = time.time() + START_DELAY_SECS
             publisher = _publisher(env, kind, start_at, run_secs)
@@ -274,6 +282,7 @@ async def _session(env, server: Proc, port: int, kind: str, users, secs: float) 
                 }
             )
     finally:
+        await asyncio.to_thread(spy.__exit__, None, None, None)
         stop.set()
         for client in clients:
             client.cancel()
@@ -295,6 +304,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--secs", type=float, default=10, help="seconds per run")
     parser.add_argument("--layers", default="pubsub,core", help="baseline channel layers: pubsub,core")
+    parser.add_argument("--profile", type=Path, help="py-spy Clarion's daphne into this directory")
     args = parser.parse_args()
     raise_open_files_limit()
     env = bench_env(scratch_database(DATABASE), REDIS_URL=REALTIME_REDIS_URL)
@@ -304,7 +314,7 @@ def main() -> None:
     users = users_with_tokens(args.clients, USER_PREFIX)
     results = {
         "Clarion (poll view, node)": run_system(
-            env, "notifyproject.asgi:application", "clarion", users, args.secs
+            env, "notifyproject.asgi:application", "clarion", users, args.secs, args.profile
         )
     }
     for layer in [name for name in args.layers.split(",") if name]:
