@@ -438,6 +438,8 @@ class Node:
         next pipeline, so a thousand handshakes cost a few Redis round trips, not a thousand.
         """
         self._presence_changed.add(user_id)
+        # Unknown until written: a connection registering meanwhile writes (and waits) too.
+        self._presence_until.pop(user_id, None)
         if self._presence_batch is None:
             self._presence_batch = self.loop.create_future()
             self._spawn(self._write_presence())
@@ -450,6 +452,7 @@ class Node:
             changes: dict[int, float | None] = {}
             now = time.monotonic()
             for user_id in changed:
+                self._presence_until.pop(user_id, None)  # as above, while this write is in flight
                 if user_id in self.subscribers:
                     changes[user_id] = PRESENCE_TTL_SECS
                 elif user_id in self._lingering:
