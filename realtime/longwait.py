@@ -90,32 +90,43 @@ class LongWaitEndpoints:
         secure = site_scheme(scope) == "https"
         if not self._host_allowed(scope):
             return await self._send_json(send, 400, error_body(*HTTP_ERROR_CODES[400]), secure)
-        user, identity = await token_caller(token) if token else (None, None)
-        if user is None:
-            return await self._send_json(send, 401, _UNAUTHENTICATED, secure, _WWW_AUTHENTICATE)
         query_string = scope.get("query_string", b"").decode("utf-8", "replace")
         query = dict(parse_qsl(query_string, keep_blank_values=True))  # the last value wins, as in GET
+        try:
+            status, body = await self._token_poll_answer(receive, token, query)
+        except DatabaseError as error:  # as _call_view answers it
+            logger.error("database unavailable while serving %s: %s", POLL_PATH, type(error).__name__)
+            status, body = 503, _SERVICE_UNAVAILABLE
+        except Exception:
+            logger.exception("%s failed", POLL_PATH)
+            status, body = 500, error_body(*HTTP_ERROR_CODES[500])
+        if status is None:
+            return  # the client left while its poll waited
+        if status == 200:
+            return await self._send(send, 200, body, self._headers(secure, cors=True, no_store=True))
+        extra = _WWW_AUTHENTICATE if status == 401 else ()
+        await self._send_json(send, status, body, secure, extra)
+
+    @staticmethod
+    async def _token_poll_answer(receive, token: str, query: dict) -> tuple[int | None, bytes | dict]:
+        """(200, the answer's JSON) or (4xx, the error body); (None, b"") if the client left."""
+        user, identity = await token_caller(token) if token else (None, None)
+        if user is None:
+            return 401, _UNAUTHENTICATED
         params = views.poll_params(query.get)
         if not isinstance(params, views.PollParams):
-            body = error_body("validation_error", "The request has invalid fields.", params)
-            return await self._send_json(send, 400, body, secure)
+            return 400, error_body("validation_error", "The request has invalid fields.", params)
         waiter = views.PollWaiter(user, identity)
         gone = asyncio.ensure_future(_close_when_gone(receive, waiter))
         try:
             body = await views.poll_answer(waiter, params)
-        except DatabaseError as error:  # as _call_view answers it
-            logger.error("database unavailable while serving %s: %s", POLL_PATH, type(error).__name__)
-            return await self._send_json(send, 503, _SERVICE_UNAVAILABLE, secure)
-        except Exception:
-            logger.exception("%s failed", POLL_PATH)
-            return await self._send_json(send, 500, error_body(*HTTP_ERROR_CODES[500]), secure)
         finally:
             gone.cancel()
         if waiter.close_code == CLOSE_CLIENT_GONE:
-            return
+            return None, b""
         if body is None:  # its token expired or was revoked while it waited
-            return await self._send_json(send, 401, _UNAUTHENTICATED, secure, _WWW_AUTHENTICATE)
-        await self._send(send, 200, body, self._headers(secure, cors=True, no_store=True))
+            return 401, _UNAUTHENTICATED
+        return 200, body
 
     def _host_allowed(self, scope) -> bool:
         """request.get_host() accepts the request's host: the same check, once per header value."""
