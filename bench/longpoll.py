@@ -1,7 +1,8 @@
 """W8: long-poll clients, one message per second each: Clarion's poll view against a stock
 Channels `AsyncHttpConsumer` long-poll (bench/longpoll_baseline_asgi.py).
 
-    python -m bench.longpoll [--clients 2000] [--secs 10] [--layers pubsub,core]
+    python -m bench.longpoll [--clients 2000] [--secs 10] [--layers pubsub,core] [--processes 1]
+                             [--profile DIR]
 
 Every client is one keep-alive HTTP/1.1 connection in this process (a lean asyncio client,
 the same for every system) that polls GET /api/v1/poll/?token=…&after=<cursor>&timeout=30
@@ -12,10 +13,15 @@ carries its send time and a per-user sequence number (Clarion: the cursor), so t
 counts deliveries, latency (receipt − send), loss and reordering. Server CPU, RSS and thread
 count come from /proc. Memory per waiting request: RSS with every client waiting, minus RSS
 after a few warm-up polls, over the number of clients. Warm-up, then 3 runs; median (min–max).
+With --processes 2, each system runs two daphne processes (docs/deploy.md runs one per core,
+so two on this 2-core machine) and the clients are dealt between them; CPU, RSS and threads
+are the processes' sums. With --profile, py-spy records Clarion's (first) daphne (the thread
+holding the GIL, idle excluded) during the measured runs, as raw folded stacks in DIR.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +37,7 @@ from bench.harness import (
     drop_database,
     migrate,
     purge_redis,
+    py_spy,
     record,
     scratch_database,
     setup_django,
@@ -38,9 +45,9 @@ from bench.harness import (
 )
 from bench.realtime_common import (
     REALTIME_REDIS_URL,
+    DaphneGroup,
     percentile,
     raise_open_files_limit,
-    start_daphne,
     users_with_tokens,
 )
 
@@ -209,26 +216,31 @@ def _publisher(env: dict, kind: str, start_at: float, secs: float) -> Proc:
 # -- one system ------------------------------------------------------------------------------
 
 
-def threads(proc: Proc) -> int:
-    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
+def threads(server: DaphneGroup) -> int:
+    count = 0
+    for proc in server.procs:
+        for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                count += int(line.split()[1])
+    return count
 
 
-def run_system(env: dict, app: str, kind: str, users, secs: float) -> dict:
-    server, port = start_daphne(env, app)
+def run_system(
+    env: dict, app: str, kind: str, users, secs: float, processes: int = 1, profile: Path | None = None
+) -> dict:
+    server = DaphneGroup(env, app, processes)
     try:
-        return asyncio.run(_session(env, server, port, kind, users, secs))
+        return asyncio.run(_session(env, server, kind, users, secs, profile))
     finally:
         server.stop()
 
 
-async def _session(env, server: Proc, port: int, kind: str, users, secs: float) -> dict:
+async def _session(env, server: DaphneGroup, kind: str, users, secs: float, profile=None) -> dict:
     deliveries, stop = Deliveries(), asyncio.Event()
+    ports = server.ports
     # Warm-up polls (timeout 0): Django, the view and the connections are loaded before "idle".
-    for _user_id, _name, token in users[:10]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for number, (_user_id, _name, token) in enumerate(users[: 10 * len(ports)]):
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[number % len(ports)])
         writer.write(f"GET /api/v1/poll/?token={token}&timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         await asyncio.wait_for(_read_response(reader), READ_TIMEOUT_SECS)
         writer.close()
@@ -237,14 +249,18 @@ async def _session(env, server: Proc, port: int, kind: str, users, secs: float) 
 
     started = asyncio.Semaphore(CONNECT_CONCURRENCY)
     clients = [
-        asyncio.create_task(_client(port, user_id, token, deliveries, started, stop))
-        for user_id, _, token in users
+        asyncio.create_task(_client(ports[number % len(ports)], user_id, token, deliveries, started, stop))
+        for number, (user_id, _, token) in enumerate(users)
     ]
     await asyncio.sleep(SETTLE_SECS + len(users) / 1000)
     waiting_rss, waiting_threads = server.rss_mb(), threads(server)
     runs = []
+    spy = contextlib.nullcontext()
     try:
         for number in range(RUNS + 1):  # the first is the warm-up
+            if number == 1 and profile is not None:
+                spy = py_spy(server.procs[0].proc.pid, profile / f"longpoll-{kind}-{len(users)}.txt")
+                await asyncio.to_thread(spy.__enter__)  # it waits a second to attach
             run_secs = WARMUP_SECS if number == 0 else secs
             start_at = time.time() + START_DELAY_SECS
             publisher = _publisher(env, kind, start_at, run_secs)
@@ -274,6 +290,7 @@ async def _session(env, server: Proc, port: int, kind: str, users, secs: float) 
                 }
             )
     finally:
+        await asyncio.to_thread(spy.__exit__, None, None, None)
         stop.set()
         for client in clients:
             client.cancel()
@@ -295,6 +312,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--secs", type=float, default=10, help="seconds per run")
     parser.add_argument("--layers", default="pubsub,core", help="baseline channel layers: pubsub,core")
+    parser.add_argument("--processes", type=int, default=1, help="daphne processes per system")
+    parser.add_argument("--profile", type=Path, help="py-spy Clarion's (first) daphne into this directory")
     args = parser.parse_args()
     raise_open_files_limit()
     env = bench_env(scratch_database(DATABASE), REDIS_URL=REALTIME_REDIS_URL)
@@ -304,7 +323,7 @@ def main() -> None:
     users = users_with_tokens(args.clients, USER_PREFIX)
     results = {
         "Clarion (poll view, node)": run_system(
-            env, "notifyproject.asgi:application", "clarion", users, args.secs
+            env, "notifyproject.asgi:application", "clarion", users, args.secs, args.processes, args.profile
         )
     }
     for layer in [name for name in args.layers.split(",") if name]:
@@ -315,28 +334,35 @@ def main() -> None:
             "BENCH_CHANNEL_LAYER": layer,
         }
         results[LAYERS[layer]] = run_system(
-            stock_env, "bench.longpoll_baseline_asgi:application", f"stock-{layer}", users, args.secs
+            stock_env,
+            "bench.longpoll_baseline_asgi:application",
+            f"stock-{layer}",
+            users,
+            args.secs,
+            args.processes,
         )
-    report(results, args.clients, args.secs)
+    report(results, args.clients, args.secs, args.processes)
 
 
-def report(results: dict, clients: int, secs: float) -> None:
+def report(results: dict, clients: int, secs: float, processes: int = 1) -> None:
     print(
-        f"\nW8: {clients} long-poll clients, 1 message/s each, {RUNS} runs of {secs:.0f} s (median (min–max))"
+        f"\nW8: {clients} long-poll clients, 1 message/s each, {RUNS} runs of {secs:.0f} s"
+        f" (median (min–max)), {processes} daphne process{'es' if processes > 1 else ''} per system"
     )
     print(
         f"{'system':<42}{'deliveries/s':<22}{'p50 ms':<20}{'p99 ms':<22}{'lost/sent':>13}{'reord':>6}"
-        f"{'cpu s/s':>8}{'KB/wait':>8}{'threads':>12}"
+        f"{'cpu s/s':>8}{'ms/dlv':>7}{'KB/wait':>8}{'threads':>12}"
     )
     figures = {}
     for name, result in results.items():
         runs = result["runs"]
         rate, p50, p99 = ([run[key] for run in runs] for key in ("rate", "p50", "p99"))
         cpu = statistics.median(run["cpu"] / secs for run in runs)
+        per_delivery = statistics.median(run["cpu"] / secs / max(1, run["rate"]) * 1000 for run in runs)
         lost, sent = sum(run["lost"] for run in runs), sum(run["sent"] for run in runs)
         print(
             f"{name:<42}{summary(rate):<22}{summary(p50):<20}{summary(p99):<22}{lost:>6}/{sent:<6}"
-            f"{result['reordered']:>6}{cpu:>8.2f}{result['kb_per_wait']:>8.1f}"
+            f"{result['reordered']:>6}{cpu:>8.2f}{per_delivery:>7.2f}{result['kb_per_wait']:>8.1f}"
             f"{result['idle_threads']:>5} → {result['waiting_threads']:<4}"
         )
         figures[name] = (
@@ -347,8 +373,8 @@ def report(results: dict, clients: int, secs: float) -> None:
         )
     print(
         "p50/p99: send → receipt (Clarion's includes the fan-out, first 200 users first); "
-        "cpu: daphne's; threads: daphne's, idle → all clients waiting; errors: "
-        + ", ".join(f"{name}: {result['errors']}" for name, result in results.items())
+        "cpu: daphne's, s per s of run, and ms per delivery; threads: daphne's, idle → all clients "
+        "waiting; errors: " + ", ".join(f"{name}: {result['errors']}" for name, result in results.items())
     )
     clarion = next(iter(figures.values()))
     others = list(figures.items())[1:]

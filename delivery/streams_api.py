@@ -9,6 +9,7 @@ docs/architecture.md, Parts and allowed imports). Every stream read keeps the cu
 from django.db import connection
 from django.utils import timezone
 
+from delivery.fanout_sql import id_array
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, Route, UserStream
 from delivery.selectors import message_payload, reads_after
 from delivery.serializers import NotificationAcceptedSerializer, accepted_body
@@ -45,8 +46,8 @@ def stream_positions(user_ids: list[int]) -> dict[int, int]:
         return dict(UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq"))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT user_id, last_seq FROM {UserStream._meta.db_table} WHERE user_id = ANY(%s)",
-            [list(user_ids)],
+            f"SELECT user_id, last_seq FROM {UserStream._meta.db_table} WHERE user_id = ANY(%s::bigint[])",
+            [id_array(user_ids)],
         )
         return dict(cursor.fetchall())
 
@@ -56,8 +57,23 @@ def stream_position(user_id: int) -> int:
 
 
 def stream_and_read_positions_of(user_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """{user id: (last cursor, last read position)} for those of these users with a stream row."""
-    rows = UserStream.objects.filter(user_id__in=user_ids).values_list("user_id", "last_seq", "last_read_seq")
+    """{user id: (last cursor, last read position)} for those of these users with a stream row.
+
+    Every long-poll reads this (batched, up to a thousand users a query); on PostgreSQL in one
+    array parameter, since the ORM's `IN` list prepared each id on its own, most of the query's
+    CPU (W8 profile).
+    """
+    if connection.vendor != "postgresql":
+        rows = UserStream.objects.filter(user_id__in=user_ids)
+        rows = rows.values_list("user_id", "last_seq", "last_read_seq")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT user_id, last_seq, last_read_seq FROM {UserStream._meta.db_table}"
+                " WHERE user_id = ANY(%s::bigint[])",
+                [id_array(user_ids)],
+            )
+            rows = cursor.fetchall()
     return {user_id: (last_seq, last_read_seq) for user_id, last_seq, last_read_seq in rows}
 
 

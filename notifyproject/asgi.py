@@ -7,9 +7,10 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
 django.setup(set_prefix=False)  # as get_asgi_application() does
 
-from notifyproject.logredact import redact_daphne_access_log  # noqa: E402
+from notifyproject.logredact import drop_twisted_access_log, redact_daphne_access_log  # noqa: E402
 
 redact_daphne_access_log()  # before the first request: `?token=` never reaches the access log
+drop_twisted_access_log()
 
 from django.conf import settings  # noqa: E402
 

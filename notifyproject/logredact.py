@@ -57,6 +57,8 @@ def redact_daphne_access_log() -> bool:
 
     @functools.wraps(original)
     def log_action(self, protocol, action, details):
+        if not self.action_logger:
+            return None  # no access log (no --access-log): nothing to mask, per request
         if isinstance(details.get("path"), str):
             details = {**details, "path": redact_secrets(details["path"])}
         return original(self, protocol, action, details)
@@ -64,3 +66,26 @@ def redact_daphne_access_log() -> bool:
     log_action.redacts_secrets = True
     Server.log_action = log_action
     return True
+
+
+def drop_twisted_access_log() -> bool:
+    """Twisted's own access line per request (HTTPFactory.log), which daphne discards.
+
+    daphne points Twisted's log at nothing (verbosity 0-1, as deployed) or at `logging`
+    unredacted (2+); its own access log (`--access-log`, masked above) is the one to use. The
+    discarded line's formatting was 3 % of a long-poll's CPU (docs/benchmarks.md, W8). If daphne's
+    factory is gone, this says so and changes nothing.
+    """
+    try:
+        from daphne.http_protocol import HTTPFactory
+    except ImportError:  # served by something else
+        return False
+    if not callable(getattr(HTTPFactory, "log", None)):
+        logger.warning("daphne's HTTPFactory.log is gone: Twisted's access line is left as it is")
+        return False
+    HTTPFactory.log = _no_access_line
+    return True
+
+
+def _no_access_line(self, request) -> None:
+    """daphne.http_protocol.HTTPFactory.log: daphne's action logger writes the access log."""

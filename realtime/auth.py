@@ -26,7 +26,7 @@ def _header(scope, name: bytes) -> str | None:
     return None
 
 
-def _site_scheme(scope) -> str:
+def site_scheme(scope) -> str:
     """http or https, as Django's request.is_secure() decides it (SECURE_PROXY_SSL_HEADER)."""
     proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     if proxy_header:
@@ -53,7 +53,7 @@ def origin_allowed_for_session(scope) -> bool:
     domain, _port = split_domain_port(host)
     if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
         return False
-    return origin == f"{_site_scheme(scope)}://{host}"
+    return origin == f"{site_scheme(scope)}://{host}"
 
 
 class SessionsForCookieSockets:

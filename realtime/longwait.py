@@ -6,6 +6,13 @@ threads. These two views are async and need none of that middleware: this app ch
 host, attaches the session the way the middleware would (for session-authenticated pages),
 calls the view and sends its response, and cancels the view when the client goes away.
 Every other request goes to Django as before. See docs/realtime.md (Long-polling and SSE).
+
+A long-poll with a token (every client but this site's own pages) goes further: no Django
+request at all. Its host, token and parameters are read from the ASGI scope, its answer is
+the JSON bytes cut from the published frames, sent with headers made once; a long-poll with a
+session, a preflight or a refusal for a method is served by the view as above. With 2,000
+clients polling once a second, building and tearing down Django's request and response was
+a third of the web process's CPU (docs/benchmarks.md, W8).
 """
 
 import asyncio
@@ -13,22 +20,31 @@ import contextlib
 import io
 import logging
 from importlib import import_module
+from urllib.parse import parse_qsl
 
+import orjson
 from django.conf import settings
 from django.contrib.auth.middleware import auser
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
 from notifyproject.api import HTTP_ERROR_CODES, error_body
+from notifyproject.identities import credentials
 from realtime import views
+from realtime.auth import site_scheme, token_caller
 
 logger = logging.getLogger(__name__)
 
-LONG_WAIT_VIEWS = {"/api/v1/poll/": views.poll, "/api/v1/events/": views.events}
+POLL_PATH = "/api/v1/poll/"
+LONG_WAIT_VIEWS = {POLL_PATH: views.poll, "/api/v1/events/": views.events}
+# Host headers already checked against ALLOWED_HOSTS (a client sends the same one each poll);
+# bounded, since the header is the client's to choose.
+CHECKED_HOSTS_MAX = 1024
+CLOSE_CLIENT_GONE = 4499  # a waiting poll whose client left (never sent: the answer has no reader)
 
 
 class LongWaitEndpoints:
@@ -39,11 +55,20 @@ class LongWaitEndpoints:
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
         # Their response halves only set headers (no I/O): the same headers as Django's pages.
         self.header_middleware = [SecurityMiddleware(_unused), XFrameOptionsMiddleware(_unused)]
+        self._checked_hosts: dict[tuple, bool] = {}
+        self._made_headers: dict[tuple, list] = {}
 
     async def __call__(self, scope, receive, send):
         view = LONG_WAIT_VIEWS.get(scope.get("path")) if scope["type"] == "http" else None
         if view is None:
             return await self.django_app(scope, receive, send)
+        if view is views.poll and scope["method"] == "GET":
+            try:
+                token = _header_or_query_token(scope)
+            except credentials.MalformedCredentialsError:
+                token = ""  # refused as the view refuses it: 401
+            if token is not None:
+                return await self._token_poll(scope, receive, send, token)
         if not await _skip_body(receive):
             return  # the client went away
         request = ASGIRequest(scope, io.BytesIO())
@@ -56,6 +81,111 @@ class LongWaitEndpoints:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _token_poll(self, scope, receive, send, token: str) -> None:
+        """GET /api/v1/poll/ with a token, answered as the view would answer it, without a
+        Django request or response: the same statuses, error shapes and headers."""
+        if not await _skip_body(receive):
+            return  # the client went away
+        secure = site_scheme(scope) == "https"
+        if not self._host_allowed(scope):
+            return await self._send_json(send, 400, error_body(*HTTP_ERROR_CODES[400]), secure)
+        query_string = scope.get("query_string", b"").decode("utf-8", "replace")
+        query = dict(parse_qsl(query_string, keep_blank_values=True))  # the last value wins, as in GET
+        try:
+            status, body = await self._token_poll_answer(receive, token, query)
+        except DatabaseError as error:  # as _call_view answers it
+            logger.error("database unavailable while serving %s: %s", POLL_PATH, type(error).__name__)
+            status, body = 503, _SERVICE_UNAVAILABLE
+        except Exception:
+            logger.exception("%s failed", POLL_PATH)
+            status, body = 500, error_body(*HTTP_ERROR_CODES[500])
+        if status is None:
+            return  # the client left while its poll waited
+        if status == 200:
+            return await self._send(send, 200, body, self._headers(secure, cors=True, no_store=True))
+        extra = _WWW_AUTHENTICATE if status == 401 else ()
+        await self._send_json(send, status, body, secure, extra)
+
+    @staticmethod
+    async def _token_poll_answer(receive, token: str, query: dict) -> tuple[int | None, bytes | dict]:
+        """(200, the answer's JSON) or (4xx, the error body); (None, b"") if the client left."""
+        user, identity = await token_caller(token) if token else (None, None)
+        if user is None:
+            return 401, _UNAUTHENTICATED
+        params = views.poll_params(query.get)
+        if not isinstance(params, views.PollParams):
+            return 400, error_body("validation_error", "The request has invalid fields.", params)
+        waiter = views.PollWaiter(user, identity)
+        gone = asyncio.ensure_future(_close_when_gone(receive, waiter))
+        try:
+            body = await views.poll_answer(waiter, params)
+        finally:
+            gone.cancel()
+        if waiter.close_code == CLOSE_CLIENT_GONE:
+            return None, b""
+        if body is None:  # its token expired or was revoked while it waited
+            return 401, _UNAUTHENTICATED
+        return 200, body
+
+    def _host_allowed(self, scope) -> bool:
+        """request.get_host() accepts the request's host: the same check, once per header value."""
+        host, forwarded = None, None
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value
+            elif name == b"x-forwarded-host":
+                forwarded = value
+        server = scope.get("server") or ("unknown", "0")  # as ASGIRequest fills META
+        key = (host, forwarded, server[0], server[1])
+        allowed = self._checked_hosts.get(key)
+        if allowed is None:
+            request = HttpRequest()
+            request.META["SERVER_NAME"], request.META["SERVER_PORT"] = server[0], str(server[1])
+            if host is not None:
+                request.META["HTTP_HOST"] = host.decode("latin1")
+            if forwarded is not None:
+                request.META["HTTP_X_FORWARDED_HOST"] = forwarded.decode("latin1")
+            try:
+                request.get_host()
+                allowed = True
+            except DisallowedHost:
+                allowed = False
+            if len(self._checked_hosts) >= CHECKED_HOSTS_MAX:
+                self._checked_hosts.clear()
+            self._checked_hosts[key] = allowed
+        return allowed
+
+    def _headers(self, secure: bool, cors: bool, no_store: bool = False, extra=()) -> list:
+        """A JSON answer's headers as Django's would carry them (the security middleware's
+        included), made once per kind."""
+        key = (secure, cors, no_store, tuple(extra))
+        headers = self._made_headers.get(key)
+        if headers is None:
+            response = JsonResponse({})
+            if no_store:
+                response["Cache-Control"] = "no-store"
+            if cors:
+                response["Access-Control-Allow-Origin"] = "*"
+            for name, value in extra:
+                response[name] = value
+            request = HttpRequest()
+            request.is_secure = lambda: secure
+            for middleware in self.header_middleware:
+                response = middleware.process_response(request, response)
+            headers = self._made_headers[key] = [
+                (name.encode("latin1"), value.encode("latin1")) for name, value in response.items()
+            ]
+        return headers
+
+    async def _send_json(self, send, status: int, body: dict, secure: bool, extra=(), cors=False) -> None:
+        await self._send(send, status, orjson.dumps(body), self._headers(secure, cors, extra=extra))
+
+    @staticmethod
+    async def _send(send, status: int, body: bytes, headers: list) -> None:
+        length = (b"Content-Length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _respond(self, view, request, send) -> None:
         try:
@@ -98,6 +228,29 @@ async def _skip_body(receive) -> bool:
             return False
         if not message.get("more_body"):
             return True
+
+
+def _header_or_query_token(scope) -> str | None:
+    """The request's end-user token as credentials.request_token reads it (the Authorization
+    header, else ?token=); raises MalformedCredentialsError as it does."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            token = credentials.authorization_credentials(value, credentials.TOKEN_SCHEME)
+            if token:
+                return token
+            break
+    return credentials.token_from_query(scope.get("query_string", b""))
+
+
+_UNAUTHENTICATED = error_body(*views.UNAUTHENTICATED)
+_WWW_AUTHENTICATE = (("WWW-Authenticate", "Token"),)
+_SERVICE_UNAVAILABLE = error_body("service_unavailable", "The database is unavailable; try again shortly.")
+
+
+async def _close_when_gone(receive, waiter) -> None:
+    """Ends a waiting poll whose client left, so it holds no registration until its timeout."""
+    await _wait_for_disconnect(receive)
+    waiter.close(CLOSE_CLIENT_GONE)
 
 
 async def _wait_for_disconnect(receive) -> None:

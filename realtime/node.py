@@ -71,6 +71,13 @@ RECENT_TOKEN_SECS = 60
 # poll without a database read. Under load most polls arrived behind, and those reads, a thread
 # hop each, were most of a poll answer's cost (W8).
 BETWEEN_POLLS_FRAMES = 100
+# A user whose presence entry here is known to outlive this many seconds is not written again
+# when their next connection (a long-poll's next request) registers: a client polling once a
+# second cost two presence writes a poll, and a Redis round trip before each poll could read
+# its position (W8). Past it the entry is rewritten; still live (at least this much left), the
+# connection does not wait for the write.
+PRESENCE_FRESH_SECS = PRESENCE_TTL_SECS - PRESENCE_REFRESH_SECS
+PRESENCE_LIVE_SECS = 2
 
 
 def token_recheck_secs() -> float:
@@ -124,6 +131,8 @@ class Node:
         # Users whose presence here changed, written together by one pending batch.
         self._presence_changed: set[int] = set()
         self._presence_batch: asyncio.Future | None = None
+        # user id → time.monotonic() when this node's presence entry for them, as last written, expires.
+        self._presence_until: dict[int, float] = {}
         self._ready = asyncio.Event()
         self._started = False
         # "ok" while subscribed to its channel, "error: ..." while not; read by /healthz's
@@ -159,8 +168,13 @@ class Node:
         if len(subscribers) > MAX_CONNECTIONS_PER_USER:
             next(iter(subscribers)).close(CLOSE_TOO_MANY_CONNECTIONS)
         if first:
-            # Shielded: the batch is shared with other connections and outlives this one's task.
-            await asyncio.shield(self._sync_presence(subscriber.user_id))
+            left = self._presence_until.get(subscriber.user_id, 0.0) - time.monotonic()
+            if left >= PRESENCE_FRESH_SECS:
+                return  # written lately (by this user's last poll, or the periodic refresh)
+            written = self._sync_presence(subscriber.user_id)
+            if left < PRESENCE_LIVE_SECS:
+                # Shielded: the batch is shared with other connections and outlives this one's task.
+                await asyncio.shield(written)
 
     def unregister(self, subscriber: Connection) -> None:
         subscribers = self.subscribers.get(subscriber.user_id)
@@ -171,7 +185,12 @@ class Node:
         if not subscribers:
             del self.subscribers[subscriber.user_id]
             if subscriber.kind == "poll":
-                self._between_polls[subscriber.user_id] = (time.monotonic(), {})
+                now = time.monotonic()
+                self._between_polls[subscriber.user_id] = (now, {})
+                if self._presence_until.get(subscriber.user_id, 0.0) - now > POLL_LINGER_SECS:
+                    # The entry outlives the linger: the tick removes it once the linger has
+                    # passed with no new poll (_forget_between_polls), one write, not two a poll.
+                    return
             if subscriber.linger_secs:
                 self._lingering.add(subscriber.user_id)
             self._sync_presence(subscriber.user_id)
@@ -208,10 +227,13 @@ class Node:
         return frames
 
     def _forget_between_polls(self) -> None:
+        """Forget the frames of poll clients that stopped polling, and end their presence here."""
         ended_before = time.monotonic() - POLL_LINGER_SECS
         for user_id, (ended, _frames) in list(self._between_polls.items()):
             if ended < ended_before:
                 del self._between_polls[user_id]
+                if user_id not in self.subscribers and user_id in self._presence_until:
+                    self._sync_presence(user_id)
 
     def connection_count(self) -> int:
         return sum(len(subscribers) for subscribers in self.subscribers.values())
@@ -299,6 +321,7 @@ class Node:
                 await pubsub.subscribe(channel_for(self.id))
                 if self._ready.is_set():
                     self.resync_all()  # frames published while we were away are in the database
+                    self._presence_until.clear()  # Redis may have restarted: write entries again
                 self._ready.set()
                 self._set_subscription("ok")
                 failures = 0
@@ -343,11 +366,13 @@ class Node:
                     subscriber.close(CLOSE_HEARTBEAT_TIMEOUT)
 
     async def _refresh_presence(self) -> None:
-        self._last_refresh = time.monotonic()
+        self._last_refresh = now = time.monotonic()
         async with self._presence_lock:
             user_ids = list(self.subscribers)
             for start in range(0, len(user_ids), PRESENCE_CHUNK):
-                await self.presence.refresh(self.id, user_ids[start : start + PRESENCE_CHUNK])
+                chunk = user_ids[start : start + PRESENCE_CHUNK]
+                await self.presence.refresh(self.id, chunk)
+                self._presence_until.update(dict.fromkeys(chunk, now + PRESENCE_TTL_SECS))
 
     async def repair_missed(self) -> None:
         """Pub/sub is at-most-once: once per refresh, one query finds connections behind their stream.
@@ -413,6 +438,8 @@ class Node:
         next pipeline, so a thousand handshakes cost a few Redis round trips, not a thousand.
         """
         self._presence_changed.add(user_id)
+        # Unknown until written: a connection registering meanwhile writes (and waits) too.
+        self._presence_until.pop(user_id, None)
         if self._presence_batch is None:
             self._presence_batch = self.loop.create_future()
             self._spawn(self._write_presence())
@@ -423,7 +450,9 @@ class Node:
             changed, self._presence_changed = self._presence_changed, set()
             written, self._presence_batch = self._presence_batch, None
             changes: dict[int, float | None] = {}
+            now = time.monotonic()
             for user_id in changed:
+                self._presence_until.pop(user_id, None)  # as above, while this write is in flight
                 if user_id in self.subscribers:
                     changes[user_id] = PRESENCE_TTL_SECS
                 elif user_id in self._lingering:
@@ -435,6 +464,14 @@ class Node:
                 await self.presence.apply(self.id, changes)
             except (aioredis.RedisError, OSError):
                 logger.warning("presence update for %d users failed", len(changes), exc_info=True)
+                for user_id in changes:
+                    self._presence_until.pop(user_id, None)  # unknown: written again next time
+            else:
+                for user_id, ttl in changes.items():
+                    if ttl is None:
+                        self._presence_until.pop(user_id, None)
+                    else:
+                        self._presence_until[user_id] = now + ttl
             finally:
                 if not written.done():
                     written.set_result(None)

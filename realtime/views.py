@@ -8,6 +8,7 @@ import contextlib
 import random
 import time
 from functools import cache
+from typing import NamedTuple
 
 import orjson
 from django.conf import settings
@@ -40,7 +41,7 @@ from realtime.auth import authenticate_request
 from realtime.consumers import parse_cursor
 from realtime.node import CLOSE_UNAUTHENTICATED, get_node
 from realtime.presence import POLL_LINGER_SECS
-from realtime.streams import db, start_cursor
+from realtime.streams import db, message_json, start_cursor
 from realtime.subscriber import Subscriber
 
 # Long-polling: wait 30 s by default, at most 60 (proxies commonly cut idle requests at 60-100 s).
@@ -78,13 +79,11 @@ def _error(status_code: int, code: str, message: str, fields: dict | None = None
     return response
 
 
+UNAUTHENTICATED = ("not_authenticated", "Authentication credentials were not provided or are invalid.")
+
+
 def _unauthenticated() -> JsonResponse:
-    return _error(
-        401,
-        "not_authenticated",
-        "Authentication credentials were not provided or are invalid.",
-        WWW_Authenticate="Token",
-    )
+    return _error(401, *UNAUTHENTICATED, WWW_Authenticate="Token")
 
 
 def _preflight() -> HttpResponse:
@@ -158,16 +157,14 @@ class PollWaiter:
             self.frames[cursor] = frame
         self.woken.set()
 
-    def messages_after(self, cursor: int) -> list[dict]:
-        """The offered messages after `cursor` if none is missing between them (cursors are
-        consecutive per user, so a gap means a message only the database has); else []."""
+    def messages_after(self, cursor: int) -> list[tuple[int, bytes]]:
+        """[(cursor, message JSON)] offered after `cursor` if none is missing between them
+        (cursors are consecutive per user, so a gap means a message only the database has);
+        else []. The JSON is cut from the published frame, not decoded and encoded again."""
         ahead = sorted(position for position in self.frames if position > cursor)
-        if not ahead or ahead != list(range(cursor + 1, cursor + 1 + len(ahead))):
+        if not ahead or ahead[-1] != cursor + len(ahead):
             return []
-        messages = [orjson.loads(self.frames[position]) for position in ahead]
-        for message in messages:
-            del message["type"]
-        return messages
+        return [(position, message_json(self.frames[position])) for position in ahead]
 
     def offer_read(self, frame) -> None:
         self.read_offered = True
@@ -190,29 +187,35 @@ class PollWaiter:
             self.node.unregister(self)
 
 
-async def poll(request):
-    """GET /api/v1/poll/?after=<cursor>&read_after=<read position>&timeout=30: answers as soon as
-    a message exists after the cursor or a message was read after the read position."""
-    caller = await _long_wait_caller(request)
-    if isinstance(caller, HttpResponse):
-        return caller
-    user, token = caller
+class PollParams(NamedTuple):
+    after: int | None
+    read_after: int | None
+    wait: float  # seconds, already capped
+
+
+def poll_params(get) -> PollParams | dict:
+    """The poll's query parameters (`get(name) -> str | None`), or {field: [problem]}."""
     problems = {}
-    after = _cursor(request.GET.get("after"), "after", "A cursor is a non-negative integer.", problems)
-    read_after = _cursor(
-        request.GET.get("read_after"), "read_after", "A read position is a non-negative integer.", problems
-    )
+    after = _cursor(get("after"), "after", "A cursor is a non-negative integer.", problems)
+    read_message = "A read position is a non-negative integer."
+    read_after = _cursor(get("read_after"), "read_after", read_message, problems)
     try:
-        wait = float(request.GET.get("timeout") or LONGPOLL_DEFAULT_WAIT_SECS)
+        wait = float(get("timeout") or LONGPOLL_DEFAULT_WAIT_SECS)
         if not 0 <= wait < float("inf"):
             raise ValueError
     except ValueError:
         problems["timeout"] = [f"Seconds to wait, 0 to {LONGPOLL_MAX_WAIT_SECS}."]
     if problems:
-        return _invalid(problems)
-    wait = min(wait, _setting("CLARION_LONGPOLL_MAX_WAIT_SECS", LONGPOLL_MAX_WAIT_SECS))
+        return problems
+    most = _setting("CLARION_LONGPOLL_MAX_WAIT_SECS", LONGPOLL_MAX_WAIT_SECS)
+    return PollParams(after, read_after, min(wait, most))
 
-    waiter = PollWaiter(user, token)
+
+async def poll_answer(waiter: PollWaiter, params: PollParams) -> bytes | None:
+    """Wait as GET /api/v1/poll/ does and return the answer's JSON body; None when the
+    caller's token expired or was revoked while it waited (a 401). Closing the waiter (its
+    client left) ends the wait early."""
+    user = waiter.user
     node = get_node()
     # Registered before the stream's position is read: a message committed (or read) after the
     # read wakes us, so a client that is up to date waits without reading the database again.
@@ -221,9 +224,9 @@ async def poll(request):
     try:
         # Read with the node's other concurrent callers: one thread hop and query per batch.
         position, read_position = await node.position_lookup.get(user.pk) or (0, 0)
-        cursor = waiter.cursor = start_cursor(after, position)
-        read_cursor = start_cursor(read_after, read_position)
-        deadline = time.monotonic() + wait
+        cursor = waiter.cursor = start_cursor(params.after, position)
+        read_cursor = start_cursor(params.read_after, read_position)
+        deadline = time.monotonic() + params.wait
         behind, reads_behind = cursor < position, read_cursor < read_position
         messages, reads = [], []
         while not waiter.closed:
@@ -232,9 +235,10 @@ async def poll(request):
                 waiter.read_offered = False
                 if behind:
                     # Published since the client's last poll (so already marked sent), else the database.
-                    messages = waiter.messages_after(cursor) or await db(live_messages_after)(
-                        user.pk, cursor, POLL_PAGE
-                    )
+                    messages = waiter.messages_after(cursor) or [
+                        (message["cursor"], orjson.dumps(message))
+                        for message in await db(live_messages_after)(user.pk, cursor, POLL_PAGE)
+                    ]
                 if reads_behind:
                     reads = await db(reads_after)(user.pk, read_cursor, POLL_PAGE)
                 if messages or reads:
@@ -243,7 +247,8 @@ async def poll(request):
             if remaining <= 0:
                 break
             try:
-                await asyncio.wait_for(waiter.woken.wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                    await waiter.woken.wait()
             except TimeoutError:
                 break
             # Published after commit, so already marked sent: no query needed to answer them.
@@ -255,15 +260,34 @@ async def poll(request):
     finally:
         node.unregister(waiter)
     if waiter.close_code == CLOSE_UNAUTHENTICATED:
-        return _unauthenticated()  # its token expired or was revoked while it waited
-    response = JsonResponse(
+        return None  # its token expired or was revoked while it waited
+    return orjson.dumps(
         {
-            "results": messages,
-            "cursor": messages[-1]["cursor"] if messages else cursor,
+            "results": [orjson.Fragment(message) for _cursor, message in messages],
+            "cursor": messages[-1][0] if messages else cursor,
             "read": [notification_id for _position, notification_id in reads],
             "read_cursor": reads[-1][0] if reads else read_cursor,
         }
     )
+
+
+async def poll(request):
+    """GET /api/v1/poll/?after=<cursor>&read_after=<read position>&timeout=30: answers as soon as
+    a message exists after the cursor or a message was read after the read position.
+
+    Token callers are served by realtime.longwait without a Django request; this view serves
+    the rest (session callers, preflights, refusals) the same way."""
+    caller = await _long_wait_caller(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    user, token = caller
+    params = poll_params(request.GET.get)
+    if not isinstance(params, PollParams):
+        return _invalid(params)
+    body = await poll_answer(PollWaiter(user, token), params)
+    if body is None:
+        return _unauthenticated()
+    response = HttpResponse(body, content_type="application/json")
     response["Cache-Control"] = "no-store"
     return _for_caller(response, token)
 

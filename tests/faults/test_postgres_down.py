@@ -63,6 +63,10 @@ def test_postgres_outage_gives_503s_then_recovers_without_losing_an_accepted_sen
     refused = send("during")
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "service_unavailable"
+    poll_url = f"{web.url}/api/v1/poll/?timeout=0"  # a token poll, served without Django's handler
+    polled = httpx.get(poll_url, headers={"Authorization": f"Token {token}"}, timeout=30)
+    assert polled.status_code == 503
+    assert polled.json()["error"]["code"] == "service_unavailable"
     health = httpx.get(f"{web.url}/healthz", timeout=15)
     assert health.status_code == 503
     assert health.json()["database"].startswith("error") and health.json()["broker"] == "ok"

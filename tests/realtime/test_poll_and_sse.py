@@ -9,7 +9,7 @@ import pytest
 from delivery.models import InboxMessage, Notification
 from tests.conftest import assert_error
 from tests.delivery.factories import send
-from tests.realtime.conftest import wait_online
+from tests.realtime.conftest import wait_offline, wait_online
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -224,3 +224,90 @@ def test_sse_resumes_from_last_event_id_or_after(start_web, start_worker, alice,
     bad = httpx.get(url, params={"token": token}, headers={"Last-Event-ID": "x"}, timeout=10)
     assert_error(Response(bad), 400, "validation_error")
     assert_error(Response(httpx.get(url, timeout=10)), 401)
+
+
+# -- the token poll path (realtime/longwait.py answers it without a Django request) ----------
+
+SECURITY_HEADERS = (
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+    "cross-origin-opener-policy",
+)
+
+
+def _headers(response: httpx.Response) -> dict:
+    """Headers but the framing (a length, or chunks) and the date."""
+    framing = ("content-length", "transfer-encoding", "date")
+    return {name: value for name, value in response.headers.items() if name not in framing}
+
+
+def test_a_token_poll_is_refused_as_the_view_refuses_and_answers_with_the_same_headers(
+    start_web, alice, token_for
+):
+    web = start_web()
+    token = token_for(alice)
+    url = f"{web.url}/api/v1/poll/"
+    # Given a wrong token, a malformed Token header, and no credentials (the view's own answer)
+    wrong = httpx.get(url, params={"token": "ct_wrong", "timeout": 0}, timeout=10)
+    malformed = httpx.get(url, params={"timeout": 0}, headers={"Authorization": "Token"}, timeout=10)
+    anonymous = httpx.get(url, params={"timeout": 0}, timeout=10)
+    # Then all three are the same 401, in the error shape, with the same headers
+    for response in (wrong, malformed, anonymous):
+        assert_error(Response(response), 401, "not_authenticated")
+        assert response.headers["www-authenticate"] == "Token"
+    assert _headers(wrong) == _headers(malformed) == _headers(anonymous)
+    # And a host outside ALLOWED_HOSTS is a 400 before the token is looked at
+    foreign = httpx.get(
+        url, params={"token": token, "timeout": 0}, headers={"Host": "evil.example"}, timeout=10
+    )
+    assert_error(Response(foreign), 400, "bad_request")
+    # And an answer carries what Django's answers carry, plus CORS and no-store
+    answer = httpx.get(url, params={"timeout": 0}, headers={"Authorization": f"Token {token}"}, timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["access-control-allow-origin"] == "*"
+    for name in SECURITY_HEADERS:
+        assert answer.headers[name] == anonymous.headers[name]
+    # And a bad parameter names its field, as before
+    error = assert_error(Response(poll(web, token, after="-1", read_after="x")), 400, "validation_error")
+    assert set(error["fields"]) == {"after", "read_after"}
+
+
+def test_polling_in_a_loop_while_messages_are_sent_misses_and_repeats_nothing(start_web, alice, token_for):
+    """Answers come from the waiter's frames, the frames kept between polls, or the database;
+    whichever it is, the client sees every message once, in cursor order."""
+    web = start_web()
+    token = token_for(alice)
+    assert poll(web, token, timeout=0).json()["cursor"] == 0
+    wait_online(alice)
+    sent, seen, cursor, pages = [], [], 0, []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(
+            lambda: [
+                sent.append(send({"users": ["alice"]}, title=f"n{n}", route="realtime").pk) for n in range(30)
+            ]
+        )
+        deadline = time.monotonic() + 60
+        while (not sending.done() or len(seen) < len(sent)) and time.monotonic() < deadline:
+            page = poll(web, token, after=cursor, timeout=5).json()
+            pages.append((cursor, page))
+            assert [m["cursor"] for m in page["results"]] == list(range(cursor + 1, page["cursor"] + 1))
+            seen += [m["id"] for m in page["results"]]
+            cursor = page["cursor"]
+        sending.result()
+    assert seen == sent, pages
+    assert sent == in_cursor_order(alice)
+    # A cursor from the past answers from the database at once; one past the end is clamped
+    assert [m["id"] for m in poll(web, token, after=27, timeout=0).json()["results"]] == sent[27:]
+    assert poll(web, token, after=10_000, timeout=0).json()["cursor"] == 30
+
+
+def test_a_poll_whose_client_left_stops_waiting(start_web, alice, token_for):
+    """Its registration ends with the connection, not at its timeout, so presence lapses."""
+    web = start_web()
+    token = token_for(alice)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{web.url}/api/v1/poll/", params={"token": token, "timeout": 60}, timeout=2)
+    wait_offline(alice, timeout=30)  # POLL_LINGER_SECS after the client left, well before 60 s
