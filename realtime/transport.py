@@ -72,6 +72,16 @@ TRANSPORT_ATTRIBUTES = (
 )
 
 
+# What taking an open socket off daphne's `connections` (ParkedSockets) relies on, beyond
+# the above: how daphne tracks, times out and closes a connection (daphne/server.py and
+# ws_protocol.py). Missing any, sockets keep a standing future in daphne's list instead.
+PARK_SERVER_ATTRIBUTES = ("connections", "protocol_disconnected", "ping_interval", "websocket_timeout")
+PARK_PROTOCOL_ATTRIBUTES = ("check_timeouts", "handle_reply", "socket_opened", "onClose")
+# daphne's Server.timeout_checker runs every 2 s; the sweep over parked sockets keeps its timing,
+# so daphne's pings (--ping-interval) and its socket lifetime (--websocket_timeout) hold as before.
+TIMEOUT_SWEEP_SECS = 2
+
+
 @dataclass(frozen=True)
 class FastPathCheck:
     enabled: bool
@@ -80,6 +90,8 @@ class FastPathCheck:
 
 _check: FastPathCheck | None = None  # this process's verdict, from its first connection
 _missed_protocol_logged = False
+_park_check: FastPathCheck | None = None  # may open sockets leave daphne's list? (first takeover)
+_parked: dict = {}  # daphne server → its ParkedSockets
 
 
 def fast_path_enabled() -> bool | None:
@@ -127,6 +139,100 @@ def open_socket(send) -> "DaphneSocket | None":
             )
         return None
     return DaphneSocket(protocol)
+
+
+def check_parking(protocol) -> FastPathCheck:
+    """Can `protocol` (open, on the fast path) be taken off its daphne server's `connections`?"""
+    server = getattr(protocol, "server", None)
+    missing = [f"server.{name}" for name in PARK_SERVER_ATTRIBUTES if not hasattr(server, name)]
+    missing += [f"protocol.{name}" for name in PARK_PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
+    if not missing and not isinstance(server.connections, dict):
+        missing.append("server.connections as a dict")
+    if missing:
+        return FastPathCheck(False, "missing " + ", ".join(missing))
+    return FastPathCheck(True)
+
+
+def _parking_enabled(protocol) -> bool:
+    global _park_check
+    if _park_check is None:
+        _park_check = check_parking(protocol)
+        if not _park_check.enabled:
+            logger.warning(
+                "realtime: open sockets stay on daphne's connection list (swept every second): %s",
+                _park_check.reason,
+            )
+    return _park_check.enabled
+
+
+class ParkedSockets:
+    """daphne's server as the open sockets taken off its `connections` see it (their
+    `protocol.server`), and the one sweep that runs daphne's timeout checks on them.
+
+    daphne walks `connections` every second (`application_checker`: reap finished applications)
+    and every two (`timeout_checker`: `protocol.check_timeouts()`). With 10,000 idle sockets
+    those walks were over half the idle server's CPU, for sockets with no application to reap
+    (the consumer took over receiving) and, mostly, no ping due (their clients heartbeat). Off
+    the list, a socket costs daphne nothing per second. This sweep, every 2 s as daphne's,
+    calls daphne's own `check_timeouts` where it has work: on sockets whose clients have not
+    heartbeated, so that dead peers are still pinged every --ping-interval and dropped by
+    autobahn after --ping-timeout, and on sockets past --websocket_timeout. A client that
+    heartbeats is the node's to watch (closed with 4408 after two silent intervals), and no
+    daphne ping was due for it anyway (`defer_ping`), so its socket leaves `unheartbeating`
+    and the sweep does not visit it. Sockets are kept in the order they were parked, which is
+    the order they opened to within a handshake, so the lifetime check stops at the first
+    young one. Everything else the protocol asks of its server (logging, options) is
+    daphne's server's; `protocol_disconnected` (from `onClose`) forgets the socket here.
+    """
+
+    def __init__(self, server, loop: asyncio.AbstractEventLoop):
+        self.server = server
+        self.protocols: dict = {}  # protocol → None, in the order parked
+        self.unheartbeating: set = set()  # those whose clients have not pinged: daphne pings them
+        self._loop = loop
+        loop.call_later(TIMEOUT_SWEEP_SECS, self.sweep)
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def protocol_disconnected(self, protocol) -> None:
+        self.protocols.pop(protocol, None)
+        self.unheartbeating.discard(protocol)
+
+    def park(self, protocol) -> bool:
+        """Take an open socket off daphne's list; False (nothing changed) if daphne no longer lists it."""
+        details = self.server.connections.pop(protocol, None)
+        if details is None:
+            return False
+        self.protocols[protocol] = None
+        self.unheartbeating.add(protocol)
+        protocol.server = self
+        return True
+
+    def sweep(self) -> None:
+        try:
+            now = time.time()
+            ping_due = now - self.server.ping_interval  # daphne pings after ping_interval of silence
+            due = [protocol for protocol in self.unheartbeating if protocol.last_ping < ping_due]
+            lifetime = self.server.websocket_timeout
+            if lifetime >= 0:
+                for protocol in self.protocols:
+                    if protocol.socket_opened >= now - lifetime:
+                        break
+                    due.append(protocol)
+            for protocol in due:
+                protocol.check_timeouts()
+        except Exception:
+            logger.exception("realtime: the timeout sweep over open sockets failed")
+        finally:
+            self._loop.call_later(TIMEOUT_SWEEP_SECS, self.sweep)
+
+
+def _parked_sockets(server) -> ParkedSockets:
+    parked = _parked.get(server)
+    if parked is None:
+        parked = _parked[server] = ParkedSockets(server, asyncio.get_running_loop())
+    return parked
 
 
 def _pformat_when_debugging(value) -> str:
@@ -204,10 +310,11 @@ def text_frame(payload: bytes) -> bytes:
 class DaphneSocket:
     """One daphne WebSocket whose protocol passed `check_fast_path`."""
 
-    __slots__ = ("protocol",)
+    __slots__ = ("protocol", "standing")
 
     def __init__(self, protocol):
         self.protocol = protocol
+        self.standing = None  # the future daphne watches once receiving is taken over, unless parked
 
     def limit_client_messages(self, max_message_bytes: int) -> None:
         """autobahn closes with 1009 (message too big) past this, before buffering the message."""
@@ -230,21 +337,24 @@ class DaphneSocket:
         protocol.dropConnection(abort=False)
         return True
 
-    def take_over_receiving(self, inbox):
+    def take_over_receiving(self, inbox) -> bool:
         """Have daphne hand this open socket's messages to `inbox.put_nowait`, so the application
-        task may end; the future daphne watches in its place (set it once disconnected), or None.
+        task may end; call `receiving_ended` once `inbox` has the disconnect. False: not taken over.
 
         daphne puts every frame and the disconnect into an asyncio.Queue per connection
         (`protocol.application_queue`) that the application task awaits, and watches that task
         in `server.connections`. An idle socket's task, its coroutine chain and its queue (four
         deques) were ~8 KB of the ~23 KB an idle socket cost (W3, tracemalloc), and every ping
         went through the queue and a task wake-up. Here the queue is replaced by `inbox`
-        (what it held is passed on first, in order), and daphne watches a bare future instead
-        of the task: it reaps the connection once that future is done, and cancels it at
-        shutdown, as it would the task.
+        (what it held is passed on first, in order), and the socket leaves daphne's
+        `connections` for ParkedSockets, which daphne's per-second sweeps do not walk; write
+        to it with `send` from then on. Where parking is not possible, daphne watches a bare
+        future in place of the task instead: it reaps the connection once `receiving_ended`
+        sets it, and cancels it at shutdown, as it would the task.
         """
         protocol = self.protocol
-        connections = getattr(protocol.server, "connections", None)  # absent: keep the task
+        server = protocol.server
+        connections = getattr(server, "connections", None)  # absent: keep the task
         details = connections.get(protocol) if isinstance(connections, dict) else None
         queue = getattr(protocol, "application_queue", None)
         if (
@@ -254,14 +364,34 @@ class DaphneSocket:
             or "application_instance" not in details
             or not isinstance(queue, asyncio.Queue)
         ):
-            return None
-        standing = asyncio.get_running_loop().create_future()
-        details["application_instance"] = standing
+            return False
+        if _parking_enabled(protocol):
+            _parked_sockets(server).park(protocol)  # details leave with it: nothing to reap
+        else:
+            self.standing = asyncio.get_running_loop().create_future()
+            details["application_instance"] = self.standing
         protocol.application_queue = inbox
         protocol.clean_headers = ()  # the request headers daphne copied for the scope; read at the handshake
         while not queue.empty():
             inbox.put_nowait(queue.get_nowait())
-        return standing
+        return True
+
+    def receiving_ended(self) -> None:
+        """The inbox had the disconnect: daphne may reap the connection (parked: already forgotten)."""
+        standing, self.standing = self.standing, None
+        if standing is not None and not standing.done():
+            standing.set_result(None)
+
+    def send(self, message: dict) -> bool:
+        """An ASGI `websocket.send`/`websocket.close` for a parked socket, as daphne's
+        `Server.handle_reply` would (dropped once disconnected); False if not parked: use `send`."""
+        protocol = self.protocol
+        parked = protocol.server
+        if not isinstance(parked, ParkedSockets):
+            return False
+        if protocol in parked.protocols:
+            protocol.handle_reply(message)
+        return True
 
     def attach_flow_control(self, subscriber) -> bool:
         """Pause `subscriber` while the socket's send buffer is full, resume when it drains."""
@@ -292,8 +422,11 @@ class DaphneSocket:
         profile, docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings.
         """
         protocol = self.protocol
+        server = protocol.server
         # daphne pings at last_ping + ping_interval
-        protocol.last_ping = time.time() + secs - protocol.server.ping_interval
+        protocol.last_ping = time.time() + secs - server.ping_interval
+        if isinstance(server, ParkedSockets):
+            server.unheartbeating.discard(protocol)  # the node watches it from now on
 
     def write_text(self, payload: bytes) -> bool:
         """Write one text message at once; False if the socket is not open.
