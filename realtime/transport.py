@@ -77,6 +77,12 @@ TRANSPORT_ATTRIBUTES = (
 # ws_protocol.py). Missing any, sockets keep a standing future in daphne's list instead.
 PARK_SERVER_ATTRIBUTES = ("connections", "protocol_disconnected", "ping_interval", "websocket_timeout")
 PARK_PROTOCOL_ATTRIBUTES = ("check_timeouts", "handle_reply", "socket_opened", "onClose")
+# What `receive_small_frames` reads of autobahn's parser state (set once the socket is open) and
+# calls of daphne's; missing any, parked sockets' frames all go through autobahn's parser.
+SMALL_FRAME_ATTRIBUTES = ("dataReceived", "data", "current_frame", "inside_message", "onMessage")
+# Client frames up to this payload (the 7-bit length encoding) are read here when one arrives
+# alone: a ping is 15 bytes, an ack some 30.
+SMALL_FRAME_MAX_PAYLOAD = 125
 # daphne's Server.timeout_checker runs every 2 s; the sweep over parked sockets keeps its timing,
 # so daphne's pings (--ping-interval) and its socket lifetime (--websocket_timeout) hold as before.
 TIMEOUT_SWEEP_SECS = 2
@@ -91,6 +97,7 @@ class FastPathCheck:
 _check: FastPathCheck | None = None  # this process's verdict, from its first connection
 _missed_protocol_logged = False
 _park_check: FastPathCheck | None = None  # may open sockets leave daphne's list? (first takeover)
+_small_frames_check: FastPathCheck | None = None  # may parked sockets read small frames? (same)
 _parked: dict = {}  # daphne server → its ParkedSockets
 
 
@@ -165,6 +172,59 @@ def _parking_enabled(protocol) -> bool:
     return _park_check.enabled
 
 
+def _small_frames_enabled(protocol) -> bool:
+    global _small_frames_check
+    if _small_frames_check is None:
+        missing = [f"protocol.{name}" for name in SMALL_FRAME_ATTRIBUTES if not hasattr(protocol, name)]
+        _small_frames_check = FastPathCheck(not missing, "missing " + ", ".join(missing) if missing else "")
+        if missing:
+            logger.warning(
+                "realtime: client frames all go through autobahn's parser: %s", _small_frames_check.reason
+            )
+    return _small_frames_check.enabled
+
+
+def small_client_text(data: bytes) -> bytes | None:
+    """The payload if `data` is exactly one whole masked text frame of at most 125 bytes of
+    valid UTF-8, as a client sends it (RFC 6455 5.2, 5.3); None for anything else."""
+    if len(data) < 6 or data[0] != 0x81:  # FIN, no RSV bits (no compression), opcode 1: text
+        return None
+    length = data[1] ^ 0x80  # the mask bit must be set: a client's frames are masked
+    if length > SMALL_FRAME_MAX_PAYLOAD or len(data) != 6 + length:
+        return None
+    mask = data[2:6] * ((length >> 2) + 1)
+    payload = (int.from_bytes(data[6:], "big") ^ int.from_bytes(mask[:length], "big")).to_bytes(length, "big")
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return None  # autobahn closes with 1007
+    return payload
+
+
+def receive_small_frames(protocol, data: bytes) -> None:
+    """A parked protocol's `dataReceived`: a small text frame arriving alone, as a heartbeat
+    does, goes straight to daphne's `onMessage` (then the consumer's `put_nowait`); anything
+    else, or anything while autobahn holds part of a frame, goes through autobahn's parser.
+
+    For a 15-byte ping autobahn builds a frame header, a masker and a UTF-8 validator (two
+    cffi calls each), runs ten callbacks and a debug log call that formats its arguments: most
+    of the Python time of a heartbeat in the W3 profile. What it would do with such a frame
+    is what this does: unmask, check UTF-8, deliver one message. Its traffic counters, which
+    Clarion does not read, do not count these frames.
+    """
+    if (
+        protocol.state == protocol.STATE_OPEN
+        and not protocol.data
+        and protocol.current_frame is None
+        and not protocol.inside_message
+    ):
+        payload = small_client_text(data)
+        if payload is not None:
+            protocol.onMessage(payload, False)
+            return
+    type(protocol).dataReceived(protocol, data)
+
+
 class ParkedSockets:
     """daphne's server as the open sockets taken off its `connections` see it (their
     `protocol.server`), and the one sweep that runs daphne's timeout checks on them.
@@ -207,6 +267,8 @@ class ParkedSockets:
         self.protocols[protocol] = None
         self.unheartbeating.add(protocol)
         protocol.server = self
+        if _small_frames_enabled(protocol):
+            protocol.dataReceived = functools.partial(receive_small_frames, protocol)
         return True
 
     def sweep(self) -> None:
