@@ -16,7 +16,7 @@ from delivery.streams_api import inbox_ack
 from notifyproject.identities import credentials
 from realtime.admission import retry_after_secs
 from realtime.auth import authenticate_scope, query_param
-from realtime.node import CLOSE_UNAUTHENTICATED, get_node, heartbeat_timeout_secs
+from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS, get_node
 from realtime.streams import db
 from realtime.subscriber import CLOSE_SERVER_ERROR, Subscriber, spawn
 from realtime.transport import open_socket
@@ -262,7 +262,7 @@ class NotificationConsumer:
                 if subscriber.node is not None:
                     subscriber.node.watch_heartbeat(subscriber)
             if self.socket is not None:
-                self.socket.defer_ping(heartbeat_timeout_secs())
+                self.socket.defer_ping(HEARTBEAT_TIMEOUT_SECS)
             # No ASGI send chain: most idle CPU is pongs.
             return None if subscriber.write_now(PONG_FRAME) else ("send", PONG_FRAME)
         if kind == "ack":
