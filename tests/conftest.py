@@ -58,8 +58,10 @@ def eager_tasks():
 def _purge_broker(url: str) -> None:
     import redis
 
+    from tests.support.broker import QUEUE
+
     client = redis.Redis.from_url(url)
-    client.delete("celery", "unacked", "unacked_index")
+    client.delete(QUEUE, "unacked", "unacked_index")
     client.close()
 
 

@@ -14,6 +14,7 @@ from delivery.models import Delivery, InboxMessage, Notification, UserStream
 from notifyproject.task_queue import IDS_PER_TASK
 from realtime.presence import users_online
 from tests.delivery.factories import device, send, users
+from tests.support.broker import QUEUE
 from tests.support.fanout_kill import fan_out_killed_mid_way
 from tests.support.processes import wait_until
 
@@ -137,7 +138,7 @@ def test_a_send_inside_a_long_transaction_is_dispatched_when_it_commits(
         send({"users": ["alice"]}, title="after commit")
         # Whatever was enqueued so far has run to completion (acks_late: acked when done).
         wait_until(
-            lambda: broker.llen("celery") == 0 and broker.hlen("unacked") == 0,
+            lambda: broker.llen(QUEUE) == 0 and broker.hlen("unacked") == 0,
             message="every enqueued task to finish",
         )
     wait_until(lambda: recorder.sent(), timeout=10, message="the push, promptly after commit")

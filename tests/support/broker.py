@@ -5,7 +5,9 @@ import json
 
 import redis
 
-QUEUE = "celery"  # Celery's default queue; every task of ours is routed there
+from notifyproject.celery import app
+
+QUEUE = app.conf.task_default_queue  # every task of ours is routed to the default queue
 
 
 def queued_tasks(url: str) -> list[tuple[str, list]]:
