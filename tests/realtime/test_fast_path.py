@@ -19,7 +19,7 @@ from websockets.frames import Frame, Opcode
 from websockets.sync.client import connect
 
 from realtime import transport
-from realtime.transport import check_fast_path, small_client_text
+from realtime.transport import check_fast_path, check_parking, small_client_text
 from tests.delivery.factories import send
 from tests.realtime.conftest import open_socket, recv_json, recv_type, wait_online
 from tests.support.processes import WebServer, wait_until
@@ -146,6 +146,28 @@ def test_a_missing_attribute_turns_the_fast_path_off_with_a_warning_and_gauge(cl
 
 async def _handle_reply(protocol, message):
     """Where daphne's `send` leads (daphne.server.Server.handle_reply); never called here."""
+
+
+def test_taking_sockets_off_daphnes_list_is_checked_and_the_check_names_what_is_missing():
+    """Sockets leave daphne's `connections` (ParkedSockets) only where daphne still tracks,
+    times out and closes them as it does now; otherwise they keep a standing future there."""
+    left, right = socket.socketpair()
+    try:
+        protocol = _connected_protocol(left)
+        protocol.socket_opened = 0.0
+        protocol.server = SimpleNamespace(
+            connections={}, protocol_disconnected=print, ping_interval=20, websocket_timeout=86400
+        )
+        assert check_parking(protocol).enabled
+        protocol.server.connections = []  # a daphne keeping its connections otherwise
+        check = check_parking(protocol)
+        assert not check.enabled and "server.connections as a dict" in check.reason
+        del protocol.server.protocol_disconnected
+        check = check_parking(protocol)
+        assert not check.enabled and "server.protocol_disconnected" in check.reason
+    finally:
+        left.close()
+        right.close()
 
 
 def _client_frame(opcode: Opcode, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
