@@ -61,6 +61,7 @@ class BatchPlan:
     push_later: dict[int, float] = field(default_factory=dict)  # delivery id → delay in seconds
     # The sender's later notifications that waited for this one's progress: (id, recipients).
     waiters: list[tuple[int, int]] = field(default_factory=list)
+    state_written: bool = False  # the notification's status and cursor, with the batch's rows
 
 
 def notification_fan_out(notification_id: int, resume: bool = False) -> None:
@@ -79,14 +80,20 @@ def notification_fan_out(notification_id: int, resume: bool = False) -> None:
         logger.info("notification %s: a live fan-out holds it; not resumed now", notification_id)
 
 
-def notification_fan_out_first_batch(notification: Notification) -> bool:
+def notification_fan_out_first_batch(
+    notification: Notification, recipient_ids: list[int] | None = None
+) -> bool:
     """The first batch of a notification inserted in the current transaction (so its row is ours
-    already), written in that transaction: one commit for a small send. True if more remain."""
-    return _fan_out_next_batch(notification.pk, inserted=notification)
+    already), written in that transaction: one commit for a small send. True if more remain.
+    `recipient_ids`: all its recipients in id order, when the send has read them already."""
+    return _fan_out_next_batch(notification.pk, inserted=notification, recipient_ids=recipient_ids)
 
 
 def _fan_out_next_batch(
-    notification_id: int, lock_wait_secs: float | None = None, inserted: Notification | None = None
+    notification_id: int,
+    lock_wait_secs: float | None = None,
+    inserted: Notification | None = None,
+    recipient_ids: list[int] | None = None,
 ) -> bool:
     """Write one batch; False when there is nothing (more) to do now."""
     now = timezone.now()
@@ -115,6 +122,8 @@ def _fan_out_next_batch(
             user_ids = audience_recipient_ids_after(
                 notification.audience_conditions, notification.fanout_cursor, size
             )
+        elif recipient_ids is not None:
+            user_ids = [uid for uid in recipient_ids if uid > notification.fanout_cursor][:size]
         else:
             user_ids = recipient_ids_after(notification.target, notification.fanout_cursor, size)
         # A short batch is the last one: finishing here saves a whole transaction per send.
@@ -126,7 +135,6 @@ def _fan_out_next_batch(
             last = False
             if not user_ids:
                 return _wait_for(notification, *blocker)
-        plan = _write_batch(notification, user_ids, now) if user_ids else BatchPlan()
         if truncated:
             # No recipient lies between the last one written and the blocker's cursor, so
             # ours may stand there too (and this sender's later sends follow up to it).
@@ -141,9 +149,12 @@ def _fan_out_next_batch(
             notification.status = NotificationStatus.DISPATCHED
             notification.dispatched_at = now
         notification.waiting_for = None
-        notification.save(
-            update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
-        )
+        # The batch's rows and the state above: the set-based path writes both in one statement.
+        plan = _write_batch(notification, user_ids, now) if user_ids else BatchPlan()
+        if not plan.state_written:
+            notification.save(
+                update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
+            )
         plan.waiters = waiters
         _on_commit(plan)
     return not last
@@ -293,21 +304,21 @@ def _write_batch_bulk(notification: Notification, user_ids: list[int], now: date
     online = users_online(user_ids) if route in (Route.AUTO, Route.REALTIME, Route.ALL) else set()
     realtime_users = _realtime_users(route, user_ids, fully, online)
     published = [uid for uid in realtime_users if uid in online]
-    cursors = fanout_sql.inbox_write(
+    cursors, realtime_delivery_ids = fanout_sql.inbox_write(
         notification,
         user_ids,
         not_live=user_ids if route == Route.PUSH else device_only,
-        cursors_for=published,
+        published=published,
+        realtime_users=realtime_users,
         now=now,
+        with_state=True,
     )
     if notification.collapse_key:
         _collapse_older(notification, user_ids, now)
 
-    plan = BatchPlan()
+    plan = BatchPlan(state_written=True)
     if realtime_users:
-        plan.realtime_delivery_ids = fanout_sql.realtime_deliveries_write(
-            notification, realtime_users, published, now
-        )
+        plan.realtime_delivery_ids = realtime_delivery_ids
         plan.realtime = [(uid, message_payload(notification, cursors[uid])) for uid in published]
     if route != Route.REALTIME:
         push = fanout_sql.push_deliveries_write(
@@ -316,9 +327,7 @@ def _write_batch_bulk(notification: Notification, user_ids: list[int], now: date
             device_only=device_only,
             held_users=realtime_users if route == Route.AUTO else [],
             held_until=_held_until(route, now),
-            quiet_ends=fanout_sql.quiet_hours_ends(user_ids, now)
-            if notification.priority == Priority.NORMAL
-            else {},
+            quiet_hours=notification.priority == Priority.NORMAL,
             now=now,
         )
         _plan_push(plan, push, now)

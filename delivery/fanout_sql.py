@@ -9,6 +9,7 @@ the same as the ORM path's (tests/delivery/test_fanout_bulk.py compares them).
 from datetime import datetime
 
 from django.db import connection
+from django.utils import timezone
 
 from delivery.models import Channel, Delivery, DeliveryStatus, InboxMessage, Notification, UserStream
 from devices.models import Device, UserPreferences
@@ -30,46 +31,62 @@ def inbox_write(
     user_ids: list[int],
     *,
     not_live: list[int],
-    cursors_for: list[int],
+    published: list[int],
+    realtime_users: list[int],
     now: datetime,
-) -> dict[int, int]:
-    """Advance each user's stream and write their inbox message at the new position, in one
-    statement; returns the positions of the users in `cursors_for` (those published to now).
+    with_state: bool = False,
+) -> tuple[dict[int, int], list[int]]:
+    """Advance each user's stream, write their inbox message at the new position and a realtime
+    delivery for each of `realtime_users`, in one statement; returns the positions and the
+    realtime delivery ids (in id order) of the users in `published` (those published to now).
+    `with_state`: the same statement writes the notification's fan-out state as the instance
+    holds it (status, cursor, dispatched_at, waiting_for), which the batch would otherwise save
+    in a statement of its own.
 
     Users are locked in id order, as allocate_cursors does, so concurrent batches cannot deadlock.
     """
     streams, inbox = _table(UserStream), _table(InboxMessage)
+    state, state_params = "", []
+    if with_state:
+        state = (
+            f"state AS (UPDATE {_table(Notification)} SET status = %s, fanout_cursor = %s,"
+            " dispatched_at = %s, waiting_for = %s, updated_at = %s WHERE id = %s), "
+        )
+        notification.updated_at = timezone.now()
+        state_params = [
+            notification.status,
+            notification.fanout_cursor,
+            notification.dispatched_at,
+            notification.waiting_for,
+            notification.updated_at,
+            notification.pk,
+        ]
+    live, live_select, live_params, live_select_params = "", "", [], []
+    if realtime_users:
+        live = (
+            f", live AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
+            f" SELECT %s, uid, NULL, '{Channel.REALTIME}', '{DeliveryStatus.QUEUED}', 0, '', '',"
+            " %s, %s, NULL, NULL FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id)"
+        )
+        live_select = " UNION ALL SELECT 1, id, user_id FROM live WHERE user_id = ANY(%s::bigint[])"
+        live_params = [notification.pk, now, now, id_array(realtime_users)]
+        live_select_params = [id_array(published)]
     sql = (
-        f"WITH stream AS (INSERT INTO {streams} (user_id, last_seq)"
+        f"WITH {state}stream AS (INSERT INTO {streams} (user_id, last_seq)"
         " SELECT uid, 1 FROM unnest(%s::bigint[]) AS uid ORDER BY uid"
         f" ON CONFLICT (user_id) DO UPDATE SET last_seq = {streams}.last_seq + 1"
         " RETURNING user_id, last_seq),"
         f" message AS (INSERT INTO {inbox} (user_id, notification_id, seq, live, created_at)"
         " SELECT user_id, %s, last_seq, NOT (user_id = ANY(%s::bigint[])), %s FROM stream"
-        " RETURNING user_id, seq)"
-        " SELECT user_id, seq FROM message WHERE user_id = ANY(%s::bigint[])"
+        f" RETURNING user_id, seq){live}"
+        f" SELECT 0, user_id, seq FROM message WHERE user_id = ANY(%s::bigint[]){live_select}"
     )
+    params = [id_array(user_ids), notification.pk, id_array(not_live), now]
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [id_array(user_ids), notification.pk, id_array(not_live), now, id_array(cursors_for)]
-        )
-        return dict(cursor.fetchall())
-
-
-def realtime_deliveries_write(
-    notification: Notification, user_ids: list[int], ids_for: list[int], now: datetime
-) -> list[int]:
-    """One realtime delivery per user; returns the ids of those for the users in `ids_for`."""
-    sql = (
-        f"WITH written AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
-        f" SELECT %s, uid, NULL, '{Channel.REALTIME}', '{DeliveryStatus.QUEUED}', 0, '', '',"
-        " %s, %s, NULL, NULL"
-        " FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id)"
-        " SELECT id FROM written WHERE user_id = ANY(%s::bigint[]) ORDER BY id"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [notification.pk, now, now, id_array(user_ids), id_array(ids_for)])
-        return [pk for (pk,) in cursor.fetchall()]
+        cursor.execute(sql, [*state_params, *params, *live_params, id_array(published), *live_select_params])
+        rows = cursor.fetchall()
+    cursors = {user_id: seq for kind, user_id, seq in rows if kind == 0}
+    return cursors, sorted(pk for kind, pk, _user_id in rows if kind == 1)
 
 
 _DELIVERY_COLUMNS = (
@@ -85,34 +102,38 @@ def push_deliveries_write(
     device_only: list[int],
     held_users: list[int],
     held_until: datetime | None,
-    quiet_ends: dict[int, datetime],
+    quiet_hours: bool,
     now: datetime,
 ) -> list[tuple[int, datetime | None]]:
     """One delivery per active device the batch reaches (users reached only through `to.devices`:
     only those devices), written in (app, platform, id) order so each send task's slice is
-    (mostly) one provider call; returns (id, next_attempt_at) in that order.
+    (mostly) one provider call; returns (id, next_attempt_at) in id order.
 
-    Not before: the ack timeout for `held_users`, the end of quiet hours, whichever is later.
+    Not before: the ack timeout for `held_users`, and with `quiet_hours` the end of the user's
+    quiet hours, whichever is later. The insert returns the quiet-hours settings of the users it
+    wrote for, so a batch that reaches no device (or no one with quiet hours) reads nothing
+    more; only deliveries of users inside their quiet hours now take a second statement.
     Joins, not `= ANY` per row, so the cost stays linear in the batch.
     """
     app_filter = " AND device.app = %s" if notification.app else ""
     sql = (
         f"WITH written AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
         " SELECT %s, device.user_id, device.id, device.platform,"
-        f" '{DeliveryStatus.QUEUED}', 0, '', '', %s, %s, not_before.at, coalesce(not_before.at, %s)"
+        f" '{DeliveryStatus.QUEUED}', 0, '', '', %s, %s, held.at, coalesce(held.at, %s)"
         " FROM unnest(%s::bigint[]) AS reach(user_id)"
         f" JOIN {_table(Device)} AS device ON device.user_id = reach.user_id"
-        " LEFT JOIN unnest(%s::bigint[]) AS held(user_id) ON held.user_id = device.user_id"
-        " LEFT JOIN unnest(%s::bigint[], %s::timestamptz[]) AS quiet(user_id, ends)"
-        "   ON quiet.user_id = device.user_id"
-        " CROSS JOIN LATERAL (SELECT greatest("
-        "   CASE WHEN held.user_id IS NOT NULL THEN %s::timestamptz END, quiet.ends) AS at) AS not_before"
+        " LEFT JOIN (SELECT user_id, %s::timestamptz AS at FROM unnest(%s::bigint[]) AS user_id) AS held"
+        "   ON held.user_id = device.user_id"
         " WHERE device.active"
         "   AND (NOT (device.user_id = ANY(%s::bigint[])) OR device.id = ANY(%s::bigint[]))"
         f"{app_filter}"
         " ORDER BY device.app, device.platform, device.id"
-        " RETURNING id, next_attempt_at)"
-        " SELECT id, next_attempt_at FROM written ORDER BY id"
+        " RETURNING id, user_id, next_attempt_at)"
+        " SELECT written.id, written.next_attempt_at, written.user_id,"
+        "   prefs.quiet_start, prefs.quiet_end, prefs.timezone"
+        f" FROM written LEFT JOIN {_table(UserPreferences)} AS prefs"
+        "   ON %s AND prefs.user_id = written.user_id AND prefs.quiet_start IS NOT NULL"
+        " ORDER BY written.id"
     )
     params = [
         notification.pk,
@@ -120,36 +141,46 @@ def push_deliveries_write(
         now,
         now,
         id_array(user_ids),
-        id_array(held_users),
-        id_array(quiet_ends),
-        list(quiet_ends.values()),
         held_until,
+        id_array(held_users),
         id_array(device_only),
         id_array(notification.target.get("devices") or []),
     ]
     if notification.app:
         params.append(notification.app)
+    params.append(quiet_hours)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def quiet_hours_ends(user_ids: list[int], now: datetime) -> dict[int, datetime]:
-    """user id → end of quiet hours, for those among these users in them now: devices/preferences'
-    quiet_hours_ends in plain SQL with the ids as one array parameter (a batch's thousands of
-    placeholders cost more to build and parse than the query costs to run, and for a one-user
-    send the ORM's query building was an eighth of the request's CPU)."""
-    sql = (
-        f"SELECT user_id, quiet_start, quiet_end, timezone FROM {_table(UserPreferences)}"
-        " WHERE user_id = ANY(%s::bigint[]) AND quiet_start IS NOT NULL"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [id_array(user_ids)])
         rows = cursor.fetchall()
-    ends = {}
-    for user_id, start, end, zone in rows:
+    quiet_ends = _quiet_hours_ends_of(rows, now)
+    if not quiet_ends:
+        return [(pk, at) for pk, at, *_ in rows]
+    later: dict[int, datetime] = {}
+    for pk, at, user_id, *_ in rows:
+        if user_id in quiet_ends:
+            later[pk] = max(at, quiet_ends[user_id]) if at is not None else quiet_ends[user_id]
+    _not_before_write(later)
+    return [(pk, later.get(pk, at)) for pk, at, *_ in rows]
+
+
+def _quiet_hours_ends_of(rows, now: datetime) -> dict[int, datetime]:
+    """user id → end of quiet hours, for the users of these rows in them now."""
+    ends: dict[int, datetime] = {}
+    for _pk, _at, user_id, start, end, zone in rows:
+        if start is None or user_id in ends:
+            continue
         prefs = UserPreferences(user_id=user_id, quiet_start=start, quiet_end=end, timezone=zone)
         moment = quiet_hours_end(prefs, now)
         if moment is not None:
             ends[user_id] = moment
     return ends
+
+
+def _not_before_write(not_before: dict[int, datetime]) -> None:
+    """Hold these deliveries (id → not before) until then: their users are in quiet hours."""
+    sql = (
+        f"UPDATE {_table(Delivery)} AS delivery SET next_attempt_at = later.at, enqueued_at = later.at"
+        " FROM unnest(%s::bigint[], %s::timestamptz[]) AS later(id, at) WHERE delivery.id = later.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [id_array(not_before), list(not_before.values())])

@@ -110,6 +110,21 @@ def unknown_targets(target: dict) -> dict:
     }
 
 
+def targets_resolved(target: dict) -> tuple[dict, list[int] | None]:
+    """(unknown_targets(target), the recipients' ids in id order when the target names users only).
+
+    For named users both come from one read: a send's first fan-out batch then takes its
+    recipients from here instead of reading them again in its transaction.
+    """
+    usernames = target.get("users") or []
+    if not usernames or not _named_users_only(target):
+        return unknown_targets(target), None
+    rows = _active_users_named("username, id", usernames)
+    known = {name for name, _pk in rows}
+    unknown = {"users": [name for name in usernames if name not in known], "devices": []}
+    return unknown, sorted(pk for _name, pk in rows)
+
+
 def delivery_counts(notification: Notification) -> dict[str, int]:
     counts = {
         status: 0 for status in ("queued", "sent", "delivered", "failed", "expired", "cancelled", "skipped")

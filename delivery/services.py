@@ -29,7 +29,7 @@ from delivery.models import (
     UserStream,
 )
 from delivery.providers.base import PushMessage, PushOptions
-from delivery.selectors import recipients_count, unknown_targets, waiters_of
+from delivery.selectors import recipients_count, targets_resolved, waiters_of
 from delivery.webhooks import events as webhook_events
 from notifyproject import metrics
 from notifyproject.identities.models import ApiKey
@@ -149,7 +149,7 @@ def notification_send(
 
     starts_at = request.send_at if request.send_at and request.send_at > now else now
     conditions = _audience_conditions_of_send(request, now)
-    unknown = unknown_targets(request.target)
+    unknown, recipient_ids = targets_resolved(request.target)
     notification = Notification(
         sender_key=sender.api_key,
         sender_user=sender.user,
@@ -186,7 +186,7 @@ def notification_send(
     # An audience's conditions are read back from the row by the fan-out, so it goes the usual way.
     if inline and conditions is None and not transaction.get_connection().in_atomic_block:
         try:
-            return _insert_with_first_batch(notification, request.route), True
+            return _insert_with_first_batch(notification, request.route, recipient_ids), True
         except Exception as exc:
             if not isinstance(exc, IntegrityError):  # else a concurrent send took the key: below says so
                 logger.exception("fan-out of a new notification failed; the worker does it instead")
@@ -209,15 +209,18 @@ def notification_send(
     return notification, True
 
 
-def _insert_with_first_batch(notification: Notification, route: str) -> Notification:
+def _insert_with_first_batch(
+    notification: Notification, route: str, recipient_ids: list[int] | None
+) -> Notification:
     """A small send outside any caller's transaction: its row and its first (for a few users,
     only) fan-out batch in one transaction, so one commit stands between the request and the
-    realtime publish. The batch works on a copy: the caller answers with the accepted state."""
+    realtime publish. The batch works on a copy: the caller answers with the accepted state.
+    `recipient_ids`: the recipients as the send resolved them, if it did (named users)."""
     from delivery.fanout import notification_fan_out_first_batch
 
     with transaction.atomic():
         notification.save()
-        if notification_fan_out_first_batch(copy.copy(notification)):
+        if notification_fan_out_first_batch(copy.copy(notification), recipient_ids):
             transaction.on_commit(lambda: _dispatch(notification.pk, inline=True), robust=True)
         transaction.on_commit(lambda: metrics.count("clarion_notifications_total", route=route), robust=True)
     return notification

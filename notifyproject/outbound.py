@@ -47,6 +47,11 @@ ASCII_HOST_PATTERN = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?$")
 # Characters no URL we accept contains: WHATWG parsers strip tab/newline and treat `\` as `/`,
 # Python's urlsplit does neither, so a URL with them could mean two hosts to two parsers.
 UNSAFE_URL_CHARACTERS = re.compile(r"[\x00-\x20\x7f\\]")
+# A path of only these (RFC 3986 pchar and "/", without "@") is kept as written by urlsplit,
+# urlunsplit and yarl, and ends no parser's authority early; nor does an authority without these:
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:%/-]*")
+_AUTHORITY_ENDS = re.compile(r"[?#]")
+_AUTHORITY_END = re.compile(r"[/?#]")
 # A provider's reason token in an error answer (autopush `errno`, FCM `reason`): an identifier.
 REASON_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 REASON_TOKEN_KEYS = ("reason", "errno", "error_code", "error")
@@ -87,8 +92,23 @@ def clean_url(url: str, *, allow_private: bool) -> str:
     """The URL with its host in canonical form, or UnsafeURLError saying why it may not be used.
 
     Without network I/O: a name is judged by what it says (localhost, .local, single labels);
-    what it resolves to is judged at connect time by `guarded_connector()`.
+    what it resolves to is judged at connect time by `guarded_connector()`. A URL that is an
+    origin and a plain path (every Web Push endpoint) has its origin judged once and the path
+    kept as written, which is what judging the whole URL gives (tests/test_outbound.py).
     """
+    if isinstance(url, str) and url.startswith(("https://", "http://")):
+        slash = url.find("/", url.index("//") + 2)
+        if slash > 0 and _PLAIN_PATH.fullmatch(url, slash) and not _AUTHORITY_ENDS.search(url, 0, slash):
+            return _clean_origin(url[:slash], allow_private) + url[slash:]
+    return _clean_whole_url(url, allow_private=allow_private)
+
+
+@functools.lru_cache(maxsize=JUDGED_HOSTS_KEPT)
+def _clean_origin(origin: str, allow_private: bool) -> str:
+    return _clean_whole_url(origin + "/", allow_private=allow_private)[:-1]
+
+
+def _clean_whole_url(url: str, *, allow_private: bool) -> str:
     if not isinstance(url, str) or UNSAFE_URL_CHARACTERS.search(url):
         raise UnsafeURLError("INVALID_URL", "The URL contains spaces, control characters or backslashes.")
     try:
@@ -266,9 +286,9 @@ def transport_error(exc: BaseException) -> str:
 
 
 def url_origin(url: str) -> str:
-    """`scheme://host[:port]` of a URL `clean_url()` returned."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """`scheme://host[:port]` of a URL `clean_url()` returned (its authority ends at `/`, `?` or `#`)."""
+    end = _AUTHORITY_END.search(url, url.find("//") + 2)
+    return url if end is None else url[: end.start()]
 
 
 def status_phrase(status: int) -> str:

@@ -128,6 +128,9 @@ except ValueError as exc:  # dj-database-url's UnknownSchemeError is a ValueErro
         f"DATABASE_URL is not a database URL ({exc}); e.g. postgres://user:password@host:5432/clarion"
     ) from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    # Checked at checkout, with a round trip only for a connection the server closed.
+    import notifyproject.db_pool  # noqa: F401
+
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # a closed connection goes back to the pool
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,

@@ -61,8 +61,12 @@ return #KEYS
 APPLY_CHUNK = 1000  # keys per script call: Redis runs one call at a time, so it stays short
 
 
-def _key(user_id: int) -> str:
+def presence_key(user_id: int) -> str:
+    """The Redis key of a user's entries (realtime/publish.py's script reads them too)."""
     return f"{KEY_PREFIX}{user_id}"
+
+
+_key = presence_key
 
 
 class RedisPresence:

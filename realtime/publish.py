@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 
 import orjson
 import redis
@@ -22,7 +23,7 @@ from django.conf import settings
 
 from notifyproject import metrics
 from realtime.node_registry import channel_for, local_nodes
-from realtime.presence import get_presence
+from realtime.presence import get_presence, presence_key
 from realtime.streams import notification_frame, read_frame
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ PUT_TIMEOUT_SECS = 5
 MAX_FRAMES_PER_ROUND = 5_000
 MAX_BYTES_PER_ROUND = 512 * 1024
 EXIT_FLUSH_SECS = 2
+# A hand-over this small goes out from the caller's own thread when the publisher thread has
+# nothing in hand: a one-user send's frame leaves right after its commit, without waiting for
+# that thread to be woken and scheduled (W5). Larger ones, and any while the thread is busy,
+# are handed over and batched as before.
+INLINE_MAX_FRAMES = 16
 
 
 def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
@@ -55,10 +61,10 @@ def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -
         for node in local_nodes():
             node.loop.call_soon_threadsafe(node.dispatch, frames, reads)
         return
-    try:
-        _publisher().handover.put((frames, reads), timeout=PUT_TIMEOUT_SECS)
-    except queue.Full:
-        _dropped(len(frames) + len(reads), "the publisher is behind")
+    publisher = _publisher()
+    if len(frames) + len(reads) <= INLINE_MAX_FRAMES and publisher.publish_if_idle(frames, reads):
+        return
+    publisher.hand_over(frames, reads)
 
 
 def flush_publishes(timeout: float = EXIT_FLUSH_SECS) -> bool:
@@ -74,19 +80,54 @@ def flush_publishes(timeout: float = EXIT_FLUSH_SECS) -> bool:
 
 
 class _Publisher:
+    """The process's publisher thread, and the order it keeps.
+
+    Publishes happen in hand-over order: one at a time (`publishing`), and a caller publishes
+    inline only when no earlier hand-over is still `in_hand` (counted before it is queued,
+    uncounted once published), so an inline frame never overtakes a queued one.
+    """
+
     def __init__(self):
         self.pid = os.getpid()
         self.handover: queue.Queue = queue.Queue(MAX_WAITING_HANDOVERS)
+        self.publishing = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.in_hand = 0
         threading.Thread(target=self._run, name="clarion-realtime-publisher", daemon=True).start()
+
+    def publish_if_idle(self, frames: list, reads: list) -> bool:
+        """Publish now from this thread if nothing handed over earlier is pending; True if done."""
+        if not self.publishing.acquire(blocking=False):
+            return False
+        try:
+            if self.in_hand:
+                return False
+            _publish_logged(frames, reads)
+            return True
+        finally:
+            self.publishing.release()
+
+    def hand_over(self, frames: list, reads: list) -> None:
+        self._count(1)
+        try:
+            self.handover.put((frames, reads), timeout=PUT_TIMEOUT_SECS)
+        except queue.Full:
+            self._count(-1)
+            _dropped(len(frames) + len(reads), "the publisher is behind")
+
+    def _count(self, change: int) -> None:
+        with self._count_lock:
+            self.in_hand += change
 
     def _run(self) -> None:
         while True:
-            frames, reads, flushed, size = [], [], [], 0
+            frames, reads, flushed, size, items = [], [], [], 0, 0
             item = self.handover.get()
             while True:
                 if isinstance(item, threading.Event):
                     flushed.append(item)
                 else:
+                    items += 1
                     frames += item[0]
                     reads += item[1]
                     size += sum(len(frame[-1]) for frame in item[0]) + sum(len(read[-1]) for read in item[1])
@@ -96,12 +137,18 @@ class _Publisher:
                     item = self.handover.get_nowait()
                 except queue.Empty:
                     break
-            try:
-                _publish_now(frames, reads)
-            except Exception:
-                logger.exception("realtime publish of %s frames failed", len(frames) + len(reads))
+            with self.publishing:
+                _publish_logged(frames, reads)
+                self._count(-items)
             for done in flushed:
                 done.set()
+
+
+def _publish_logged(frames: list, reads: list) -> None:
+    try:
+        _publish_now(frames, reads)
+    except Exception:
+        logger.exception("realtime publish of %s frames failed", len(frames) + len(reads))
 
 
 _current: _Publisher | None = None
@@ -124,31 +171,51 @@ def _dropped(count: int, why: str, exc_info: bool = False) -> None:
     metrics.count("clarion_realtime_publish_dropped_total", count)
 
 
+# The presence lookup and every node's PUBLISH of a round in one command, run after the commit as
+# before: KEYS are the users' presence keys; ARGV is the time now, the node channels' prefix, then
+# two strings per key: that user's frames and reads, each already JSON and comma-joined. Each node
+# gets `{"m": [frames], "r": [reads]}`, byte for byte what orjson made of the same payload; a
+# lookup then a pipelined PUBLISH was two round trips between a send's commit and its frame.
+# Returns the number of nodes published to.
+PUBLISH_LUA = """
+local now, prefix = ARGV[1], ARGV[2]
+local order, frames, reads = {}, {}, {}
+for i, key in ipairs(KEYS) do
+  local m, r = ARGV[2 * i + 1], ARGV[2 * i + 2]
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
+    if frames[node] == nil then
+      order[#order + 1] = node
+      frames[node], reads[node] = {}, {}
+    end
+    if m ~= '' then table.insert(frames[node], m) end
+    if r ~= '' then table.insert(reads[node], r) end
+  end
+end
+for _, node in ipairs(order) do
+  redis.call('PUBLISH', prefix .. node,
+    '{"m":[' .. table.concat(frames[node], ',') .. '],"r":[' .. table.concat(reads[node], ',') .. ']}')
+end
+return #order
+"""
+
+
 def _publish_now(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
-    """One presence lookup and one PUBLISH per node for everything handed over in a round."""
+    """One presence lookup and one PUBLISH per node for everything handed over in a round, in
+    one script call."""
     if not frames and not reads:
         return
     presence = get_presence()
-    user_ids = list(dict.fromkeys([user_id for user_id, *_ in frames] + [user_id for user_id, _ in reads]))
+    by_user: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    for frame in frames:
+        by_user.setdefault(frame[0], ([], []))[0].append(orjson.dumps(frame))
+    for read in reads:
+        by_user.setdefault(read[0], ([], []))[1].append(orjson.dumps(read))
+    args: list = [repr(time.time()), channel_for("")]
+    for user_frames, user_reads in by_user.values():
+        args += (b",".join(user_frames), b",".join(user_reads))
     try:
-        nodes = presence.nodes_for_users(user_ids)
-        if not nodes:
-            return
-        nodes_of: dict[int, list[str]] = {}
-        for node_id, node_users in nodes.items():
-            for user_id in node_users:
-                nodes_of.setdefault(user_id, []).append(node_id)
-        payloads = {node_id: {"m": [], "r": []} for node_id in nodes}
-        for frame in frames:
-            for node_id in nodes_of.get(frame[0], ()):
-                payloads[node_id]["m"].append(frame)
-        for read in reads:
-            for node_id in nodes_of.get(read[0], ()):
-                payloads[node_id]["r"].append(read)
-        with presence.sync_client.pipeline(transaction=False) as pipe:
-            for node_id, payload in payloads.items():
-                pipe.publish(channel_for(node_id), orjson.dumps(payload))
-            pipe.execute()
+        script = presence.sync_client.register_script(PUBLISH_LUA)  # hashes the source; no I/O
+        script(keys=[presence_key(user_id) for user_id in by_user], args=args)
     except redis.RedisError:
         # At-most-once by design: clients get these from the database on their next frame
         # or reconnect. The caller's transaction has committed; failing it would help no one.

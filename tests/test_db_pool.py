@@ -36,3 +36,53 @@ def test_a_burst_of_requests_shares_a_bounded_pool(start_web, alice, client_for)
 
     assert [r.status_code for r in responses] == [200] * CONCURRENT_REQUESTS
     assert connections_to_this_database() - before <= POOL_SIZE
+
+
+def backend_gone(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone()[0] == 0
+
+
+def test_a_connection_the_server_closed_is_replaced_at_checkout():
+    """The checkout check makes no round trip on a quiet socket, so it must still notice a close."""
+    from psycopg_pool import ConnectionPool
+
+    from notifyproject.db_pool import connection_check
+
+    params = {**connection.get_connection_params(), "autocommit": True}
+    with ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check) as pool:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        for _ in range(1000):  # the backend exits after the signal; wait for it, not for a time
+            if backend_gone(pid):
+                break
+        assert backend_gone(pid)
+
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.info.backend_pid != pid
+
+
+def test_a_quiet_connection_passes_the_checkout_check_as_it_is():
+    from psycopg_pool import ConnectionPool
+
+    from notifyproject.db_pool import connection_check
+
+    params = {**connection.get_connection_params(), "autocommit": True}
+    with ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check) as pool:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+
+
+def test_django_s_pool_uses_the_quiet_checkout_check():
+    from notifyproject.db_pool import connection_check
+
+    connection.ensure_connection()
+    if connection.pool is None:
+        pytest.skip("no pool in this configuration")
+    assert connection.pool._check is connection_check

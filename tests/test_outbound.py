@@ -142,6 +142,39 @@ class TestCleanUrl:
     def test_allow_private_still_refuses_credentials(self):
         assert refusal("http://a:b@127.0.0.1/x", allow_private=True) == "CREDENTIALS_IN_URL"
 
+    @pytest.mark.parametrize("allow_private", [False, True])
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://fcm.googleapis.com/fcm/send/abc:APA91b-_x",
+            "http://127.0.0.1:8080/push/xyz",
+            "https://Push.Example:0443/a/b",
+            "https://push.example:/x",
+            "https://EXAMPLE.com./x",
+            "https://１２７.０.０.１/x",
+            "https://127.1/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "https://a.local/x",
+            "https://u@push.example/x",
+            "https://push.example:0/x",
+            "https://push.example:99999/x",
+            "https://push.example//other.example/x",
+            "https://push.example/a%2F..%2Fb",
+            "https://push.example?x/y",
+            "https://push.example#x/y",
+            "https://push.example/x?",
+        ],
+    )
+    def test_an_origin_judged_once_gives_what_judging_the_whole_url_gives(self, url, allow_private):
+        def judged(clean):
+            try:
+                return clean(url, allow_private=allow_private)
+            except UnsafeURLError as exc:
+                return exc.code, str(exc)
+
+        for _ in range(2):  # the origin's judgement is remembered after the first
+            assert judged(clean_url) == judged(outbound._clean_whole_url)
+
 
 @pytest.mark.parametrize(
     "ip, allowed",

@@ -3,19 +3,23 @@
 Requests are built in the caller's thread; the I/O runs on this provider's background event
 loop (one per process), where our HTTP/2 client (delivery/providers/http2.py) keeps one
 connection per APNs host with up to 1,000 streams in flight, a whole batch framed and written at
-once. The ES256 provider token is signed once and reused until it is 50 minutes old. Why our
+once. The ES256 provider token is signed once per team, key id and key and reused, with its
+`authorization` header, until it is 50 minutes old, by every app that holds that key. Why our
 own client and not aioapns/httpx/httpcore: docs/providers.md.
 Apple's reference: https://developer.apple.com/documentation/usernotifications/sending-notification-requests-to-apns
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -54,9 +58,19 @@ def apns_collapse_id(collapse_key: str) -> str:
     return uuid.uuid5(APNS_ID_NAMESPACE, collapse_key).hex
 
 
+_APNS_ID_HASH = hashlib.sha1(APNS_ID_NAMESPACE.bytes, usedforsecurity=False)
+
+
 def apns_id(delivery_id: int, withdraw: bool = False) -> str:
+    """uuid5(APNS_ID_NAMESPACE, "<kind>:<id>"), spelled out: uuid.uuid5 costs 3× as much per message."""
     kind = "withdraw" if withdraw else "delivery"  # a withdrawal is its own request, not a retry
-    return str(uuid.uuid5(APNS_ID_NAMESPACE, f"{kind}:{delivery_id}"))
+    digest = _APNS_ID_HASH.copy()
+    digest.update(f"{kind}:{delivery_id}".encode())
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # RFC 9562 §5.5: version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # and the RFC variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def apns_is_background(message: PushMessage) -> bool:
@@ -125,32 +139,66 @@ def apns_headers(message: PushMessage, topic: str) -> list[tuple[bytes, bytes]]:
 
 
 class ProviderToken:
-    """The ES256 provider JWT, signed once and shared until renewal (never per request)."""
+    """The ES256 provider JWT and its `authorization` header, signed once and shared until renewal.
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, key_id: str, team_id: str) -> None:
-        self._key, self._key_id, self._team_id = key, key_id, team_id
+    One per (team, key id, key) in a process (`provider_token`): apps that hold the same key
+    share it, and a provider rebuilt after an app's row changed keeps it, so Apple does not see
+    a new token per app or per rebuild (it refuses updates more often than every 20 minutes).
+    """
+
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        key_id: str,
+        team_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key, self._key_id, self._team_id, self._clock = key, key_id, team_id, clock
         self._lock = threading.Lock()
         self._token = ""
+        self._authorization = b""
         self._issued_at = 0.0
 
-    def current(self) -> str:
+    def authorization(self) -> tuple[bytes, str]:
+        """(the `authorization` header's value, the token in it), renewed once it is due."""
         with self._lock:
-            if not self._token or time.time() - self._issued_at >= PROVIDER_TOKEN_RENEW_SECS:
+            if not self._token or self._clock() - self._issued_at >= PROVIDER_TOKEN_RENEW_SECS:
                 self._sign()
-            return self._token
+            return self._authorization, self._token
 
-    def renew(self, rejected: str) -> str:
+    def renew(self, rejected: str) -> tuple[bytes, str]:
         """A fresh token, unless another request already replaced `rejected` (one renewal per expiry)."""
         with self._lock:
             if self._token == rejected:
                 self._sign()
-            return self._token
+            return self._authorization, self._token
 
     def _sign(self) -> None:
-        now = time.time()
+        now = self._clock()
         claims = {"iss": self._team_id, "iat": int(now)}
         self._token = jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self._key_id})
+        self._authorization = f"bearer {self._token}".encode()
         self._issued_at = now
+
+
+_provider_tokens: dict[tuple[str, str, bytes], ProviderToken] = {}
+_provider_tokens_lock = threading.Lock()
+
+
+def provider_token(pem: bytes, key_id: str, team_id: str) -> ProviderToken:
+    """The process's ProviderToken for this team, key id and key (`pem`, a .p8 file's bytes).
+
+    Raises ValueError/TypeError when `pem` is not an EC (P-256) private key.
+    """
+    cache_key = (team_id, key_id, hashlib.sha256(pem).digest())
+    with _provider_tokens_lock:
+        token = _provider_tokens.get(cache_key)
+        if token is None:
+            key = load_pem_private_key(pem, password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError("not an EC (P-256) key")
+            token = _provider_tokens[cache_key] = ProviderToken(key, key_id, team_id)
+        return token
 
 
 def _not_configured_reason(creds: AppCredentials) -> str:
@@ -183,14 +231,11 @@ class ApnsProvider:
             pem = (
                 creds.apns_key_pem.encode() if creds.apns_key_pem else Path(creds.apns_key_path).read_bytes()
             )
-            key = load_pem_private_key(pem, password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise ValueError("not an EC (P-256) key")
+            self._token = provider_token(pem, creds.apns_key_id, creds.apns_team_id)
         except (OSError, ValueError, TypeError) as exc:
             source = f"APNS_KEY {creds.apns_key_path}" if creds.is_default else "the APNs key"
             self._reason = f"apns provider is not configured{creds.label()}: cannot load {source}: {exc}"
             return
-        self._token = ProviderToken(key, creds.apns_key_id, creds.apns_team_id)
         self._topic = creds.apns_topic
         self._endpoints = {"production": creds.apns_endpoint, "sandbox": creds.apns_sandbox_endpoint}
         self._extra_ca = creds.apns_ca_bundle or None
@@ -211,28 +256,18 @@ class ApnsProvider:
         shared = apns_headers(message, self._topic)
         # apns-id differs per request: unindexed, it cannot evict the shared headers from HPACK's table.
         requests = [
-            (
+            _Request(
                 target.delivery_id,
-                Http2Request(
-                    f"{self._endpoint(target)}/3/device/{target.token}",
-                    [
-                        *shared,
-                        NeverIndexedHeaderTuple(
-                            b"apns-id", apns_id(target.delivery_id, message.withdraw).encode()
-                        ),
-                    ],
-                    body,
-                ),
+                f"{self._endpoint(target)}/3/device/{target.token}",
+                NeverIndexedHeaderTuple(b"apns-id", apns_id(target.delivery_id, message.withdraw).encode()),
             )
             for target in targets
         ]
         try:
-            return self._loop.run(self._send_all(requests), BATCH_TIMEOUT_SECS)
+            return self._loop.run(self._send_all(requests, shared, body), BATCH_TIMEOUT_SECS)
         except TimeoutError as exc:
             logger.warning("APNs batch of %d unanswered: %s; retrying it", len(requests), exc)
-            return [
-                SendResult(delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for delivery_id, _ in requests
-            ]
+            return [SendResult(r.delivery_id, Outcome.RETRY, error=f"TIMEOUT: {exc}") for r in requests]
 
     def close(self) -> None:
         self._loop.close(_close_client)
@@ -242,28 +277,28 @@ class ApnsProvider:
         return self._endpoints["sandbox" if target.environment == "sandbox" else "production"]
 
     # -- on the loop ----------------------------------------------------------------------------
-    async def _send_all(self, requests: list[tuple[int, Http2Request]]) -> list[SendResult]:
-        token = self._token.current()
-        results = await self._post_all(requests, token)
+    async def _send_all(
+        self, requests: list[_Request], shared: list[tuple[bytes, bytes]], body: bytes
+    ) -> list[SendResult]:
+        authorization, token = self._token.authorization()
+        results = await self._post_all(requests, shared, body, authorization)
         expired = [i for i, (_, reason) in enumerate(results) if reason == EXPIRED_TOKEN_REASON]
         if expired:  # renew once and retry those; a second refusal is retried later
-            again = await self._post_all([requests[i] for i in expired], self._token.renew(token))
+            authorization, _ = self._token.renew(token)
+            again = await self._post_all([requests[i] for i in expired], shared, body, authorization)
             for i, result in zip(expired, again, strict=True):
                 results[i] = result
         return [result for result, _ in results]
 
     async def _post_all(
-        self, requests: list[tuple[int, Http2Request]], token: str
+        self, requests: list[_Request], shared: list[tuple[bytes, bytes]], body: bytes, authorization: bytes
     ) -> list[tuple[SendResult, str]]:
         """(outcome, Apple's reason or "") for each request."""
-        authorization = (b"authorization", f"bearer {token}".encode())
+        headers = [(b"authorization", authorization), *shared]
         answers = await self._client().send_all(
-            [Http2Request(r.url, [authorization, *r.headers], r.body) for _, r in requests],
-            REQUEST_TIMEOUT_SECS,
+            [Http2Request(r.url, [*headers, r.apns_id], body) for r in requests], REQUEST_TIMEOUT_SECS
         )
-        return [
-            _result(delivery_id, answer) for (delivery_id, _), answer in zip(requests, answers, strict=True)
-        ]
+        return [_result(r.delivery_id, answer) for r, answer in zip(requests, answers, strict=True)]
 
     def _client(self) -> Http2Client:
         """The HTTP/2 client of this process: one connection per APNs host."""
@@ -273,6 +308,14 @@ class ApnsProvider:
                 client_ssl_context(extra_ca=self._extra_ca), CONNECT_TIMEOUT_SECS
             )
         return client
+
+
+class _Request(NamedTuple):
+    """What differs per device in a batch."""
+
+    delivery_id: int
+    url: str
+    apns_id: tuple[bytes, bytes]
 
 
 async def _close_client(resources: dict) -> None:

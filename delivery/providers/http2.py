@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import re
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -32,6 +34,9 @@ import hpack
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
 MAX_STREAMS_PER_CONNECTION = 1000
 _SETTINGS_FRAME_TYPE = b"\x04"  # RFC 9113 §6.5; the 4th byte of a frame (after its 24-bit length)
+# What makes urlsplit read a URL otherwise than "scheme://authority/path": a query, a fragment,
+# spaces it strips, a scheme in capitals (it lowers them).
+_SPLIT_ANYWAY = re.compile(r"[?# ]|^[^:]*[A-Z]")
 # Validation would check every header of every request; ours are built by our own code.
 _CONFIG = h2.config.H2Configuration(
     client_side=True,
@@ -44,14 +49,76 @@ _CONFIG = h2.config.H2Configuration(
 
 
 class _PlainLiteralEncoder(hpack.Encoder):
-    """HPACK without Huffman coding. Headers that repeat go as table indexes either way; what
-    is left literal is per request (a device's path, an apns-id), and hpack's pure-Python
-    Huffman coding of it cost more CPU than the rest of the request's framing to save about 30
-    bytes (an APNs request's header block: ~110 µs with Huffman and the table churning, ~30 µs
-    without either)."""
+    """HPACK without Huffman coding, remembering what it encoded while the table stays the same.
+
+    Headers that repeat go as table indexes either way; what is left literal is per request (a
+    device's path, an apns-id), and hpack's pure-Python Huffman coding of it cost more CPU than
+    the rest of the request's framing to save about 30 bytes (an APNs request's header block:
+    ~110 µs with Huffman and the table churning, ~30 µs without either). Until the table changes
+    (an entry added, or a size update), a header found whole in it encodes to the same index,
+    and a never-indexed header's name to the same prefix: both are reused instead of searching
+    the table again for each request of a batch.
+    """
+
+    MAX_REMEMBERED = 256  # far above what a 4 KiB table holds; a bound, not a tuning knob
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._indexed: dict[tuple, bytes] = {}  # header -> its indexed field
+        self._never_indexed: dict[bytes, bytes] = {}  # name -> a never-indexed literal's prefix
 
     def encode(self, headers, huffman=True) -> bytes:
-        return super().encode(headers, huffman=False)
+        if self.header_table.resized or isinstance(headers, dict):
+            self._forget()
+            return super().encode(headers, huffman=False)
+        indexed = self._indexed
+        block = []
+        for header in headers:
+            encoded = indexed.get(header)
+            if encoded is None:
+                encoded = self._encode_one(header)
+            block.append(encoded)
+        return b"".join(block)
+
+    def _encode_one(self, header) -> bytes:
+        name, value = header[0], header[1]
+        name = name if isinstance(name, bytes) else str(name).encode()
+        value = value if isinstance(value, bytes) else str(value).encode()
+        if isinstance(header, hpack.HeaderTuple):
+            sensitive = not header.indexable
+        else:
+            sensitive = len(header) > 2 and bool(header[2])
+        if sensitive:
+            prefix = self._never_indexed.get(name)
+            if prefix is not None:
+                return prefix + _literal_length(len(value)) + value
+        encoded = self.add((name, value), sensitive, huffman=False)
+        if len(self._indexed) + len(self._never_indexed) >= self.MAX_REMEMBERED:
+            self._forget()
+        if encoded[0] & 0x80:  # RFC 7541 §6.1, an indexed field: the table is unchanged
+            self._indexed[header] = encoded
+        elif sensitive:  # §6.2.3, never indexed: the prefix (name), then the value's length and bytes
+            literal = len(_literal_length(len(value))) + len(value)
+            self._never_indexed[name] = encoded[: len(encoded) - literal]
+        else:  # added to the table (§6.2.1): every remembered index has moved
+            self._forget()
+        return encoded
+
+    def _forget(self) -> None:
+        self._indexed.clear()
+        self._never_indexed.clear()
+
+
+def _literal_length(length: int) -> bytes:
+    """A string literal's length, not Huffman-coded: RFC 7541 §5.1's integer with a 7-bit prefix."""
+    if length < 0x7F:
+        return bytes((length,))
+    out, length = bytearray((0x7F,)), length - 0x7F
+    while length >= 0x80:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out)
 
 
 class _H2Connection(h2.connection.H2Connection):
@@ -116,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.settings_received = asyncio.get_running_loop().create_future()
         self._max_streams = max_streams
+        self._limit: int | None = None
         self._open: dict[int, _Stream] = {}
         self.h2.owned_streams = self._open
         self._queued: collections.deque[_Stream] = collections.deque()
@@ -191,7 +259,10 @@ class _Connection(asyncio.Protocol):
 
     # -- internals ---------------------------------------------------------------------------
     def _stream_limit(self) -> int:
-        return min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+        """Kept until the server's settings change: h2's settings lookup costs per request."""
+        if self._limit is None:
+            self._limit = min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
+        return self._limit
 
     def _start(self, stream: _Stream) -> None:
         try:
@@ -261,6 +332,7 @@ class _Connection(asyncio.Protocol):
                 if stream_id in self._blocked and stream_id in self._open:
                     self._send_body(self._open[stream_id])
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._limit = None
             if not self.settings_received.done():
                 self.settings_received.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -301,6 +373,29 @@ class Http2Request:
     body: bytes = b""
 
 
+def _request_target(url: str) -> tuple[tuple[str, str, int], tuple[bytes, bytes], bytes]:
+    """(scheme, host, port), the `:authority` header and the `:path` of a URL, as urlsplit reads it.
+
+    A URL without query, fragment or characters urlsplit drops is cut at its first slash after
+    the authority (the part urlsplit reads is judged once per authority); any other is split.
+    """
+    start = url.find("://") + 3
+    slash = url.find("/", start)
+    if start > 2 and slash > 0 and url.isascii() and url.isprintable() and not _SPLIT_ANYWAY.search(url):
+        origin, authority = _origin(url[:slash])
+        return origin, authority, url[slash:].encode()
+    parts = urlsplit(url)
+    origin, authority = _origin(f"{parts.scheme}://{parts.netloc}")
+    return origin, authority, (parts.path + (f"?{parts.query}" if parts.query else "")).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(scheme_netloc: str) -> tuple[tuple[str, str, int], tuple[bytes, bytes]]:
+    parts = urlsplit(scheme_netloc)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.scheme, parts.hostname or "", port), (b":authority", parts.netloc.encode())
+
+
 class Http2Client:
     """HTTP/2 connections of one provider in one process, one per origin; use only on its loop."""
 
@@ -338,20 +433,11 @@ class Http2Client:
         by_origin: dict[tuple[str, str, int], list[int]] = {}
         paths: list[bytes] = []
         for index, request in enumerate(requests):
-            parts = urlsplit(request.url)
-            origin = (
-                parts.scheme,
-                parts.hostname or "",
-                parts.port or (443 if parts.scheme == "https" else 80),
-            )
+            origin, authority, path = _request_target(request.url)
             by_origin.setdefault(origin, []).append(index)
             if origin not in prefix:
-                prefix[origin] = [
-                    (b":method", b"POST"),
-                    (b":scheme", parts.scheme.encode()),
-                    (b":authority", parts.netloc.encode()),
-                ]
-            paths.append((parts.path + (f"?{parts.query}" if parts.query else "")).encode())
+                prefix[origin] = [(b":method", b"POST"), (b":scheme", origin[0].encode()), authority]
+            paths.append(path)
         results: list[Http2Response | Exception | None] = [None] * len(requests)
         waiting: dict[asyncio.Future, tuple[int, _Connection]] = {}
         for origin, indexes in by_origin.items():

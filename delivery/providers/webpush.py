@@ -81,6 +81,11 @@ ECE_RECORD_OVERHEAD = 16 + 1  # AEAD tag and padding delimiter per record
 WEB_PUSH_INFO = b"WebPush: info\x00"  # RFC 8291 §3.4
 CEK_INFO = b"Content-Encoding: aes128gcm\x00"  # RFC 8188 §2.2
 NONCE_INFO = b"Content-Encoding: nonce\x00"  # RFC 8188 §2.3
+CEK_INFO_1, NONCE_INFO_1 = CEK_INFO + b"\x01", NONCE_INFO + b"\x01"  # with HKDF-Expand's first counter
+# The body's header after the salt: record size, key id length, then our 65-byte public key.
+ECE_HEADER_TAIL = ECE_RECORD_SIZE.to_bytes(4, "big") + bytes([65])
+_P256, _ECDH = ec.SECP256R1(), ec.ECDH()
+_X962, _UNCOMPRESSED = serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
 SILENT_REASON = "Web Push cannot send silent notifications: browsers must show every push"
 
 
@@ -146,12 +151,6 @@ def web_push_encrypted_size(plaintext_bytes: int) -> int:
     return ECE_HEADER_BYTES + plaintext_bytes + records * ECE_RECORD_OVERHEAD
 
 
-def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-SHA256 (RFC 5869) for outputs of at most one hash (32 bytes), all RFC 8291 needs."""
-    prk = hmac.digest(salt, ikm, "sha256")
-    return hmac.digest(prk, info + b"\x01", "sha256")[:length]
-
-
 def web_push_encrypt(plaintext: bytes, p256dh: bytes, auth_secret: bytes) -> bytes:
     """The aes128gcm body for one subscription (RFC 8291 §3.4 with RFC 8188 records).
 
@@ -160,38 +159,47 @@ def web_push_encrypt(plaintext: bytes, p256dh: bytes, auth_secret: bytes) -> byt
     """
     if len(auth_secret) != 16:
         raise ValueError(f"the auth secret is {len(auth_secret)} bytes, not 16")
-    receiver = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), p256dh)
-    sender = ec.generate_private_key(ec.SECP256R1())
-    sender_public = sender.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    receiver = ec.EllipticCurvePublicKey.from_encoded_point(_P256, p256dh)
+    sender = ec.generate_private_key(_P256)
+    sender_public = sender.public_key().public_bytes(_X962, _UNCOMPRESSED)
+    shared = sender.exchange(_ECDH, receiver)
+    # HKDF-SHA256 (RFC 5869) with outputs of at most one hash, all RFC 8291 needs: Extract, then
+    # one HMAC per Expand. The key info (RFC 8291 §3.4), then Extract once with the salt for both
+    # the content key and the nonce (RFC 8188 §2.2, §2.3).
+    ikm = hmac.digest(
+        hmac.digest(auth_secret, shared, "sha256"), WEB_PUSH_INFO + p256dh + sender_public + b"\x01", "sha256"
     )
-    shared = sender.exchange(ec.ECDH(), receiver)
-    ikm = _hkdf(auth_secret, shared, WEB_PUSH_INFO + p256dh + sender_public, 32)
     salt = os.urandom(16)
-    prk = hmac.digest(salt, ikm, "sha256")  # HKDF-Extract once for both expansions (RFC 8188 §2.2, §2.3)
-    aead = AESGCM(hmac.digest(prk, CEK_INFO + b"\x01", "sha256")[:16])
-    nonce = int.from_bytes(hmac.digest(prk, NONCE_INFO + b"\x01", "sha256")[:12], "big")
+    prk = hmac.digest(salt, ikm, "sha256")
+    aead = AESGCM(hmac.digest(prk, CEK_INFO_1, "sha256")[:16])
+    nonce = hmac.digest(prk, NONCE_INFO_1, "sha256")[:12]
+    header = salt + ECE_HEADER_TAIL + sender_public
     per_record = ECE_RECORD_SIZE - ECE_RECORD_OVERHEAD
-    starts = range(0, max(len(plaintext), 1), per_record)
-    parts = [salt, ECE_RECORD_SIZE.to_bytes(4, "big"), bytes([len(sender_public)]), sender_public]
+    if len(plaintext) <= per_record:  # one record, the last: the usual case
+        return header + aead.encrypt(nonce, plaintext + b"\x02", None)
+    nonce_int = int.from_bytes(nonce, "big")
+    starts = range(0, len(plaintext), per_record)
+    parts = [header]
     for seq, start in enumerate(starts):
         delimiter = b"\x02" if seq == len(starts) - 1 else b"\x01"  # last record, or not
-        record_nonce = (nonce ^ seq).to_bytes(12, "big")
+        record_nonce = (nonce_int ^ seq).to_bytes(12, "big")
         parts.append(aead.encrypt(record_nonce, plaintext[start : start + per_record] + delimiter, None))
     return b"".join(parts)
 
 
 class VapidHeaders:
-    """`vapid t=<JWT>, k=<key>` per push-service origin, cached: ES256 signing is the costly part."""
+    """`vapid t=<JWT>, k=<key>` per push-service origin (the JWT's audience), signed again an hour
+    before the token expires; a new key is a new provider, hence a new cache. ES256 signing is the
+    costly part, so a batch's messages share one header."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str) -> None:
-        self._key, self._subject = key, subject
+    def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str, clock=time.time) -> None:
+        self._key, self._subject, self._clock = key, subject, clock
         self._public = vapid_public_key(key)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, float]] = {}  # origin -> (header, renew at)
 
     def for_origin(self, origin: str) -> str:
-        now = time.time()
+        now = self._clock()
         with self._lock:
             cached = self._cache.get(origin)
             if cached is not None and now < cached[1]:

@@ -54,3 +54,30 @@ def test_with_inline_fan_out_off_the_send_waits_for_a_worker(start_web, alice):
     assert response.status_code == 202
     # The response is sent after the commit hooks ran: no worker, so nothing was fanned out.
     assert Notification.objects.get(pk=response.json()["id"]).status == NotificationStatus.QUEUED
+
+
+def test_a_send_to_named_users_reads_them_once_and_the_batch_no_preferences_alone(alice, bob):
+    """The send's own lookup gives the first batch its recipients; the push insert reads quiet hours."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from delivery import services
+    from delivery.models import InboxMessage
+
+    request = services.NotificationRequest(target={"users": ["bob", "alice", "nobody", "alice"]}, title="t")
+    with CaptureQueriesContext(connection) as queries:
+        notification, created = services.notification_send(
+            sender=services.Sender(label="test"), request=request
+        )
+
+    statements = [query["sql"] for query in queries if query["sql"] not in ("BEGIN", "COMMIT")]
+    assert created and notification.recipients == 2 and notification.unknown["users"] == ["nobody"]
+    assert sorted(
+        InboxMessage.objects.filter(notification=notification).values_list("user_id", flat=True)
+    ) == sorted([alice.pk, bob.pk])
+    assert Notification.objects.get(pk=notification.pk).status == NotificationStatus.DISPATCHED
+    assert sum('"auth_user"' in sql for sql in statements) == 1, statements
+    assert not any(sql.startswith("SELECT") and "userpreferences" in sql for sql in statements), statements
+    # The lookup, the insert, the sender-order check, the inbox with the notification's status,
+    # the push deliveries with the recipients' quiet hours.
+    assert len(statements) <= 5, statements

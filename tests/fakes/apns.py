@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import re
@@ -62,6 +61,7 @@ TOPIC_SUFFIXES = {
 }
 DEVICE_PATH = re.compile(r"^/3/device/([^/?]+)$")
 DEVICE_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}){32,100}$")  # 64..200 hex digits
+EXPIRATION = re.compile(r"\d+")  # epoch seconds, or 0
 UUID_FORMAT = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 # reason -> HTTP status, per Apple's "Handling notification responses from APNs".
@@ -116,6 +116,27 @@ class Attempt:
     at: float = dataclasses.field(default_factory=time.time)  # when it arrived (epoch seconds)
 
 
+class _ServerH2Connection(h2.connection.H2Connection):
+    """h2's connection, told its open streams by the fake (`owned_streams`).
+
+    h2 counts them, to enforce MAX_CONCURRENT_STREAMS, by walking every stream it holds for
+    each new one: quadratic in the streams a client keeps in flight (8 % of the fake's CPU at
+    1,000). The streams the fake has received and not yet ended or seen reset are the same
+    number; h2's walk, which also forgets closed streams, runs once per read (`forget_closed`).
+    """
+
+    owned_streams: set[int] | None = None
+
+    @property
+    def open_inbound_streams(self) -> int:
+        if self.owned_streams is None:
+            return super().open_inbound_streams
+        return len(self.owned_streams)
+
+    def forget_closed(self) -> None:
+        super().open_inbound_streams  # noqa: B018 - h2's count, for its side effect
+
+
 @dataclasses.dataclass
 class _Stream:
     """Request state while its frames arrive."""
@@ -136,8 +157,11 @@ class _Connection(asyncio.Protocol):
         self.open_requests = 0  # requests received in full, not answered yet
         self.provider_token: str | None = None
         self.token_changes: list[float] = []  # times the provider token changed on this connection
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task] = set()  # answers waiting for a held gate
+        self.timers: dict[int, asyncio.TimerHandle] = {}  # stream -> its answer waiting out the latency
+        self.open_streams: set[int] = set()  # received and not yet ended by our answer or reset
         self._unsent: dict[int, tuple[bytes, bool]] = {}  # stream -> (data, end) awaiting window
+        self._flush_scheduled = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -148,7 +172,8 @@ class _Connection(asyncio.Protocol):
             return
         self.id = self.fake._connection_opened(self)
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2 = _ServerH2Connection(config=config)
+        self.h2.owned_streams = self.open_streams
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -163,6 +188,7 @@ class _Connection(asyncio.Protocol):
         self.fake._connection_closed(self)
         for task in self.tasks:
             task.cancel()
+        self.drop_timers()
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -177,11 +203,13 @@ class _Connection(asyncio.Protocol):
             return
         for event in events:
             self._on_event(event)
+        self.h2.forget_closed()
         self._flush()
 
     # h2 events --------------------------------------------------------------------------------
     def _on_event(self, event) -> None:
         if isinstance(event, h2.events.RequestReceived):
+            self.open_streams.add(event.stream_id)
             self.streams[event.stream_id] = _Stream(list(event.headers))
             if event.stream_ended:
                 self._request_complete(event.stream_id)
@@ -193,6 +221,7 @@ class _Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamEnded):
             self._request_complete(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
+            self.open_streams.discard(event.stream_id)
             self.streams.pop(event.stream_id, None)
             self._unsent.pop(event.stream_id, None)
         elif isinstance(event, h2.events.WindowUpdated):
@@ -208,31 +237,63 @@ class _Connection(asyncio.Protocol):
         answer = self.fake._judge(self, stream.headers, bytes(stream.body))
         self.open_requests += 1
         self.fake._request_started(self.open_requests)
-        task = asyncio.get_running_loop().create_task(self._answer(stream_id, *answer))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        loop = asyncio.get_running_loop()
+        if not self.fake._gate.is_set():  # held: wait for release(), then the latency
+            task = loop.create_task(self._answer_after_gate(stream_id, *answer))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif self.fake.latency_ms:
+            # A timer rather than a task per answer: the answers due together go out in one write.
+            delay = self.fake.latency_ms / 1000
+            self.timers[stream_id] = loop.call_later(delay, self._answer_timer, stream_id, *answer)
+        else:
+            self._answer(stream_id, *answer)
 
-    async def _answer(self, stream_id: int, status: int, apns_id: str, body: dict | None) -> None:
-        """Wait for the gate and latency, then send HEADERS (+ DATA for errors) like Apple."""
+    async def _answer_after_gate(self, stream_id: int, status: int, apns_id: str, body: dict | None) -> None:
         try:
-            await self.fake._before_answer()
+            await self.fake._gate.wait()
+            if self.fake.latency_ms:
+                await asyncio.sleep(self.fake.latency_ms / 1000)
+        except asyncio.CancelledError:
+            self._request_done()
+            raise
+        self._answer(stream_id, status, apns_id, body)
+
+    def _answer_timer(self, stream_id: int, status: int, apns_id: str, body: dict | None) -> None:
+        del self.timers[stream_id]
+        self._answer(stream_id, status, apns_id, body)
+
+    def drop_timers(self) -> None:
+        """Forget the answers still waiting out the latency (the connection is going away)."""
+        timers, self.timers = self.timers, {}
+        for timer in timers.values():
+            timer.cancel()
+            self._request_done()
+
+    def _answer(self, stream_id: int, status: int, apns_id: str, body: dict | None) -> None:
+        """Send HEADERS (+ DATA for errors) like Apple; the write waits for the other answers due now."""
+        try:
             if self.transport is None:
                 return
             headers = [(":status", str(status)), ("apns-id", apns_id)]
             try:
                 if body is None:
                     self.h2.send_headers(stream_id, headers, end_stream=True)
+                    self.open_streams.discard(stream_id)
                 else:
                     data = json.dumps(body, separators=(",", ":")).encode()
                     headers += [("content-type", "application/json"), ("content-length", str(len(data)))]
                     self.h2.send_headers(stream_id, headers)
                     self._send_data(stream_id, data)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-                pass  # client reset the stream or went away
-            self._flush()
+                self.open_streams.discard(stream_id)  # client reset the stream or went away
+            self._flush_soon()
         finally:
-            self.open_requests -= 1
-            self.fake._request_finished()
+            self._request_done()
+
+    def _request_done(self) -> None:
+        self.open_requests -= 1
+        self.fake._request_finished()
 
     # output ---------------------------------------------------------------------------------
     def _send_data(self, stream_id: int, data: bytes) -> None:
@@ -242,14 +303,25 @@ class _Connection(asyncio.Protocol):
         self.h2.send_data(stream_id, chunk, end_stream=not rest)
         if rest:
             self._unsent[stream_id] = (rest, True)
+        else:
+            self.open_streams.discard(stream_id)
 
     def _send_unsent(self) -> None:
         for stream_id, (data, _) in list(self._unsent.items()):
             del self._unsent[stream_id]
-            with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            try:
                 self._send_data(stream_id, data)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                self.open_streams.discard(stream_id)
+
+    def _flush_soon(self) -> None:
+        """Flush once the loop has run every callback that is ready now (e.g. answers due together)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
         if self.transport is not None and self.h2 is not None:
             data = self.h2.data_to_send()
             if data:
@@ -295,6 +367,7 @@ class FakeAPNs:
         self._attempts: list[Attempt] = []
         self._provider_tokens: set[str] = set()
         self._verified_tokens: dict[str, tuple[dict, dict]] = {}  # token -> (header, claims)
+        self._last_body, self._last_payload = b"", None  # the loop thread's; see _payload()
         self._connections_opened = 0
         self._connections: set[_Connection] = set()
         self._pending = 0
@@ -350,6 +423,7 @@ class FakeAPNs:
         for connection in connections:
             for task in list(connection.tasks):
                 task.cancel()
+            connection.drop_timers()
             connection.abort()
         await self._server.wait_closed()
         tasks = [t for c in connections for t in c.tasks]
@@ -474,11 +548,6 @@ class FakeAPNs:
             self._pending -= 1
             self._in_flight.notify_all()
 
-    async def _before_answer(self) -> None:
-        await self._gate.wait()
-        if self.latency_ms:
-            await asyncio.sleep(self.latency_ms / 1000)
-
     # -- request judgement ----------------------------------------------------------------------
     def _judge(self, connection: _Connection, raw_headers: list, body: bytes) -> tuple[int, str, dict | None]:
         """Validate one request like APNs; return (status, apns-id, error body or None) and record it."""
@@ -502,7 +571,7 @@ class FakeAPNs:
                     Notification(
                         token,
                         {k: v for k, v in headers.items() if not k.startswith(":")},
-                        json.loads(body),
+                        self._payload(body),
                         apns_id,
                         connection.id,
                         connection.provider_token,
@@ -540,7 +609,7 @@ class FakeAPNs:
             return "DeviceTokenNotForTopic"
         if headers.get("apns-priority", "10") not in VALID_PRIORITIES:
             return "BadPriority"
-        if not re.fullmatch(r"\d+", headers.get("apns-expiration", "0")):
+        if not EXPIRATION.fullmatch(headers.get("apns-expiration", "0")):
             return "BadExpirationDate"
         if len(headers.get("apns-collapse-id", "").encode()) > MAX_COLLAPSE_ID_BYTES:
             return "BadCollapseId"
@@ -552,12 +621,18 @@ class FakeAPNs:
         if len(body) > limit:
             return "PayloadTooLarge"
         try:
-            payload = json.loads(body)
+            payload = self._payload(body)
         except ValueError:
             return "InvalidPayload"
         if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
             return "InvalidPayload"
         return None
+
+    def _payload(self, body: bytes) -> object:
+        """The JSON body, parsed once for a run of requests with the same body (a batch's devices)."""
+        if body != self._last_body:
+            self._last_payload, self._last_body = json.loads(body), body
+        return self._last_payload
 
     def _check_provider_token(self, connection: _Connection, authorization: str | None) -> str | None:
         """Verify `authorization: bearer <ES256 JWT>` and Apple's token-refresh rate rule."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hmac
 import json
 import os
 import re
@@ -20,10 +21,11 @@ import time
 import uuid
 from pathlib import Path
 
-import http_ece
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._failures import FailurePlan
 from ._h2 import BackgroundH2Server
@@ -31,6 +33,9 @@ from ._http import BackgroundHTTPServer, JSONHandler
 from .tls import LocalCA
 
 AUTH_SECRET_BYTES = 16  # RFC 8291 section 3.2
+P256_POINT_BYTES = 65  # uncompressed P-256 point: 0x04, x, y
+ECE_HEADER_FIXED_BYTES = 16 + 4 + 1  # salt, record size, keyid length (RFC 8188 section 2.1)
+ECE_MIN_RECORD_SIZE = 18  # RFC 8188 section 2.1: a tag and a delimiter at least
 MAX_PAYLOAD_BYTES = 4096  # RFC 8030 section 7.2: services must accept at least this much
 VAPID_MAX_LIFETIME_S = 24 * 3600  # RFC 8292 section 2: exp no more than 24 hours ahead
 DEFAULT_RETRY_AFTER_S = 1  # Retry-After sent with 429 unless overridden
@@ -81,6 +86,7 @@ class _Subscription:
 
     id: str
     private_key: ec.EllipticCurvePrivateKey
+    public_key: bytes  # uncompressed point, the p256dh the sender encrypts to
     auth_secret: bytes
     application_server_key: str | None
     gone: bool = False
@@ -223,11 +229,11 @@ class FakePushService:
         key = ec.generate_private_key(ec.SECP256R1())
         auth = os.urandom(AUTH_SECRET_BYTES)
         sub_id = secrets.token_urlsafe(16)
-        with self._lock:
-            self._subscriptions[sub_id] = _Subscription(sub_id, key, auth, application_server_key)
         public = key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
+        with self._lock:
+            self._subscriptions[sub_id] = _Subscription(sub_id, key, public, auth, application_server_key)
         return {
             "endpoint": f"{self.origin}/push/{sub_id}",
             "keys": {"p256dh": b64url_encode(public), "auth": b64url_encode(auth)},
@@ -428,8 +434,51 @@ class FakePushService:
         if encoding != "aes128gcm":
             raise _RejectedError(400, f"Content-Encoding must be aes128gcm, got {encoding!r}")
         try:
-            return http_ece.decrypt(
-                body, private_key=sub.private_key, auth_secret=sub.auth_secret, version="aes128gcm"
-            )
-        except Exception as exc:  # http_ece raises several types for bad ciphertext
-            raise _RejectedError(400, f"Could not decrypt payload: {exc}") from exc
+            return aes128gcm_decrypt(body, sub.private_key, sub.public_key, sub.auth_secret)
+        except (ValueError, InvalidTag) as exc:
+            raise _RejectedError(400, f"Could not decrypt payload: {exc!r}") from exc
+
+
+def _hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, "sha256")
+
+
+def aes128gcm_decrypt(
+    body: bytes, private_key: ec.EllipticCurvePrivateKey, public_key: bytes, auth_secret: bytes
+) -> bytes:
+    """RFC 8291 §3.4 key derivation and RFC 8188 records, as the user agent decrypts them.
+
+    ValueError (or cryptography's InvalidTag) for anything a browser would drop the message for.
+    """
+    if len(body) < ECE_HEADER_FIXED_BYTES:
+        raise ValueError("shorter than the aes128gcm header")
+    salt, record_size, id_length = body[:16], int.from_bytes(body[16:20], "big"), body[20]
+    if record_size < ECE_MIN_RECORD_SIZE:
+        raise ValueError(f"record size {record_size} is below {ECE_MIN_RECORD_SIZE}")
+    if id_length != P256_POINT_BYTES:  # RFC 8291 §4: the keyid is the sender's public key
+        raise ValueError(f"keyid is {id_length} bytes, not an uncompressed P-256 point")
+    sender_public = body[ECE_HEADER_FIXED_BYTES : ECE_HEADER_FIXED_BYTES + id_length]
+    sender = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), sender_public)
+    shared = private_key.exchange(ec.ECDH(), sender)
+    # HKDF-SHA256 (RFC 5869) with single-block outputs: Extract = HMAC(salt, ikm),
+    # Expand = HMAC(prk, info || 0x01) truncated.
+    ikm = _hmac_sha256(
+        _hmac_sha256(auth_secret, shared), b"WebPush: info\x00" + public_key + sender_public + b"\x01"
+    )
+    prk = _hmac_sha256(salt, ikm)
+    aead = AESGCM(_hmac_sha256(prk, b"Content-Encoding: aes128gcm\x00\x01")[:16])
+    nonce = int.from_bytes(_hmac_sha256(prk, b"Content-Encoding: nonce\x00\x01")[:12], "big")
+    ciphertext = body[ECE_HEADER_FIXED_BYTES + id_length :]
+    if not ciphertext:
+        raise ValueError("no records")
+    plaintext = []
+    records = range(0, len(ciphertext), record_size)
+    for seq, start in enumerate(records):
+        record_nonce = (nonce ^ seq).to_bytes(12, "big")
+        record = aead.decrypt(record_nonce, ciphertext[start : start + record_size], None)
+        content = record.rstrip(b"\x00")  # RFC 8188 §2: padding is a delimiter then zeros
+        last = seq == len(records) - 1
+        if not content or content[-1] != (2 if last else 1):
+            raise ValueError(f"record {seq} has no {'last' if last else 'non-last'} padding delimiter")
+        plaintext.append(content[:-1])
+    return b"".join(plaintext)

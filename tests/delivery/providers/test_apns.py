@@ -6,10 +6,19 @@ from datetime import timedelta
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.utils import timezone
 
 from delivery.providers import Outcome, get_provider
-from delivery.providers.apns import APNS_ID_NAMESPACE, ApnsProvider
+from delivery.providers.apns import (
+    APNS_ID_NAMESPACE,
+    PROVIDER_TOKEN_RENEW_SECS,
+    ApnsProvider,
+    ProviderToken,
+    apns_id,
+    provider_token,
+)
 from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import APNS_DEVICE, _apns_settings, provider, push_message, targets
 from tests.fakes.apns import FakeAPNs
@@ -232,3 +241,77 @@ def test_a_withdrawal_is_a_background_read_push_with_its_own_apns_id(fake_apns):
     assert "apns-collapse-id" not in headers
     # Not the id of the notification's own push to this device (delivery 7).
     assert headers["apns-id"] == str(uuid.uuid5(APNS_ID_NAMESPACE, "withdraw:7"))
+
+
+class Clock:
+    """A wall clock the test moves by hand (what ProviderToken reads instead of time.time)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_provider_token_is_renewed_once_it_is_due_and_not_before():
+    key = ec.generate_private_key(ec.SECP256R1())
+    clock = Clock(1_700_000_000.0)
+    token = ProviderToken(key, "KEY1234567", "TEAM123456", clock=clock)
+    first_header, first = token.authorization()
+    assert first_header == f"bearer {first}".encode()
+
+    clock.now += PROVIDER_TOKEN_RENEW_SECS - 1
+    assert token.authorization() == (first_header, first)  # the same header bytes, not re-signed
+
+    clock.now += 1
+    header, renewed = token.authorization()
+    assert renewed != first and header == f"bearer {renewed}".encode()
+    claims = jwt.decode(renewed, key.public_key(), algorithms=["ES256"], options={"verify_iat": False})
+    assert claims == {"iss": "TEAM123456", "iat": int(clock.now)}
+    assert jwt.get_unverified_header(renewed)["kid"] == "KEY1234567"
+
+
+def test_a_rejected_token_is_renewed_once_however_many_requests_saw_it_rejected():
+    token = ProviderToken(ec.generate_private_key(ec.SECP256R1()), "KEY1234567", "TEAM123456")
+    _, rejected = token.authorization()
+    _, renewed = token.renew(rejected)
+    assert renewed != rejected
+    assert token.renew(rejected)[1] == renewed  # a second refusal of the old token signs nothing
+
+
+def pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_one_provider_token_per_team_key_id_and_key():
+    key, other_key = (
+        pem(ec.generate_private_key(ec.SECP256R1())),
+        pem(ec.generate_private_key(ec.SECP256R1())),
+    )
+    shared = provider_token(key, "KEY1234567", "TEAM123456")
+    assert provider_token(key, "KEY1234567", "TEAM123456") is shared
+    assert provider_token(key, "KEY7654321", "TEAM123456") is not shared
+    assert provider_token(key, "KEY1234567", "TEAM654321") is not shared
+    assert provider_token(other_key, "KEY1234567", "TEAM123456") is not shared
+
+
+def test_providers_with_the_same_key_present_one_token_and_a_rebuilt_provider_keeps_it(fake_apns):
+    first, second = ApnsProvider(), ApnsProvider()  # e.g. two apps of one team, or one rebuilt
+    try:
+        for apns, delivery_id in ((first, 1), (second, 2)):
+            (result,) = apns.send(push_message(), targets([APNS_DEVICE], first_delivery_id=delivery_id))
+            assert result.outcome == Outcome.SENT
+    finally:
+        first.close()
+        second.close()
+    assert fake_apns.connections_opened == 2  # one connection each, one token for both
+    assert len(fake_apns.provider_tokens) == 1
+
+
+def test_apns_ids_are_uuid5_of_the_delivery():
+    for delivery_id in (0, 1, 7, 123_456_789, 2**63 - 1):
+        for withdraw, kind in ((False, "delivery"), (True, "withdraw")):
+            expected = uuid.uuid5(APNS_ID_NAMESPACE, f"{kind}:{delivery_id}")
+            assert apns_id(delivery_id, withdraw) == str(expected)

@@ -4,6 +4,7 @@ import json
 import socket
 from datetime import timedelta
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -11,7 +12,13 @@ from django.utils import timezone
 
 from delivery.providers import Outcome, get_provider
 from delivery.providers.transport import b64url_encode
-from delivery.providers.webpush import load_vapid_private_key, vapid_public_key
+from delivery.providers.webpush import (
+    VAPID_TOKEN_LIFETIME_SECS,
+    VAPID_TOKEN_RENEW_SECS,
+    VapidHeaders,
+    load_vapid_private_key,
+    vapid_public_key,
+)
 from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import (
     TTL_SECS,
@@ -262,3 +269,56 @@ def test_a_withdrawal_reaches_the_service_worker_as_a_read_message(fake_push_ser
     assert json.loads(received.plaintext) == {"type": "read", "id": 42}
     assert received.urgency == "normal" and received.topic is None
     assert WITHDRAW_TTL_SECS - 5 <= received.ttl <= WITHDRAW_TTL_SECS
+
+
+def test_the_vapid_header_is_kept_per_audience_and_signed_again_before_it_expires(vapid_keys):
+    private, public = vapid_keys
+    key = load_vapid_private_key(private)
+    now = [1_900_000_000.0]
+    headers = VapidHeaders(key, VAPID_SUBJECT, clock=lambda: now[0])
+
+    first = headers.for_origin("https://push.example")
+    now[0] += VAPID_TOKEN_RENEW_SECS - 1
+    assert headers.for_origin("https://push.example") is first
+    other = headers.for_origin("https://other.example")
+    now[0] += 1
+    renewed = headers.for_origin("https://push.example")
+
+    def claims(header: str) -> dict:
+        token = header.removeprefix("vapid t=").split(", k=")[0]
+        options = {"verify_exp": False, "verify_aud": False}
+        return jwt.decode(token, key.public_key(), algorithms=["ES256"], options=options)
+
+    assert renewed != first and renewed.endswith(f", k={public}")
+    assert claims(first)["exp"] == 1_900_000_000 + VAPID_TOKEN_LIFETIME_SECS
+    assert claims(renewed)["exp"] == claims(first)["exp"] + VAPID_TOKEN_RENEW_SECS
+    assert (
+        claims(other)["aud"] == "https://other.example" and claims(renewed)["aud"] == "https://push.example"
+    )
+
+
+def test_a_new_vapid_key_signs_with_that_key(vapid_keys):
+    headers = [
+        VapidHeaders(load_vapid_private_key(private), VAPID_SUBJECT).for_origin("https://push.example")
+        for private in (vapid_keys[0], generate_vapid_keypair()[0])
+    ]
+    assert headers[0].endswith(f", k={vapid_keys[1]}")
+    assert headers[0].split(", k=")[1] != headers[1].split(", k=")[1]
+
+
+def test_every_message_of_large_batches_reaches_the_browser_decrypted(fake_push_service):
+    """Batches of more streams than one connection takes at once, twice: header blocks reused."""
+    subscriptions = [fake_push_service.subscribe() for _ in range(250)]
+    targets = [subscription_target(s, number) for number, s in enumerate(subscriptions, start=1)]
+    webpush = provider("webpush")
+    withdrawal = withdraw_message(42, timezone.now() + timedelta(seconds=WITHDRAW_TTL_SECS))
+    for message in (push_message(), withdrawal):  # the second batch's TTL changes the header table
+        results = webpush.send(message, targets)
+        assert [r.outcome for r in results] == [Outcome.SENT] * len(targets)
+    received = fake_push_service.messages
+    assert sorted(m.subscription_id for m in received) == sorted(
+        fake_push_service.subscription_id(s) for s in subscriptions for _ in range(2)
+    )
+    assert {json.loads(m.plaintext)["title"] for m in received[:250]} == {"New message"}
+    assert {json.loads(m.plaintext)["type"] for m in received[250:]} == {"read"}
+    assert all(WITHDRAW_TTL_SECS - 5 <= m.ttl <= WITHDRAW_TTL_SECS for m in received[250:])
