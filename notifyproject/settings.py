@@ -246,6 +246,9 @@ REST_FRAMEWORK = {
 # Seconds between re-checks of open realtime streams' tokens: a stream whose token expired or
 # was revoked ends at the next check. Unset: 30 (realtime.node.TOKEN_RECHECK_SECS).
 CLARION_TOKEN_RECHECK_SECS = float(os.environ.get("CLARION_TOKEN_RECHECK_SECS") or 0) or None
+# Tests shorten how long a client that heartbeats may stay silent before it is closed (4408).
+# Unset: 50 (realtime.node.HEARTBEAT_TIMEOUT_SECS).
+CLARION_HEARTBEAT_TIMEOUT_SECS = float(os.environ.get("CLARION_HEARTBEAT_TIMEOUT_SECS") or 0) or None
 
 # WebSocket handshake admission per web process (realtime/admission.py): past this many
 # handshakes in progress, or this much event-loop lag, new handshakes are refused at once with

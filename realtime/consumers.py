@@ -98,7 +98,6 @@ class NotificationConsumer:
         "_tokens",
         "_refilled_at",
         "_backlog",
-        "_standing",
     )
 
     def __init__(self, scope, send):
@@ -110,7 +109,6 @@ class NotificationConsumer:
         self._refilled_at = 0.0
         # Frames waiting behind an ack being recorded, once daphne hands frames to `put_nowait`.
         self._backlog: deque | None = None
-        self._standing = None  # the future daphne watches in place of the finished application task
 
     @classmethod
     def as_asgi(cls):
@@ -188,8 +186,7 @@ class NotificationConsumer:
         subscriber = self.subscriber
         if self.socket is None or subscriber is None or subscriber.closed:
             return False
-        self._standing = self.socket.take_over_receiving(self)
-        return self._standing is not None
+        return self.socket.take_over_receiving(self)
 
     def put_nowait(self, message) -> None:
         """daphne's `application_queue.put_nowait` once `_take_over_receiving` succeeded."""
@@ -206,9 +203,7 @@ class NotificationConsumer:
                 spawn(self._drain_backlog())
         elif kind == "websocket.disconnect":
             self.disconnect()
-            standing, self._standing = self._standing, None
-            if standing is not None and not standing.done():
-                standing.set_result(None)  # daphne reaps the connection
+            self.socket.receiving_ended()
 
     async def _drain_backlog(self) -> None:
         try:
@@ -225,10 +220,15 @@ class NotificationConsumer:
             self._backlog = None
 
     async def send(self, text_data: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text_data})
+        await self._send({"type": "websocket.send", "text": text_data})
 
     async def close(self, code: int) -> None:
-        await self.base_send({"type": "websocket.close", "code": code})
+        await self._send({"type": "websocket.close", "code": code})
+
+    async def _send(self, message: dict) -> None:
+        """Through daphne's socket once daphne no longer lists it (realtime/transport.py), else ASGI."""
+        if self.socket is None or not self.socket.send(message):
+            await self.base_send(message)
 
     def close_later(self, code: int) -> None:
         """Close from outside the connection's own task (the node, the writer)."""
@@ -257,7 +257,10 @@ class NotificationConsumer:
             return self._error_now("invalid_json", "Frames are JSON objects.")
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
-            subscriber.heartbeat = True
+            if not subscriber.heartbeat:
+                subscriber.heartbeat = True
+                if subscriber.node is not None:
+                    subscriber.node.watch_heartbeat(subscriber)
             if self.socket is not None:
                 self.socket.defer_ping(HEARTBEAT_TIMEOUT_SECS)
             # No ASGI send chain: most idle CPU is pongs.

@@ -59,6 +59,7 @@ class Subscriber:
     kind = "stream"
     linger_secs = 0.0  # presence kept this long after the user's last connection here ends
     heartbeat = False  # set once the client sends its own pings (see consumers.py)
+    silent_tick = None  # set by the node while it watches the heartbeat
 
     def __init__(self, user, token=None):
         self.user = user

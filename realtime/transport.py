@@ -72,6 +72,22 @@ TRANSPORT_ATTRIBUTES = (
 )
 
 
+# What taking an open socket off daphne's `connections` (ParkedSockets) relies on, beyond
+# the above: how daphne tracks, times out and closes a connection (daphne/server.py and
+# ws_protocol.py). Missing any, sockets keep a standing future in daphne's list instead.
+PARK_SERVER_ATTRIBUTES = ("connections", "protocol_disconnected", "ping_interval", "websocket_timeout")
+PARK_PROTOCOL_ATTRIBUTES = ("check_timeouts", "handle_reply", "socket_opened", "onClose")
+# What `receive_small_frames` reads of autobahn's parser state (set once the socket is open) and
+# calls of daphne's; missing any, parked sockets' frames all go through autobahn's parser.
+SMALL_FRAME_ATTRIBUTES = ("dataReceived", "data", "current_frame", "inside_message", "onMessage")
+# Client frames up to this payload (the 7-bit length encoding) are read here when one arrives
+# alone: a ping is 15 bytes, an ack some 30.
+SMALL_FRAME_MAX_PAYLOAD = 125
+# daphne's Server.timeout_checker runs every 2 s; the sweep over parked sockets keeps its timing,
+# so daphne's pings (--ping-interval) and its socket lifetime (--websocket_timeout) hold as before.
+TIMEOUT_SWEEP_SECS = 2
+
+
 @dataclass(frozen=True)
 class FastPathCheck:
     enabled: bool
@@ -80,6 +96,9 @@ class FastPathCheck:
 
 _check: FastPathCheck | None = None  # this process's verdict, from its first connection
 _missed_protocol_logged = False
+_park_check: FastPathCheck | None = None  # may open sockets leave daphne's list? (first takeover)
+_small_frames_check: FastPathCheck | None = None  # may parked sockets read small frames? (same)
+_parked: dict = {}  # daphne server → its ParkedSockets
 
 
 def fast_path_enabled() -> bool | None:
@@ -127,6 +146,155 @@ def open_socket(send) -> "DaphneSocket | None":
             )
         return None
     return DaphneSocket(protocol)
+
+
+def check_parking(protocol) -> FastPathCheck:
+    """Can `protocol` (open, on the fast path) be taken off its daphne server's `connections`?"""
+    server = getattr(protocol, "server", None)
+    missing = [f"server.{name}" for name in PARK_SERVER_ATTRIBUTES if not hasattr(server, name)]
+    missing += [f"protocol.{name}" for name in PARK_PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
+    if not missing and not isinstance(server.connections, dict):
+        missing.append("server.connections as a dict")
+    if missing:
+        return FastPathCheck(False, "missing " + ", ".join(missing))
+    return FastPathCheck(True)
+
+
+def _parking_enabled(protocol) -> bool:
+    global _park_check
+    if _park_check is None:
+        _park_check = check_parking(protocol)
+        if not _park_check.enabled:
+            logger.warning(
+                "realtime: open sockets stay on daphne's connection list (swept every second): %s",
+                _park_check.reason,
+            )
+    return _park_check.enabled
+
+
+def _small_frames_enabled(protocol) -> bool:
+    global _small_frames_check
+    if _small_frames_check is None:
+        missing = [f"protocol.{name}" for name in SMALL_FRAME_ATTRIBUTES if not hasattr(protocol, name)]
+        _small_frames_check = FastPathCheck(not missing, "missing " + ", ".join(missing) if missing else "")
+        if missing:
+            logger.warning(
+                "realtime: client frames all go through autobahn's parser: %s", _small_frames_check.reason
+            )
+    return _small_frames_check.enabled
+
+
+def small_client_text(data: bytes) -> bytes | None:
+    """The payload if `data` is exactly one whole masked text frame of at most 125 bytes of
+    valid UTF-8, as a client sends it (RFC 6455 5.2, 5.3); None for anything else."""
+    if len(data) < 6 or data[0] != 0x81:  # FIN, no RSV bits (no compression), opcode 1: text
+        return None
+    length = data[1] ^ 0x80  # the mask bit must be set: a client's frames are masked
+    if length > SMALL_FRAME_MAX_PAYLOAD or len(data) != 6 + length:
+        return None
+    mask = data[2:6] * ((length >> 2) + 1)
+    payload = (int.from_bytes(data[6:], "big") ^ int.from_bytes(mask[:length], "big")).to_bytes(length, "big")
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return None  # autobahn closes with 1007
+    return payload
+
+
+def receive_small_frames(protocol, data: bytes) -> None:
+    """A parked protocol's `dataReceived`: a small text frame arriving alone, as a heartbeat
+    does, goes straight to daphne's `onMessage` (then the consumer's `put_nowait`); anything
+    else, or anything while autobahn holds part of a frame, goes through autobahn's parser.
+
+    For a 15-byte ping autobahn builds a frame header, a masker and a UTF-8 validator (two
+    cffi calls each), runs ten callbacks and a debug log call that formats its arguments: most
+    of the Python time of a heartbeat in the W3 profile. What it would do with such a frame
+    is what this does: unmask, check UTF-8, deliver one message. Its traffic counters, which
+    Clarion does not read, do not count these frames.
+    """
+    if (
+        protocol.state == protocol.STATE_OPEN
+        and not protocol.data
+        and protocol.current_frame is None
+        and not protocol.inside_message
+    ):
+        payload = small_client_text(data)
+        if payload is not None:
+            protocol.onMessage(payload, False)
+            return
+    type(protocol).dataReceived(protocol, data)
+
+
+class ParkedSockets:
+    """daphne's server as the open sockets taken off its `connections` see it (their
+    `protocol.server`), and the one sweep that runs daphne's timeout checks on them.
+
+    daphne walks `connections` every second (`application_checker`: reap finished applications)
+    and every two (`timeout_checker`: `protocol.check_timeouts()`). With 10,000 idle sockets
+    those walks were over half the idle server's CPU, for sockets with no application to reap
+    (the consumer took over receiving) and, mostly, no ping due (their clients heartbeat). Off
+    the list, a socket costs daphne nothing per second. This sweep, every 2 s as daphne's,
+    calls daphne's own `check_timeouts` where it has work: on sockets whose clients have not
+    heartbeated, so that dead peers are still pinged every --ping-interval and dropped by
+    autobahn after --ping-timeout, and on sockets past --websocket_timeout. A client that
+    heartbeats is the node's to watch (closed with 4408 after two silent intervals), and no
+    daphne ping was due for it anyway (`defer_ping`), so its socket leaves `unheartbeating`
+    and the sweep does not visit it. Sockets are kept in the order they were parked, which is
+    the order they opened to within a handshake, so the lifetime check stops at the first
+    young one. Everything else the protocol asks of its server (logging, options) is
+    daphne's server's; `protocol_disconnected` (from `onClose`) forgets the socket here.
+    """
+
+    def __init__(self, server, loop: asyncio.AbstractEventLoop):
+        self.server = server
+        self.protocols: dict = {}  # protocol → None, in the order parked
+        self.unheartbeating: set = set()  # those whose clients have not pinged: daphne pings them
+        self._loop = loop
+        loop.call_later(TIMEOUT_SWEEP_SECS, self.sweep)
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def protocol_disconnected(self, protocol) -> None:
+        self.protocols.pop(protocol, None)
+        self.unheartbeating.discard(protocol)
+
+    def park(self, protocol) -> bool:
+        """Take an open socket off daphne's list; False (nothing changed) if daphne no longer lists it."""
+        details = self.server.connections.pop(protocol, None)
+        if details is None:
+            return False
+        self.protocols[protocol] = None
+        self.unheartbeating.add(protocol)
+        protocol.server = self
+        if _small_frames_enabled(protocol):
+            protocol.dataReceived = functools.partial(receive_small_frames, protocol)
+        return True
+
+    def sweep(self) -> None:
+        try:
+            now = time.time()
+            ping_due = now - self.server.ping_interval  # daphne pings after ping_interval of silence
+            due = [protocol for protocol in self.unheartbeating if protocol.last_ping < ping_due]
+            lifetime = self.server.websocket_timeout
+            if lifetime >= 0:
+                for protocol in self.protocols:
+                    if protocol.socket_opened >= now - lifetime:
+                        break
+                    due.append(protocol)
+            for protocol in due:
+                protocol.check_timeouts()
+        except Exception:
+            logger.exception("realtime: the timeout sweep over open sockets failed")
+        finally:
+            self._loop.call_later(TIMEOUT_SWEEP_SECS, self.sweep)
+
+
+def _parked_sockets(server) -> ParkedSockets:
+    parked = _parked.get(server)
+    if parked is None:
+        parked = _parked[server] = ParkedSockets(server, asyncio.get_running_loop())
+    return parked
 
 
 def _pformat_when_debugging(value) -> str:
@@ -204,10 +372,11 @@ def text_frame(payload: bytes) -> bytes:
 class DaphneSocket:
     """One daphne WebSocket whose protocol passed `check_fast_path`."""
 
-    __slots__ = ("protocol",)
+    __slots__ = ("protocol", "standing")
 
     def __init__(self, protocol):
         self.protocol = protocol
+        self.standing = None  # the future daphne watches once receiving is taken over, unless parked
 
     def limit_client_messages(self, max_message_bytes: int) -> None:
         """autobahn closes with 1009 (message too big) past this, before buffering the message."""
@@ -230,21 +399,24 @@ class DaphneSocket:
         protocol.dropConnection(abort=False)
         return True
 
-    def take_over_receiving(self, inbox):
+    def take_over_receiving(self, inbox) -> bool:
         """Have daphne hand this open socket's messages to `inbox.put_nowait`, so the application
-        task may end; the future daphne watches in its place (set it once disconnected), or None.
+        task may end; call `receiving_ended` once `inbox` has the disconnect. False: not taken over.
 
         daphne puts every frame and the disconnect into an asyncio.Queue per connection
         (`protocol.application_queue`) that the application task awaits, and watches that task
         in `server.connections`. An idle socket's task, its coroutine chain and its queue (four
         deques) were ~8 KB of the ~23 KB an idle socket cost (W3, tracemalloc), and every ping
         went through the queue and a task wake-up. Here the queue is replaced by `inbox`
-        (what it held is passed on first, in order), and daphne watches a bare future instead
-        of the task: it reaps the connection once that future is done, and cancels it at
-        shutdown, as it would the task.
+        (what it held is passed on first, in order), and the socket leaves daphne's
+        `connections` for ParkedSockets, which daphne's per-second sweeps do not walk; write
+        to it with `send` from then on. Where parking is not possible, daphne watches a bare
+        future in place of the task instead: it reaps the connection once `receiving_ended`
+        sets it, and cancels it at shutdown, as it would the task.
         """
         protocol = self.protocol
-        connections = getattr(protocol.server, "connections", None)  # absent: keep the task
+        server = protocol.server
+        connections = getattr(server, "connections", None)  # absent: keep the task
         details = connections.get(protocol) if isinstance(connections, dict) else None
         queue = getattr(protocol, "application_queue", None)
         if (
@@ -254,14 +426,34 @@ class DaphneSocket:
             or "application_instance" not in details
             or not isinstance(queue, asyncio.Queue)
         ):
-            return None
-        standing = asyncio.get_running_loop().create_future()
-        details["application_instance"] = standing
+            return False
+        if _parking_enabled(protocol):
+            _parked_sockets(server).park(protocol)  # details leave with it: nothing to reap
+        else:
+            self.standing = asyncio.get_running_loop().create_future()
+            details["application_instance"] = self.standing
         protocol.application_queue = inbox
         protocol.clean_headers = ()  # the request headers daphne copied for the scope; read at the handshake
         while not queue.empty():
             inbox.put_nowait(queue.get_nowait())
-        return standing
+        return True
+
+    def receiving_ended(self) -> None:
+        """The inbox had the disconnect: daphne may reap the connection (parked: already forgotten)."""
+        standing, self.standing = self.standing, None
+        if standing is not None and not standing.done():
+            standing.set_result(None)
+
+    def send(self, message: dict) -> bool:
+        """An ASGI `websocket.send`/`websocket.close` for a parked socket, as daphne's
+        `Server.handle_reply` would (dropped once disconnected); False if not parked: use `send`."""
+        protocol = self.protocol
+        parked = protocol.server
+        if not isinstance(parked, ParkedSockets):
+            return False
+        if protocol in parked.protocols:
+            protocol.handle_reply(message)
+        return True
 
     def attach_flow_control(self, subscriber) -> bool:
         """Pause `subscriber` while the socket's send buffer is full, resume when it drains."""
@@ -289,11 +481,16 @@ class DaphneSocket:
         it sent, to keep it alive and find dead peers. A client that pings every 25 s ± 20 %
         does both (the node closes it after two silent intervals), so daphne's pings only
         doubled the idle traffic: a fifth of the server's CPU with 10,000 idle sockets (W3
-        profile, docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings.
+        profile, docs/benchmarks.md). Sockets whose clients do not ping keep daphne's pings. A
+        parked socket instead leaves the sweep for good (ParkedSockets).
         """
         protocol = self.protocol
+        server = protocol.server
+        if type(server) is ParkedSockets:
+            server.unheartbeating.discard(protocol)  # not swept: the node watches it from now on
+            return
         # daphne pings at last_ping + ping_interval
-        protocol.last_ping = time.time() + secs - protocol.server.ping_interval
+        protocol.last_ping = time.time() + secs - server.ping_interval
 
     def write_text(self, payload: bytes) -> bool:
         """Write one text message at once; False if the socket is not open.

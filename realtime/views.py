@@ -137,6 +137,7 @@ class PollWaiter:
     kind = "poll"
     linger_secs = POLL_LINGER_SECS
     heartbeat = False
+    silent_tick = None
 
     def __init__(self, user, token=None):
         self.user = user

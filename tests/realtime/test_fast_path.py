@@ -15,10 +15,11 @@ from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from django.test import Client
 from twisted.internet import tcp
+from websockets.frames import Frame, Opcode
 from websockets.sync.client import connect
 
 from realtime import transport
-from realtime.transport import check_fast_path
+from realtime.transport import check_fast_path, check_parking, small_client_text
 from tests.delivery.factories import send
 from tests.realtime.conftest import open_socket, recv_json, recv_type, wait_online
 from tests.support.processes import WebServer, wait_until
@@ -145,3 +146,53 @@ def test_a_missing_attribute_turns_the_fast_path_off_with_a_warning_and_gauge(cl
 
 async def _handle_reply(protocol, message):
     """Where daphne's `send` leads (daphne.server.Server.handle_reply); never called here."""
+
+
+def test_taking_sockets_off_daphnes_list_is_checked_and_the_check_names_what_is_missing():
+    """Sockets leave daphne's `connections` (ParkedSockets) only where daphne still tracks,
+    times out and closes them as it does now; otherwise they keep a standing future there."""
+    left, right = socket.socketpair()
+    try:
+        protocol = _connected_protocol(left)
+        protocol.socket_opened = 0.0
+        protocol.server = SimpleNamespace(
+            connections={}, protocol_disconnected=print, ping_interval=20, websocket_timeout=86400
+        )
+        assert check_parking(protocol).enabled
+        protocol.server.connections = []  # a daphne keeping its connections otherwise
+        check = check_parking(protocol)
+        assert not check.enabled and "server.connections as a dict" in check.reason
+        del protocol.server.protocol_disconnected
+        check = check_parking(protocol)
+        assert not check.enabled and "server.protocol_disconnected" in check.reason
+    finally:
+        left.close()
+        right.close()
+
+
+def _client_frame(opcode: Opcode, payload: bytes, *, fin: bool = True, mask: bool = True) -> bytes:
+    """A frame as the websockets library's client writes it (random mask)."""
+    return Frame(opcode, payload, fin=fin).serialize(mask=mask, extensions=[])
+
+
+def test_a_small_client_frame_arriving_alone_is_read_without_autobahn_and_anything_else_is_not():
+    """Parked sockets read a lone small text frame themselves (realtime/transport.py); every
+    other shape goes to autobahn's parser, which enforces the protocol as before."""
+    ping = b'{"type": "ping"}'
+    for payload in (ping, "née ✓".encode(), b"", b"x" * 125):
+        for _ in range(20):  # masks vary
+            assert small_client_text(_client_frame(Opcode.TEXT, payload)) == payload
+    others = [
+        _client_frame(Opcode.TEXT, b"x" * 126),  # 16-bit length
+        _client_frame(Opcode.TEXT, ping, mask=False),  # a client must mask (autobahn fails it)
+        _client_frame(Opcode.TEXT, ping, fin=False),  # a fragment
+        _client_frame(Opcode.BINARY, ping),
+        _client_frame(Opcode.PING, b""),
+        _client_frame(Opcode.CLOSE, b"\x03\xe8"),
+        _client_frame(Opcode.TEXT, b"\xff\xfe"),  # not UTF-8: autobahn closes with 1007
+        _client_frame(Opcode.TEXT, ping) + _client_frame(Opcode.TEXT, ping),  # two at once
+        _client_frame(Opcode.TEXT, ping)[:-1],  # part of one
+        b"",
+    ]
+    for data in others:
+        assert small_client_text(data) is None, data

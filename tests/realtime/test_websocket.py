@@ -22,7 +22,7 @@ from websockets.uri import parse_uri
 from delivery.models import InboxMessage, Notification
 from realtime.consumers import MAX_CLIENT_FRAME_BYTES
 from realtime.node import MAX_CONNECTIONS_PER_USER
-from realtime.presence import get_presence
+from realtime.presence import get_presence, users_online
 from realtime.publish import publish_messages
 from realtime.streams import notification_frame
 from tests.delivery.factories import send, sender
@@ -327,6 +327,67 @@ def test_daphne_pings_only_the_sockets_whose_clients_do_not_heartbeat(start_web,
     finally:
         heartbeating.close()
         silent.close()
+
+
+def test_a_dead_peer_that_does_not_heartbeat_is_pinged_dropped_and_forgotten(
+    start_web, alice, bob, token_for
+):
+    """Open sockets leave daphne's connection list (realtime/transport.py, ParkedSockets); its
+    pings and their timeout still find a client that went away without closing.
+
+    Given a client that answers nothing once connected (a dead network) and a live one,
+    when daphne's ping interval and ping timeout pass, the dead one's socket is dropped and
+    its user goes offline, and the live one, answering daphne's pings, stays.
+    """
+    web = start_web(ping_interval=1, ping_timeout=2)
+    dead, live = FrameLevelClient(web, token_for(alice)), FrameLevelClient(web, token_for(bob))
+    try:
+        wait_online(alice, bob)
+        live.pings = 0
+        deadline = time.monotonic() + 20
+        while users_online([alice.pk]):
+            assert time.monotonic() < deadline, "the dead peer's user is still online"
+            live.read(0.1)  # answers pings; fails if the server closed this one
+        assert live.pings >= 1  # pinged too, and answering
+        dead.sock.settimeout(5)
+        try:
+            while dead.sock.recv(65536):  # the pings nobody answered, then the end of the stream
+                pass
+        except ConnectionResetError:
+            pass
+        live.send_json({"type": "ping"})
+        while {"type": "pong"} not in live.texts:
+            assert time.monotonic() < deadline, "the live socket was not answered"
+            live.read(0.1)
+        assert users_online([bob.pk]) == {bob.pk}
+    finally:
+        dead.close()
+        live.close()
+
+
+def test_a_client_that_heartbeats_and_falls_silent_is_closed_with_4408_and_one_that_pings_stays(
+    start_web, alice, bob, token_for
+):
+    """Heartbeating sockets are the node's to watch (daphne no longer pings them): given two
+    clients that ping once, when one falls silent past the heartbeat timeout it is closed
+    with 4408 and its user goes offline, while the one that keeps pinging stays open."""
+    timeout_secs = 1.5  # production: two 25 s intervals
+    web = start_web(CLARION_HEARTBEAT_TIMEOUT_SECS=timeout_secs)
+    with open_socket(web, token_for(alice)) as silent, open_socket(web, token_for(bob)) as pinging:
+        wait_online(alice, bob)
+        for ws in (silent, pinging):
+            ws.send('{"type": "ping"}')
+            assert recv_json(ws) == {"type": "pong"}
+        silent_since = time.monotonic()
+        while time.monotonic() < silent_since + 3 * timeout_secs:
+            pinging.send('{"type": "ping"}')
+            assert recv_json(pinging) == {"type": "pong"}
+            time.sleep(timeout_secs / 5)  # the client's heartbeat interval, not a wait for the server
+        assert close_code(silent) == 4408
+        wait_offline(alice)
+        pinging.send('{"type": "ping"}')
+        assert recv_json(pinging) == {"type": "pong"}
+        assert users_online([bob.pk]) == {bob.pk}
 
 
 def test_an_oversized_frame_closes_the_socket_with_1009(start_web, alice, token_for):

@@ -148,9 +148,16 @@ LISTEN_BACKLOG = 1024  # as the Procfile and the systemd unit listen
 class WebServer(_Process):
     """daphne serving the ASGI app, as the Procfile's `web` (an endpoint string with its backlog)."""
 
-    def __init__(self, port: int | None = None, ping_interval: int | None = None, **env):
+    def __init__(
+        self,
+        port: int | None = None,
+        ping_interval: int | None = None,
+        ping_timeout: int | None = None,
+        **env,
+    ):
         self.port = port or free_port()
         options = ["--ping-interval", str(ping_interval)] if ping_interval else []
+        options += ["--ping-timeout", str(ping_timeout)] if ping_timeout else []
         super().__init__(
             [str(BIN / "daphne"), "-e", f"tcp:port={self.port}:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"]
             + options
