@@ -25,8 +25,12 @@ def connection_check(conn) -> None:
     """Raise if `conn` is unusable (the pool then discards it and takes another)."""
     if conn.closed or conn.broken:
         raise OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:  # the server said something to an idle connection: ask it properly
+    # poll, not select: a process holding thousands of sockets gives its database connections
+    # descriptors above select()'s limit of 1,024, where select() raises (and every checkout
+    # failed its check).
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    if poller.poll(0):  # the server said something to an idle connection: ask it properly
         ConnectionPool.check_connection(conn)
 
 

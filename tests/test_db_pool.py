@@ -14,6 +14,7 @@ from django.db import connection
 pytestmark = pytest.mark.django_db(transaction=True)
 POOL_SIZE = 3
 CONCURRENT_REQUESTS = 40
+FD_SETSIZE = 1024  # select()'s descriptor limit
 
 
 def connections_to_this_database() -> int:
@@ -86,3 +87,32 @@ def test_django_s_pool_uses_the_quiet_checkout_check():
     if connection.pool is None:
         pytest.skip("no pool in this configuration")
     assert connection.pool._check is connection_check
+
+
+def test_the_checkout_check_holds_for_a_connection_past_selects_descriptor_limit():
+    """A web process holding thousands of sockets gives its database connections descriptors
+    above 1,024 (select()'s FD_SETSIZE): the check must pass them, not fail every checkout."""
+    import os
+    import resource
+
+    from psycopg_pool import ConnectionPool
+
+    from notifyproject.db_pool import connection_check
+
+    wanted = FD_SETSIZE + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, wanted + 256), hard))
+    null = os.open(os.devnull, os.O_RDONLY)
+    fillers = [os.dup(null) for _ in range(wanted)]
+    try:
+        params = {**connection.get_connection_params(), "autocommit": True}
+        with ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check) as pool:
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+                assert conn.fileno() > FD_SETSIZE
+            with pool.connection(timeout=5) as conn:
+                assert conn.info.backend_pid == pid  # the same connection, checked and kept
+    finally:
+        for fd in [*fillers, null]:
+            os.close(fd)
