@@ -49,11 +49,6 @@ PUT_TIMEOUT_SECS = 5
 MAX_FRAMES_PER_ROUND = 5_000
 MAX_BYTES_PER_ROUND = 512 * 1024
 EXIT_FLUSH_SECS = 2
-# A hand-over this small goes out from the caller's own thread when the publisher thread has
-# nothing in hand: a one-user send's frame leaves right after its commit, without waiting for
-# that thread to be woken and scheduled (W5). Larger ones, and any while the thread is busy,
-# are handed over and batched as before.
-INLINE_MAX_FRAMES = 16
 
 
 def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
@@ -61,10 +56,7 @@ def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -
         for node in local_nodes():
             node.loop.call_soon_threadsafe(node.dispatch, frames, reads)
         return
-    publisher = _publisher()
-    if len(frames) + len(reads) <= INLINE_MAX_FRAMES and publisher.publish_if_idle(frames, reads):
-        return
-    publisher.hand_over(frames, reads)
+    _publisher().hand_over(frames, reads)
 
 
 def flush_publishes(timeout: float = EXIT_FLUSH_SECS) -> bool:
@@ -80,54 +72,28 @@ def flush_publishes(timeout: float = EXIT_FLUSH_SECS) -> bool:
 
 
 class _Publisher:
-    """The process's publisher thread, and the order it keeps.
-
-    Publishes happen in hand-over order: one at a time (`publishing`), and a caller publishes
-    inline only when no earlier hand-over is still `in_hand` (counted before it is queued,
-    uncounted once published), so an inline frame never overtakes a queued one.
-    """
+    """The process's publisher thread: what callers hand over while a round is in flight goes
+    out together in the next round, so many small sends share one script call."""
 
     def __init__(self):
         self.pid = os.getpid()
         self.handover: queue.Queue = queue.Queue(MAX_WAITING_HANDOVERS)
-        self.publishing = threading.Lock()
-        self._count_lock = threading.Lock()
-        self.in_hand = 0
         threading.Thread(target=self._run, name="clarion-realtime-publisher", daemon=True).start()
 
-    def publish_if_idle(self, frames: list, reads: list) -> bool:
-        """Publish now from this thread if nothing handed over earlier is pending; True if done."""
-        if not self.publishing.acquire(blocking=False):
-            return False
-        try:
-            if self.in_hand:
-                return False
-            _publish_logged(frames, reads)
-            return True
-        finally:
-            self.publishing.release()
-
     def hand_over(self, frames: list, reads: list) -> None:
-        self._count(1)
         try:
             self.handover.put((frames, reads), timeout=PUT_TIMEOUT_SECS)
         except queue.Full:
-            self._count(-1)
             _dropped(len(frames) + len(reads), "the publisher is behind")
-
-    def _count(self, change: int) -> None:
-        with self._count_lock:
-            self.in_hand += change
 
     def _run(self) -> None:
         while True:
-            frames, reads, flushed, size, items = [], [], [], 0, 0
+            frames, reads, flushed, size = [], [], [], 0
             item = self.handover.get()
             while True:
                 if isinstance(item, threading.Event):
                     flushed.append(item)
                 else:
-                    items += 1
                     frames += item[0]
                     reads += item[1]
                     size += sum(len(frame[-1]) for frame in item[0]) + sum(len(read[-1]) for read in item[1])
@@ -137,9 +103,7 @@ class _Publisher:
                     item = self.handover.get_nowait()
                 except queue.Empty:
                     break
-            with self.publishing:
-                _publish_logged(frames, reads)
-                self._count(-items)
+            _publish_logged(frames, reads)
             for done in flushed:
                 done.set()
 
