@@ -41,6 +41,11 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": error}
 
 
+def database_unavailable_body() -> dict:
+    """The 503 every API path answers while PostgreSQL is down: a retry, not a 500 page."""
+    return error_body("service_unavailable", "The database is unavailable; try again shortly.")
+
+
 def _field_errors(detail) -> dict:
     """Flatten DRF's nested ValidationError detail into {"field": ["message", ...]}."""
     if isinstance(detail, list):
@@ -157,10 +162,7 @@ class ApiErrorShapeMiddleware:
         """A database outage under /api/ is a 503 the client can retry, not a 500 page."""
         if request.path.startswith("/api/") and isinstance(exception, DatabaseError):
             logger.error("database unavailable while serving %s: %s", request.path, type(exception).__name__)
-            return JsonResponse(
-                error_body("service_unavailable", "The database is unavailable; try again shortly."),
-                status=503,
-            )
+            return JsonResponse(database_unavailable_body(), status=503)
         return None
 
 

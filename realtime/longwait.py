@@ -32,7 +32,7 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
-from notifyproject.api import HTTP_ERROR_CODES, error_body
+from notifyproject.api import HTTP_ERROR_CODES, database_unavailable_body, error_body
 from notifyproject.identities import credentials
 from realtime import views
 from realtime.auth import site_scheme, token_caller
@@ -206,10 +206,7 @@ class LongWaitEndpoints:
             return await view(request)
         except DatabaseError as error:  # as ApiErrorShapeMiddleware answers it on other paths
             logger.error("database unavailable while serving %s: %s", request.path, type(error).__name__)
-            return JsonResponse(
-                error_body("service_unavailable", "The database is unavailable; try again shortly."),
-                status=503,
-            )
+            return JsonResponse(database_unavailable_body(), status=503)
         except Exception:
             logger.exception("%s failed", request.path)
             return JsonResponse(error_body(*HTTP_ERROR_CODES[500]), status=500)
@@ -244,7 +241,7 @@ def _header_or_query_token(scope) -> str | None:
 
 _UNAUTHENTICATED = error_body(*views.UNAUTHENTICATED)
 _WWW_AUTHENTICATE = (("WWW-Authenticate", "Token"),)
-_SERVICE_UNAVAILABLE = error_body("service_unavailable", "The database is unavailable; try again shortly.")
+_SERVICE_UNAVAILABLE = database_unavailable_body()
 
 
 async def _close_when_gone(receive, waiter) -> None:

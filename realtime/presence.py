@@ -66,9 +66,6 @@ def presence_key(user_id: int) -> str:
     return f"{KEY_PREFIX}{user_id}"
 
 
-_key = presence_key
-
-
 class RedisPresence:
     def __init__(self, url: str):
         self._url = url
@@ -102,7 +99,7 @@ class RedisPresence:
         await self.apply(node_id, dict.fromkeys(user_ids, ttl))
 
     async def remove(self, node_id: str, user_id: int) -> None:
-        await self.async_client().zrem(_key(user_id), node_id)
+        await self.async_client().zrem(presence_key(user_id), node_id)
 
     async def apply(self, node_id: str, changes: dict[int, float | None]) -> None:
         """Many users' entries for this node, a script call per APPLY_CHUNK users: {user id: ttl,
@@ -115,7 +112,7 @@ class RedisPresence:
             args = [node_id]
             for _user_id, ttl in chunk:
                 args += ("", "") if ttl is None else (repr(now + ttl), int(ttl) + 1)
-            await apply_entries(keys=[_key(user_id) for user_id, _ttl in chunk], args=args)
+            await apply_entries(keys=[presence_key(user_id) for user_id, _ttl in chunk], args=args)
 
     async def touch(self, user_id: int, entry_id: str) -> None:
         """One entry for a user, refreshed by its owner (a node, or a caller tracking its own)."""
@@ -138,7 +135,7 @@ class RedisPresence:
     def _entries(self, user_ids: list[int]) -> list[list[bytes]]:
         if not user_ids:
             return []
-        return self._live_entries(keys=[_key(user_id) for user_id in user_ids], args=[time.time()])
+        return self._live_entries(keys=[presence_key(user_id) for user_id in user_ids], args=[time.time()])
 
     def connected_count(self) -> int:
         """Users online now, for dashboards and /metrics: a SCAN, so call it per scrape, not per send."""

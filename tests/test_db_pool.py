@@ -45,14 +45,19 @@ def backend_gone(pid: int) -> bool:
         return cursor.fetchone()[0] == 0
 
 
-def test_a_connection_the_server_closed_is_replaced_at_checkout():
-    """The checkout check makes no round trip on a quiet socket, so it must still notice a close."""
+def checked_pool():
+    """A one-connection pool to the test database, checked at checkout as Django's pool is."""
     from psycopg_pool import ConnectionPool
 
     from notifyproject.db_pool import connection_check
 
     params = {**connection.get_connection_params(), "autocommit": True}
-    with ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check) as pool:
+    return ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check)
+
+
+def test_a_connection_the_server_closed_is_replaced_at_checkout():
+    """The checkout check makes no round trip on a quiet socket, so it must still notice a close."""
+    with checked_pool() as pool:
         with pool.connection() as conn:
             pid = conn.info.backend_pid
         with connection.cursor() as cursor:
@@ -68,12 +73,7 @@ def test_a_connection_the_server_closed_is_replaced_at_checkout():
 
 
 def test_a_quiet_connection_passes_the_checkout_check_as_it_is():
-    from psycopg_pool import ConnectionPool
-
-    from notifyproject.db_pool import connection_check
-
-    params = {**connection.get_connection_params(), "autocommit": True}
-    with ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check) as pool:
+    with checked_pool() as pool:
         with pool.connection() as conn:
             pid = conn.info.backend_pid
         with pool.connection() as conn:
@@ -84,8 +84,7 @@ def test_django_s_pool_uses_the_quiet_checkout_check():
     from notifyproject.db_pool import connection_check
 
     connection.ensure_connection()
-    if connection.pool is None:
-        pytest.skip("no pool in this configuration")
+    assert connection.pool is not None, "the suite runs on PostgreSQL with Django's pool"
     assert connection.pool._check is connection_check
 
 
@@ -95,10 +94,6 @@ def test_the_checkout_check_holds_for_a_connection_past_selects_descriptor_limit
     import os
     import resource
 
-    from psycopg_pool import ConnectionPool
-
-    from notifyproject.db_pool import connection_check
-
     wanted = FD_SETSIZE + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted + 64:
@@ -106,8 +101,7 @@ def test_the_checkout_check_holds_for_a_connection_past_selects_descriptor_limit
     null = os.open(os.devnull, os.O_RDONLY)
     fillers = [os.dup(null) for _ in range(wanted)]
     try:
-        params = {**connection.get_connection_params(), "autocommit": True}
-        with ConnectionPool(kwargs=params, min_size=1, max_size=1, check=connection_check) as pool:
+        with checked_pool() as pool:
             with pool.connection() as conn:
                 pid = conn.info.backend_pid
                 assert conn.fileno() > FD_SETSIZE
