@@ -13,6 +13,8 @@ from datetime import datetime
 from hmac import compare_digest
 from urllib.parse import parse_qs
 
+from django.db import connection
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from knox.auth import TokenAuthentication
 from knox.crypto import hash_token
@@ -174,6 +176,11 @@ def valid_token_digests(digests) -> set[str]:
     valid: set[str] = set()
     for start in range(0, len(digests), TOKEN_CHECK_CHUNK):
         chunk = digests[start : start + TOKEN_CHECK_CHUNK]
+        if connection.vendor == "postgresql":
+            # One array parameter, not a placeholder per digest: Django preparing each of a
+            # thousand-digest IN list, in a thread holding the GIL, took a quarter of a web
+            # process's CPU in a reconnect storm (W4 profile, docs/benchmarks.md).
+            chunk = RawSQL("SELECT unnest(%s::text[])", [chunk])
         rows = AuthToken.objects.filter(digest__in=chunk, user__is_active=True)
         rows = rows.exclude(expiry__lte=now)  # a NULL expiry never expires
         valid.update(rows.values_list("digest", flat=True))
