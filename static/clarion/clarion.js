@@ -7,7 +7,9 @@
  *   clarion.connect();
  *
  * WebSocket first (/ws/v1/notifications/), resuming from the cursor kept in localStorage;
- * reconnects with capped exponential back-off and full jitter; pings every ~25 s and
+ * reconnects with capped exponential back-off and full jitter (after a drop that hits every
+ * client of a server at once, such as a restart, first within a wider window, so they do not
+ * all come back in the same second); pings every ~25 s and
  * reconnects when the server goes quiet; falls back to long-polling (/api/v1/poll/) when
  * WebSockets cannot open or keep dying. See docs/realtime.md for every option.
  *
@@ -31,6 +33,10 @@
     heartbeatSecs: 25, // client ping interval; the server closes sockets silent for two
     reconnectBaseMs: 500, // back-off: random(0, min(cap, base * 2^attempt))
     reconnectCapMs: 30000,
+    // After an established socket drops the way a server restart drops all of them (no close
+    // frame, 1001, 1011, 1012, 1013, 4500), the first reconnect waits random(0, this): a node takes
+    // about a thousand handshakes a second per process, so 10,000 clients need ~10 s between them.
+    reconnectWindowMs: 10000,
     fallbackAfterFailures: 2, // WebSocket failures in a row before long-polling
     fallbackRetryMs: 300000, // while long-polling, try the WebSocket again this often
     pollTimeoutSecs: 30,
@@ -40,6 +46,9 @@
   var CLOSE_BAD_REQUEST = 4400;
   var CLOSE_TOO_MANY_CONNECTIONS = 4409;
   var STABLE_CONNECTION_MS = 10000; // a socket open this long resets the back-off
+  // Close codes of a drop that every client of a server sees at once: no close frame (1006, a
+  // restart or a network path lost), going away, server error, restart, try again later.
+  var HERD_CLOSE_CODES = [1001, 1006, 1011, 1012, 1013, 4500];
   var SUBPROTOCOL = "clarion.v1";
   var TOKEN_SUBPROTOCOL_PREFIX = "clarion.token.";
   // A subprotocol is an HTTP token (RFC 7230 tchar); tokens from this server always are.
@@ -92,6 +101,7 @@
     this._stopped = true;
     this._attempt = 0;
     this._wsFailures = 0;
+    this._wsWorked = false; // a WebSocket has opened: WebSockets get through from here
     this._timers = {};
     this._shown = {};
     this._pollAbort = null;
@@ -259,6 +269,7 @@
     socket.onopen = function () {
       if (self._socket !== socket) return;
       openedAt = Date.now();
+      self._wsWorked = true;
       self.transport = "websocket";
       self._lastFrameAt = Date.now();
       self._setStatus("open", { transport: "websocket" });
@@ -299,12 +310,15 @@
   };
 
   Clarion.prototype._socketFailed = function (opened, livedMs, code) {
-    if (opened && livedMs >= STABLE_CONNECTION_MS) {
+    var stable = opened && livedMs >= STABLE_CONNECTION_MS;
+    if (stable) {
       this._wsFailures = 0;
       this._attempt = 0;
-    } else {
-      this._wsFailures += 1; // never opened, or died young
+    } else if (opened || !this._wsWorked) {
+      this._wsFailures += 1; // died young, or WebSockets never got through
     }
+    // Never opened after WebSockets worked here: the server is restarting or refusing a crowd
+    // (503). Long-polling would land on the same server, so keep backing off instead.
     if (this.options.transport === "auto" && this._wsFailures >= this.options.fallbackAfterFailures) {
       this._startPolling();
       this._later("retrySocket", this.options.fallbackRetryMs, function () {
@@ -315,7 +329,8 @@
       });
       return;
     }
-    var delay = this._backoffMs();
+    var herd = stable && HERD_CLOSE_CODES.indexOf(code) !== -1;
+    var delay = herd ? Math.floor(Math.random() * this.options.reconnectWindowMs) : this._backoffMs();
     this._setStatus("reconnecting", { transport: "websocket", inMs: delay, code: code });
     this._later("reconnect", delay, this._openSocket);
   };
