@@ -11,13 +11,21 @@ publisher process sends per-user messages all along: for Clarion through the wor
 (`notification_send` then the fan-out, which writes inbox rows at each user's next cursor and
 publishes after commit); for stock Channels (bench/realtime_baseline_asgi.py) one `group_send`
 per user with a per-user sequence number. Two seconds in, every client's TCP connection is
-aborted (no close frame, as in a network blip or a load-balancer restart); each reconnects after
-U(0, 10 s) with `?after=<last cursor it received>`. "Back" is the first pong after the reconnect
-(the server is through `connect()`). After the publisher stops, the clients' cursors are checked
-against each user's final position: a message never received is missed, one received twice is a
-duplicate. Stock Channels has no replay, so what it misses is what a storm loses. The server's
-output is searched for error lines (Redis connection errors among them). Handshakes a node
-refuses (503 with Retry-After, realtime/admission.py) are retried after Retry-After and counted.
+aborted (no close frame, as in a network blip or a load-balancer restart); each reconnects
+after U(0, 10 s) with `?after=<last cursor it received>`: what static/clarion/clarion.js does
+after an established socket drops so (`reconnectWindowMs`, 10 s). "Back" is the first pong
+after the reconnect (the server is through `connect()`); "replayed by" is when every client
+holds what its user's stream held as the last one came back. Per run it prints the wait from
+each client's scheduled reconnect to its first pong (percentiles), and per second after the
+drop the clients back and the servers' CPU; server CPU per reconnect is the servers' CPU over
+the storm divided by the clients. After the publisher stops, the clients' cursors are checked
+against each user's final position: a message never received is missed, one received twice
+is a duplicate. Stock Channels has no replay, so what it misses is what a storm loses. The
+server's output is searched for error lines (Redis connection errors among them). Handshakes
+a node refuses (503 with Retry-After, realtime/admission.py) are retried after Retry-After and
+counted (as a non-browser client should; a browser cannot read the header, and clarion.js
+backs off 0-0.5 s, 0-1 s, ... instead). Each client is a Python `websockets` socket
+(bench/socket_swarm.py), 2,500 to a process, on the same 2 cores as the servers.
 One warm-up storm, then `--runs` storms on the same servers; server CPU and RSS (summed over the
 processes) from /proc.
 """
@@ -195,16 +203,29 @@ def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
         publisher.wait_started(60)
         time.sleep(LEAD_SECS)
         cpu_start, started = server.cpu_secs(), time.monotonic()
+        load_before = os.getloadavg()[0]
         peak_mb = server.rss_mb()
+        cpu_samples = [(0.0, cpu_start)]  # (seconds after the drop, server CPU seconds so far)
         swarms.ask_all({"cmd": "drop", "window": DROP_WINDOW_SECS}, 120)
         status = {}
         while time.monotonic() < started + BACK_TIMEOUT_SECS:
             time.sleep(POLL_SECS)
+            cpu_samples.append((time.monotonic() - started, server.cpu_secs()))
             peak_mb = max(peak_mb, server.rss_mb())
             status = totals(swarms.ask_all({"cmd": "status"}, 120))
             if status["back"] >= count:
                 break
         back_secs = status.get("last_back_secs") if status.get("back", 0) >= count else None
+        # Replayed: every client has what its user's stream held when the last one came back.
+        replayed_secs = None
+        if back_secs is not None:
+            caught_up_to = positions(system, users, counters_path)
+            while time.monotonic() < started + BACK_TIMEOUT_SECS:
+                verified = totals(swarms.ask_all({"cmd": "verify", "positions": caught_up_to}, 120))
+                if not verified["behind_users"]:
+                    replayed_secs = time.monotonic() - started
+                    break
+                time.sleep(POLL_SECS)
         sent = publisher.finish(BACK_TIMEOUT_SECS)["sent"]
     finally:
         if publisher.proc.poll() is None:
@@ -217,11 +238,12 @@ def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
             break
         time.sleep(POLL_SECS)
     cpu_secs, wall_secs = server.cpu_secs() - cpu_start, time.monotonic() - started
-    status = totals(swarms.ask_all({"cmd": "status"}, 120))
+    status = totals(swarms.ask_all({"cmd": "status", "timeline": True}, 120))
     lines = server.lines_since(output_from)
     return {
         "back": status["back"],
         "back_secs": back_secs,
+        "replayed_secs": replayed_secs,
         "sent": sent,
         "missed": after["missed"] - before["missed"],
         "duplicates": after["duplicates"] - before["duplicates"],
@@ -231,10 +253,40 @@ def storm(env, system, server, swarms, users, rate, counters_path) -> dict:
         "refusals": status.get("refusals", 0) - before_refusals,
         "client_error_samples": status.get("error_samples", [])[:3],
         "cpu_secs": cpu_secs,
+        "cpu_ms_per_reconnect": 1000 * cpu_secs / count,
+        "load": (load_before, os.getloadavg()[0]),
+        "timeline": _timeline(status.get("back_per_sec", {}), cpu_samples),
+        "waits": _percentiles(status.get("waits", [])),
         "cpu_pct": 100 * cpu_secs / wall_secs,
         "peak_mb": peak_mb,
         "sample": "".join(line for line in lines if ERROR_LINE.search(line))[:600],
     }
+
+
+def _timeline(back_per_sec: dict[str, int], cpu_samples: list[tuple[float, float]]) -> str:
+    """Per second after the drop: clients back, and the server's CPU (% of one core, spread
+    evenly over the interval between two samples)."""
+    seconds = [int(second) for second in back_per_sec]
+    last = max(seconds + [int(cpu_samples[-1][0])])
+    busy = [0.0] * (last + 1)
+    for (t0, c0), (t1, c1) in zip(cpu_samples, cpu_samples[1:], strict=False):
+        for second in range(int(t0), min(last, int(t1)) + 1):
+            overlap = min(t1, second + 1) - max(t0, second)
+            if overlap > 0 and t1 > t0:
+                busy[second] += (c1 - c0) * overlap / (t1 - t0)
+    return " ".join(f"{s}:{back_per_sec.get(str(s), 0)}/{100 * busy[s]:.0f}%" for s in range(last + 1))
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "-"
+    values = sorted(values)
+    at = [values[min(len(values) - 1, int(len(values) * q))] for q in (0.5, 0.9, 0.99)]
+    return f"p50 {at[0]:.1f} s, p90 {at[1]:.1f} s, p99 {at[2]:.1f} s, max {values[-1]:.1f} s"
 
 
 def run_system(
@@ -272,13 +324,16 @@ def run_system(
             print(
                 f"{system} {label}: back {result['back']}/{len(users)} in "
                 f"{result['back_secs'] if result['back_secs'] is None else round(result['back_secs'], 1)} s, "
+                f"replayed by {_secs(result['replayed_secs'])} s, "
                 f"sent {result['sent']}, missed {result['missed']}, twice {result['duplicates']}, "
                 f"error lines {result['error_lines']} (redis {result['redis_error_lines']}), "
                 f"client errors {result['client_errors']}, refused {result['refusals']}, "
-                f"CPU {result['cpu_pct']:.0f}%, "
-                f"peak {result['peak_mb']:.0f} MB",
+                f"CPU {result['cpu_pct']:.0f}%, {result['cpu_ms_per_reconnect']:.2f} ms per reconnect, "
+                f"peak {result['peak_mb']:.0f} MB, load {result['load'][0]:.1f}-{result['load'][1]:.1f}",
                 flush=True,
             )
+            print(f"  scheduled reconnect to first pong: {result['waits']}", flush=True)
+            print(f"  per second after the drop, back/server CPU: {result['timeline']}", flush=True)
             if result["client_error_samples"]:
                 print("  clients saw:", result["client_error_samples"], flush=True)
             if result["sample"]:

@@ -55,6 +55,7 @@ class Socket:
         self.ws = None
         self.open = False
         self.back_at: float | None = None  # first pong after the last (re)connect, monotonic
+        self.due_at: float | None = None  # when its reconnect was scheduled (after a drop)
         self.frames = 0
         self.duplicates = 0
         self.gaps = 0  # messages skipped between two frames
@@ -127,6 +128,7 @@ class Socket:
             await asyncio.sleep(HEARTBEAT_SECS * jitter)
 
     async def reconnect_after(self, delay: float) -> None:
+        self.due_at = time.monotonic() + delay
         await asyncio.sleep(delay)
         attempt = refusals = 0
         while attempt < RECONNECT_ATTEMPTS:
@@ -207,8 +209,17 @@ class Swarm:
             asyncio.create_task(sock.reconnect_after(random.uniform(0, window)))
         return {"event": "dropped"}
 
-    def status(self) -> dict:
+    def status(self, timeline: bool = False) -> dict:
         backs = sorted(sock.back_at - self.dropped_at for sock in self.sockets if sock.back_at is not None)
+        # Per second after the drop: clients back, and their wait from the scheduled reconnect to
+        # the first pong (refusals and queueing included), for the report's timeline.
+        back_per_sec: dict[str, int] = {}
+        waits = []
+        for sock in self.sockets if timeline else ():
+            if sock.back_at is not None and sock.back_at >= self.dropped_at and sock.due_at is not None:
+                second = str(int(sock.back_at - self.dropped_at))
+                back_per_sec[second] = back_per_sec.get(second, 0) + 1
+                waits.append(sock.back_at - sock.due_at)
         codes: dict[str, int] = {}
         for sock in self.sockets:
             for code in sock.close_codes:
@@ -225,6 +236,8 @@ class Swarm:
             "error_samples": self.error_samples,
             "back": len(backs),
             "last_back_secs": backs[-1] if backs else None,
+            "back_per_sec": back_per_sec,
+            "waits": [round(wait, 2) for wait in waits],
             "cursors": {str(sock.user_id): sock.cursor for sock in self.sockets},
         }
 
@@ -262,7 +275,7 @@ async def serve_commands() -> None:
         elif kind == "drop":
             answer = await swarm.drop(command)
         elif kind == "status":
-            answer = {"event": "status", **swarm.status()}
+            answer = {"event": "status", **swarm.status(command.get("timeline", False))}
         elif kind == "verify":
             answer = swarm.verify(command)
         elif kind == "stop":
@@ -366,9 +379,10 @@ def totals(answers: list[dict]) -> dict:
                 continue
             if isinstance(value, (int, float)) and key != "last_back_secs" and key != "secs":
                 merged[key] = merged.get(key, 0) + value
-            elif key == "error_samples":
+            elif key in ("error_samples", "waits"):
                 merged.setdefault(key, []).extend(value)
-            elif key in ("close_codes", "errors"):
+            elif key in ("close_codes", "errors", "back_per_sec"):
+                merged.setdefault(key, {})
                 for name, count in value.items():
                     merged[key][name] = merged[key].get(name, 0) + count
             elif key in ("last_back_secs", "secs") and value is not None:
