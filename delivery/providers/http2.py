@@ -1,11 +1,12 @@
 """A small HTTP/2 client for the push providers: one connection per origin, many streams in flight.
 
 RFC 9113's client side framed here (frames parsed and built with `struct`, header blocks through
-hpack) on an asyncio.Protocol, with no per-request task, pool, or frame or stream object beyond a
-small record: a batch of requests is framed in one go, written to the socket in one write, and
-each answer settles a future. That is what makes a provider's CPU per message small: a general
-client (httpcore, httpx) spends several times more per request, and h2's state machine and
-frame objects were half of what was left (docs/benchmarks.md, "Web Push: where the time goes").
+hpack) on an asyncio.Protocol, with no per-request task, future, pool, or frame or stream object
+beyond a small record: a batch of requests is framed in one go, written to the socket in one
+write, and each answer is put in its place in the batch's results. That is what makes a
+provider's CPU per message small: a general client (httpcore, httpx) spends several times more
+per request, and h2's state machine and frame objects were half of what was left
+(docs/benchmarks.md, "Web Push: where the time goes").
 Runs on a provider's BackgroundLoop. `https://` negotiates h2 by ALPN; `http://` speaks HTTP/2
 with prior knowledge (cleartext, for local fakes). A server that turns out not to speak HTTP/2
 (ALPN chose something else, or it answered the preface with something that is not HTTP/2) fails
@@ -158,11 +159,39 @@ class Http2Response:
     body: bytes
 
 
+class _Batch:
+    """One send_all()'s answers, put in place by the connections as they arrive; `done` once all are.
+
+    A future per request, and asyncio.wait() over them, cost a loop callback per answer.
+    """
+
+    __slots__ = ("results", "left", "done")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[Http2Response | Exception | None] = [None] * size
+        self.left = 1  # the requests in flight, plus one until every request is submitted
+        self.done = asyncio.get_running_loop().create_future()
+
+    def add(self) -> None:
+        self.left += 1
+
+    def settle(self, index: int, result: Http2Response | Exception) -> None:
+        if self.results[index] is None:
+            self.results[index] = result
+            self.release()
+
+    def release(self) -> None:
+        self.left -= 1
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
+
+
 @dataclass(slots=True, eq=False)
 class _Stream:
     headers: list[tuple[bytes, bytes]]
     body: bytes
-    future: asyncio.Future
+    batch: _Batch
+    index: int  # in the batch's results
     stream_id: int = 0
     sent: int = 0  # bytes of body framed so far
     window: int = 0  # bytes we may still send on it (flow control)
@@ -191,7 +220,7 @@ class _Connection(asyncio.Protocol):
 
     Frames are parsed and built here, header blocks through hpack. Kept per connection: the
     server's settings, the stream ids, flow control both ways and the HPACK tables; per stream:
-    its future, what is left of its body to send, and the answer as it arrives.
+    its place in a batch's results, what is left of its body to send, and the answer as it arrives.
     """
 
     def __init__(self, max_streams: int, max_body_bytes: int | None = None) -> None:
@@ -267,28 +296,29 @@ class _Connection(asyncio.Protocol):
         self._fail_all(Http2Error(f"connection lost: {exc!r}" if exc else "connection closed by the server"))
 
     # -- requests ----------------------------------------------------------------------------
-    def submit(self, headers: list[tuple[bytes, bytes]], body: bytes) -> asyncio.Future:
-        """Queue one request; call flush() after a batch of them."""
-        future = asyncio.get_running_loop().create_future()
-        stream = _Stream(headers, body, future)
+    def submit(self, headers: list[tuple[bytes, bytes]], body: bytes, batch: _Batch, index: int) -> _Stream:
+        """Queue one request, answered into `batch` at `index`; call flush() after a batch of them."""
+        batch.add()
+        stream = _Stream(headers, body, batch, index)
         if self.closed:
-            future.set_exception(Http2Error("connection closed"))
+            batch.settle(index, Http2Error("connection closed"))
         elif len(self._open) < self._stream_limit() and not self._queued:
             self._start(stream)
         else:
             self._queued.append(stream)
-        return future
+        return stream
 
-    def cancel(self, future: asyncio.Future) -> None:
-        """Give up on a request (timed out): reset its stream or drop it from the queue."""
-        for stream_id, stream in list(self._open.items()):
-            if stream.future is future:
+    def cancel(self, streams: list[_Stream]) -> None:
+        """Give up on requests (timed out): reset their streams or drop them from the queue."""
+        for stream in streams:
+            stream_id = stream.stream_id
+            if stream_id and self._open.get(stream_id) is stream:
                 del self._open[stream_id]
                 self._blocked.discard(stream_id)
                 if not self.closed:
                     self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", _CANCEL)))
-                return
-        self._queued = collections.deque(s for s in self._queued if s.future is not future)
+        given_up = set(streams)
+        self._queued = collections.deque(s for s in self._queued if s not in given_up)
 
     def flush(self) -> None:
         self._start_queued()
@@ -386,14 +416,13 @@ class _Connection(asyncio.Protocol):
                 raise _ProtocolError("a malformed RST_STREAM")
             stream = self._open.pop(stream_id, None)
             self._blocked.discard(stream_id)
-            if stream is not None and not stream.future.done():
+            if stream is not None:
                 code = struct.unpack(">L", payload)[0]
                 if code == _NO_ERROR and stream.status:  # §8.1: answered before the body was needed
                     self._complete(stream)
                 else:
-                    stream.future.set_exception(
-                        Http2Error(f"stream reset by the server ({_error_name(code)})")
-                    )
+                    error = Http2Error(f"stream reset by the server ({_error_name(code)})")
+                    stream.batch.settle(stream.index, error)
         elif kind == _PING:
             if stream_id or len(payload) != 8:
                 raise _ProtocolError("a malformed PING")
@@ -462,10 +491,8 @@ class _Connection(asyncio.Protocol):
 
     @staticmethod
     def _complete(stream: _Stream) -> None:
-        if not stream.future.done():
-            stream.future.set_result(
-                Http2Response(stream.status, stream.response_headers, b"".join(stream.chunks))
-            )
+        response = Http2Response(stream.status, stream.response_headers, b"".join(stream.chunks))
+        stream.batch.settle(stream.index, response)
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
@@ -541,8 +568,7 @@ class _Connection(asyncio.Protocol):
 
     @staticmethod
     def _settle(stream: _Stream, error: Exception) -> None:
-        if not stream.future.done():
-            stream.future.set_exception(error)
+        stream.batch.settle(stream.index, error)
 
 
 def _unpadded(flags: int, payload: bytes) -> bytes:
@@ -629,8 +655,9 @@ class Http2Client:
             if origin not in prefix:
                 prefix[origin] = [(b":method", b"POST"), (b":scheme", origin[0].encode()), authority]
             paths.append(path)
-        results: list[Http2Response | Exception | None] = [None] * len(requests)
-        waiting: dict[asyncio.Future, tuple[int, _Connection]] = {}
+        batch = _Batch(len(requests))
+        results = batch.results
+        streams: dict[_Connection, list[_Stream]] = {}
         for origin, indexes in by_origin.items():
             try:
                 connection = await self._connection(origin)
@@ -646,6 +673,7 @@ class Http2Client:
             # A path per device (APNs, Web Push) would evict the headers that do repeat from
             # the HPACK table, so each is sent unindexed; one path for the batch (FCM) is indexed.
             per_request = len({paths[i] for i in indexes}) > 1
+            submitted = streams.setdefault(connection, [])
             for index in indexes:
                 request = requests[index]
                 path = (b":path", paths[index])
@@ -654,19 +682,20 @@ class Http2Client:
                     hpack.NeverIndexedHeaderTuple(*path) if per_request else path,
                     *request.headers,
                 ]
-                waiting[connection.submit(headers, request.body)] = (index, connection)
+                submitted.append(connection.submit(headers, request.body, batch, index))
             connection.flush()
-        if waiting:
-            done, pending = await asyncio.wait(waiting, timeout=timeout)
-            for future in done:
-                exc = future.exception()
-                results[waiting[future][0]] = exc if exc is not None else future.result()
-            for future in pending:
-                index, connection = waiting[future]
-                connection.cancel(future)
-                future.cancel()
-                results[index] = TimeoutError(f"no answer within {timeout} s")
-            for connection in {connection for _, connection in waiting.values()}:
+        batch.release()  # every request is submitted
+        if streams:
+            try:
+                async with asyncio.timeout(timeout):
+                    await batch.done
+            except TimeoutError:
+                for connection, submitted in streams.items():
+                    unanswered = [stream for stream in submitted if results[stream.index] is None]
+                    connection.cancel(unanswered)
+                    for stream in unanswered:
+                        results[stream.index] = TimeoutError(f"no answer within {timeout} s")
+            for connection in streams:
                 connection.flush()
         return results
 
