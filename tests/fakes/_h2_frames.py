@@ -1,26 +1,29 @@
 """A lean cleartext HTTP/2 server connection (RFC 9113) for a fake that answers many small requests.
 
 h2's state machine, its frame objects and its per-request header validation were about two
-thirds of the fake push service's CPU per message, more than the decryption it exists for. This
-connection parses frames with `struct`, decodes and encodes header blocks with hpack (Huffman
-coding the answers, as push services do) and keeps only what a server must: the preface and
-SETTINGS exchange, stream ids and the concurrent-stream limit, header blocks across
-CONTINUATION frames, padding, flow control both ways, PING, RST_STREAM and GOAWAY. Requests are
-checked against RFC 9113 §8.2-§8.3 (lower-case names, no connection-specific fields, the
-pseudo-headers once each and first) and a malformed one is reset, as h2 would. The handler is
-synchronous, `(method, path, headers, body) -> (status, headers, body)`, called when the request
-is complete; a delay (the fake's latency) before the answer is waited out on a timer, and the
-answers due together go out in one write.
+thirds of the fake push service's CPU per message, more than the decryption it exists for.
+This connection parses frames with `struct`, decodes the requests' header blocks itself
+(RFC 7541, RequestDecoder) and encodes the answers' with hpack (Huffman-coded, as push services
+send them). It keeps only what a server must: the preface and SETTINGS exchange, stream ids and
+the concurrent-stream limit, header blocks across CONTINUATION frames, padding, flow control
+both ways, PING, RST_STREAM and GOAWAY. Requests are checked against RFC 9113 §8.2-§8.3
+(lower-case names, no connection-specific fields, the pseudo-headers once each and first) and a
+malformed one is reset, as h2 would. The handler is synchronous, `(method, path, headers, body)
+-> (status, headers, body)`, called when the request is complete; a delay (the fake's latency)
+before the answer is waited out on a timer, and the answers due together go out in one write.
 Used through tests/fakes/_h2.py's BackgroundH2Server(connection_class=LeanConnection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import struct
 
 import hpack
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
 
 from ._h2 import Headers
 
@@ -94,6 +97,119 @@ def request_problem(headers: list[tuple[str, str]], valid: set | None = None) ->
     return None
 
 
+STATIC_TABLE = [(name.decode(), value.decode()) for name, value in HeaderTable.STATIC_TABLE]
+HPACK_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2: the default we leave in place
+HPACK_ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
+MAX_HEADER_LIST_BYTES = 64 * 1024  # as hpack's decoder allows by default
+
+
+class RequestDecoder:
+    """RFC 7541 decoding of the requests' header blocks, to (name, value) strings.
+
+    hpack's Decoder builds and checks a HeaderTuple per field through several calls; this is
+    the same decoding in one loop (the table, integers, literals, Huffman-coded strings through
+    hpack's own table). tests/fakes/test_fakes.py checks it against hpack's decoder.
+    """
+
+    def __init__(self) -> None:
+        self.dynamic: collections.deque[tuple[str, str, int]] = collections.deque()  # newest first
+        self.size = 0
+        self.max_size = HPACK_TABLE_SIZE
+
+    def decode(self, block: bytes) -> list[tuple[str, str]]:
+        try:
+            return self._decode(block)
+        except (IndexError, ValueError) as exc:  # truncated, or not UTF-8
+            raise hpack.HPACKDecodingError(f"malformed header block: {exc!r}") from exc
+
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+        fields: list[tuple[str, str]] = []
+        offset, end, listed = 0, len(block), 0
+        while offset < end:
+            first = block[offset]
+            if first & 0x80:  # §6.1, an indexed field
+                index, offset = _integer(block, offset, 7)
+                field = self._entry(index)
+            elif first & 0x40:  # §6.2.1, a literal added to the table
+                field, offset = self._literal(block, offset, 6)
+                self._add(field)
+            elif first & 0x20:  # §6.3, a table size update
+                if fields:
+                    raise hpack.HPACKDecodingError("a table size update after a field")  # §4.2
+                size, offset = _integer(block, offset, 5)
+                if size > HPACK_TABLE_SIZE:
+                    raise hpack.HPACKDecodingError(f"table size {size} above what we allow")
+                self.max_size = size
+                self._evict()
+                continue
+            else:  # §6.2.2 and §6.2.3, literals not added
+                field, offset = self._literal(block, offset, 4)
+            listed += len(field[0]) + len(field[1]) + HPACK_ENTRY_OVERHEAD
+            if listed > MAX_HEADER_LIST_BYTES:
+                raise hpack.HPACKDecodingError("header list too large")
+            fields.append(field)
+        return fields
+
+    def _entry(self, index: int) -> tuple[str, str]:
+        if index <= len(STATIC_TABLE):
+            if not index:
+                raise ValueError("index 0")  # §6.1
+            return STATIC_TABLE[index - 1]
+        position = index - len(STATIC_TABLE) - 1
+        if position >= len(self.dynamic):
+            raise ValueError(f"no table entry {index}")
+        name, value, _ = self.dynamic[position]
+        return name, value
+
+    def _literal(self, block: bytes, offset: int, prefix: int) -> tuple[tuple[str, str], int]:
+        index, offset = _integer(block, offset, prefix)
+        if index:
+            name = self._entry(index)[0]
+        else:
+            name, offset = _string(block, offset)
+        value, offset = _string(block, offset)
+        return (name, value), offset
+
+    def _add(self, field: tuple[str, str]) -> None:
+        size = len(field[0].encode()) + len(field[1].encode()) + HPACK_ENTRY_OVERHEAD
+        self.dynamic.appendleft((*field, size))
+        self.size += size
+        self._evict()
+
+    def _evict(self) -> None:
+        while self.size > self.max_size:
+            self.size -= self.dynamic.pop()[2]
+
+
+def _integer(block: bytes, offset: int, prefix: int) -> tuple[int, int]:
+    """RFC 7541 §5.1: an integer with an N-bit prefix; (value, offset after it)."""
+    mask = (1 << prefix) - 1
+    value = block[offset] & mask
+    offset += 1
+    if value < mask:
+        return value, offset
+    shift = 0
+    while True:
+        byte = block[offset]
+        offset += 1
+        value += (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+        if shift > 28:
+            raise ValueError("integer too large")
+
+
+def _string(block: bytes, offset: int) -> tuple[str, int]:
+    """RFC 7541 §5.2: a string literal, Huffman-coded or not; (text, offset after it)."""
+    huffman = block[offset] & 0x80
+    length, offset = _integer(block, offset, 7)
+    raw = block[offset : offset + length]
+    if len(raw) != length:
+        raise ValueError("truncated string")
+    return (decode_huffman(raw) if huffman else raw).decode(), offset + length
+
+
 class AnswerEncoder:
     """HPACK for the answers, Huffman-coded as push services send them, with hpack's encoder.
 
@@ -151,7 +267,7 @@ class LeanConnection(asyncio.Protocol):
         self.buffer = b""
         self.preface_seen = False
         self.out: list[bytes] = []
-        self.decoder = hpack.Decoder()
+        self.decoder = RequestDecoder()
         self.encoder = AnswerEncoder()
         self.valid_fields: set[tuple[str, str]] = set()
         self.streams: dict[int, _Stream] = {}  # open: receiving, waiting for the handler, or sending

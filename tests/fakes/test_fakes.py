@@ -14,6 +14,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import hpack
 import httpx
 import jwt
 import pytest
@@ -25,6 +26,7 @@ from firebase_admin import credentials, exceptions, messaging
 from py_vapid import Vapid, Vapid01
 from pywebpush import WebPusher, WebPushException, webpush
 
+from ._h2_frames import RequestDecoder
 from .apns import FakeAPNs
 from .fcm import GOOGLE_TOKEN_URI, FakeFCM, block_regional_access_boundary_lookup
 from .webpush import FakePushService, generate_vapid_keypair
@@ -807,3 +809,24 @@ def test_webpush_http2_decrypts_http_ece_bodies_and_resets_malformed_requests(pu
         assert reset[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
     (message,) = push_service.messages
     assert message.plaintext == b"x" * 700
+
+
+def test_webpush_request_decoder_agrees_with_hpack():
+    """The fake's HPACK decoder against hpack's encoder and decoder: indexed and literal fields,
+    Huffman or not, never indexed, evictions, a table size update, multi-byte integers."""
+    encoder, theirs, ours = hpack.Encoder(), hpack.Decoder(), RequestDecoder()
+    for n in range(300):
+        fields = [
+            (":method", "POST"),
+            (":path", f"/push/{n}" + "p" * (n % 150)),
+            ("ttl", str(n % 7)),
+            ("authorization", "vapid t=" + "t" * (n % 40) + ", k=key"),
+            hpack.NeverIndexedHeaderTuple("x-secret", f"s{n}"),
+            ("x-ünï", "çødé ✓"),
+        ]
+        if n == 150:
+            encoder.header_table_size = 256  # evicts, and the next block opens with a size update
+        block = encoder.encode(fields, huffman=n % 2 == 0)
+        assert ours.decode(block) == theirs.decode(block) == [tuple(field) for field in fields]
+    with pytest.raises(hpack.HPACKError):
+        ours.decode(b"\xff\xff\xff")  # an index far past the table
