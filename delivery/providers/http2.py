@@ -328,8 +328,8 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.closed = True
             try:
-                last = max(self._next_stream_id - 2, 0)
-                self._out.append(_frame(_GOAWAY, 0, 0, struct.pack(">LL", last, _NO_ERROR)))
+                # §6.8: the last stream the server opened that we processed; it opens none.
+                self._out.append(_frame(_GOAWAY, 0, 0, struct.pack(">LL", 0, _NO_ERROR)))
                 self._flush()
             finally:
                 self.transport.close()
