@@ -22,10 +22,14 @@ import re
 import struct
 
 import hpack
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
 
 from ._h2 import Headers
+
+try:  # hpack's Huffman table and static table, not its public API: RequestDecoder needs both
+    from hpack.huffman_table import decode_huffman
+    from hpack.table import HeaderTable
+except ImportError:  # moved in some hpack release: decode with hpack's own Decoder instead
+    decode_huffman = HeaderTable = None
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = struct.Struct(">HBBBL")  # 24-bit length as 16 + 8 bits, type, flags, stream id
@@ -97,7 +101,7 @@ def request_problem(headers: list[tuple[str, str]], valid: set | None = None) ->
     return None
 
 
-STATIC_TABLE = [(name.decode(), value.decode()) for name, value in HeaderTable.STATIC_TABLE]
+STATIC_TABLE = [(name.decode(), value.decode()) for name, value in getattr(HeaderTable, "STATIC_TABLE", ())]
 HPACK_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2: the default we leave in place
 HPACK_ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 MAX_HEADER_LIST_BYTES = 64 * 1024  # as hpack's decoder allows by default
@@ -267,7 +271,7 @@ class LeanConnection(asyncio.Protocol):
         self.buffer = b""
         self.preface_seen = False
         self.out: list[bytes] = []
-        self.decoder = RequestDecoder()
+        self.decoder = RequestDecoder() if STATIC_TABLE and decode_huffman else hpack.Decoder()
         self.encoder = AnswerEncoder()
         self.valid_fields: set[tuple[str, str]] = set()
         self.streams: dict[int, _Stream] = {}  # open: receiving, waiting for the handler, or sending
