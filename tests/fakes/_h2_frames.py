@@ -25,11 +25,12 @@ import hpack
 
 from ._h2 import Headers
 
-try:  # hpack's Huffman table and static table, not its public API: RequestDecoder needs both
+try:  # hpack's Huffman and static tables, not its public API: RequestDecoder needs them
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
     from hpack.huffman_table import decode_huffman
     from hpack.table import HeaderTable
-except ImportError:  # moved in some hpack release: decode with hpack's own Decoder instead
-    decode_huffman = HeaderTable = None
+except ImportError:  # moved in some hpack release: hpack's own Decoder and Encoder instead
+    decode_huffman = HeaderTable = REQUEST_CODES = REQUEST_CODES_LENGTH = None
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER = struct.Struct(">HBBBL")  # 24-bit length as 16 + 8 bits, type, flags, stream id
@@ -225,6 +226,7 @@ class AnswerEncoder:
     def __init__(self) -> None:
         self.encoder = hpack.Encoder()
         self.indexed: dict[tuple[str, str], bytes] = {}
+        self.names: dict[str, bytes] = {}  # a never-indexed field's name part, per name
 
     def resize(self, size: int) -> None:
         """The client's SETTINGS_HEADER_TABLE_SIZE: its decoder's table bound."""
@@ -235,7 +237,7 @@ class AnswerEncoder:
         block = []
         for field in fields:
             if field[0] in UNIQUE_ANSWER_FIELDS:
-                block.append(self.encoder.encode([hpack.NeverIndexedHeaderTuple(*field)]))
+                block.append(self._never_indexed(field))
                 continue
             encoded = self.indexed.get(field)
             if encoded is None:
@@ -246,6 +248,41 @@ class AnswerEncoder:
                     self.indexed.clear()
             block.append(encoded)
         return b"".join(block)
+
+    def _never_indexed(self, field: tuple[str, str]) -> bytes:
+        """RFC 7541 §6.2.3, the name as hpack encodes it and the value Huffman-coded here."""
+        if REQUEST_CODES is None:
+            return self.encoder.encode([hpack.NeverIndexedHeaderTuple(*field)])
+        prefix = self.names.get(field[0])
+        if prefix is None:  # the name's part (its static index, or the literal name), before "x"
+            prefix = self.names[field[0]] = self.encoder.encode(
+                [hpack.NeverIndexedHeaderTuple(field[0], "x")], huffman=False
+            )[:-2]
+        value = huffman_encode(field[1].encode())
+        return prefix + _length(len(value), 0x80) + value
+
+
+def huffman_encode(data: bytes) -> bytes:
+    """RFC 7541 §5.2 and Appendix B: the codes one after another, padded with the EOS prefix (ones)."""
+    codes, lengths = REQUEST_CODES, REQUEST_CODES_LENGTH
+    number = bits = 0
+    for byte in data:
+        number = (number << lengths[byte]) | codes[byte]
+        bits += lengths[byte]
+    padding = -bits % 8
+    return ((number << padding) | ((1 << padding) - 1)).to_bytes((bits + padding) // 8, "big")
+
+
+def _length(length: int, flag: int) -> bytes:
+    """A string's length, RFC 7541 §5.1's integer with a 7-bit prefix, under the Huffman flag."""
+    if length < 0x7F:
+        return bytes((flag | length,))
+    out, length = bytearray((flag | 0x7F,)), length - 0x7F
+    while length >= 0x80:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out)
 
 
 class _Stream:

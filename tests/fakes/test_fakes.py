@@ -26,7 +26,7 @@ from firebase_admin import credentials, exceptions, messaging
 from py_vapid import Vapid, Vapid01
 from pywebpush import WebPusher, WebPushException, webpush
 
-from ._h2_frames import RequestDecoder
+from ._h2_frames import AnswerEncoder, RequestDecoder
 from .apns import FakeAPNs
 from .fcm import GOOGLE_TOKEN_URI, FakeFCM, block_regional_access_boundary_lookup
 from .webpush import FakePushService, generate_vapid_keypair
@@ -830,3 +830,18 @@ def test_webpush_request_decoder_agrees_with_hpack():
         assert ours.decode(block) == theirs.decode(block) == [tuple(field) for field in fields]
     with pytest.raises(hpack.HPACKError):
         ours.decode(b"\xff\xff\xff")  # an index far past the table
+
+
+def test_webpush_answer_encoder_agrees_with_hpack():
+    """The fake's answers decode with hpack: repeated fields from the table, each Location
+    Huffman-coded and never indexed, across a table size change."""
+    encoder, decoder = AnswerEncoder(), hpack.Decoder()
+    for n in range(200):
+        if n == 100:
+            encoder.resize(64)  # the client's SETTINGS_HEADER_TABLE_SIZE
+            decoder.max_allowed_table_size = 64
+        location = f"http://127.0.0.1:8/message/{n:x}" + "é" * (n % 90)
+        fields = [(":status", "201"), ("content-length", "0"), ("location", location), ("ttl", str(n % 3))]
+        block = encoder.encode(fields)
+        assert decoder.decode(block) == fields
+        assert location.encode() not in {value for _, value in decoder.header_table.dynamic_entries}
