@@ -7,6 +7,7 @@ docs/architecture.md, Parts and allowed imports). Every stream read keeps the cu
 """
 
 from django.db import connection
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from delivery.fanout_sql import id_array
@@ -25,6 +26,7 @@ __all__ = [
     "accepted_body",
     "inbox_ack",
     "live_messages_after",
+    "live_messages_after_many",
     "notification_send",
     "reads_after",
     "stream_and_read_positions_of",
@@ -109,3 +111,63 @@ def live_messages_after(
             attempts=1,
         )
     return [message_payload(row.notification, row.seq, row.read_at) for row in rows]
+
+
+def live_messages_after_many(keys: list[tuple[int, int, int | None]]) -> dict[tuple, list[dict]]:
+    """`live_messages_after(user_id, after, REPLAY_PAGE, until)` for each (user_id, after, until)
+    key, in one read and one delivery update for all of them.
+
+    A reconnect storm replays to thousands of sockets at once: one query pair and thread hop
+    each queued the replays (and, in the shared pool, the handshakes behind them) for seconds
+    (W4, docs/benchmarks.md). Each key's page is the same as its own query's: every live row of
+    the user in the key's range comes from the key's own `LATERAL` page, and rows other keys
+    of the same user bring in lie past it.
+    """
+    if connection.vendor != "postgresql":
+        return {key: live_messages_after(key[0], key[1], REPLAY_PAGE, key[2]) for key in keys}
+    now = timezone.now()
+    inbox = InboxMessage._meta.db_table
+    notifications = InboxMessage._meta.get_field("notification").related_model._meta.db_table
+    pages = RawSQL(
+        f"SELECT page.id FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS k(user_id, after, until)"
+        f" CROSS JOIN LATERAL (SELECT i.id FROM {inbox} i JOIN {notifications} n ON n.id = i.notification_id"
+        "  WHERE i.user_id = k.user_id AND i.seq > k.after AND (k.until IS NULL OR i.seq <= k.until)"
+        "  AND i.live AND n.expires_at > %s ORDER BY i.seq LIMIT %s) AS page",
+        [
+            id_array(user_id for user_id, _, _ in keys),
+            id_array(after for _, after, _ in keys),
+            "{" + ",".join("NULL" if until is None else str(int(until)) for _, _, until in keys) + "}",
+            now,
+            REPLAY_PAGE,
+        ],
+    )
+    rows = InboxMessage.objects.filter(pk__in=pages).select_related("notification")
+    rows = list(rows.only("user_id", *LIVE_MESSAGE_FIELDS).order_by("user_id", "seq"))
+    by_user: dict[int, list] = {}
+    for row in rows:
+        by_user.setdefault(row.user_id, []).append(row)
+    found: dict[tuple, list[dict]] = {}
+    replayed: set[tuple[int, int]] = set()
+    for key in keys:
+        user_id, after, until = key
+        page = [
+            row for row in by_user.get(user_id, ()) if row.seq > after and (until is None or row.seq <= until)
+        ]
+        page = page[:REPLAY_PAGE]
+        replayed.update((user_id, row.notification_id) for row in page)
+        found[key] = [message_payload(row.notification, row.seq, row.read_at) for row in page]
+    if replayed:
+        deliveries, replayed = Delivery._meta.db_table, list(replayed)
+        pairs = RawSQL(
+            f"SELECT d.id FROM {deliveries} d"
+            " JOIN unnest(%s::bigint[], %s::bigint[]) AS p(user_id, notification_id)"
+            " ON d.user_id = p.user_id AND d.notification_id = p.notification_id",
+            [id_array(user_id for user_id, _ in replayed), id_array(pk for _, pk in replayed)],
+        )
+        deliveries_update(
+            Delivery.objects.filter(pk__in=pairs, channel=Channel.REALTIME, status=DeliveryStatus.QUEUED),
+            status=DeliveryStatus.SENT,
+            sent_at=now,
+            attempts=1,
+        )
+    return found

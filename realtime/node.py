@@ -29,7 +29,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 from knox.crypto import hash_token
 
-from delivery.streams_api import stream_and_read_positions_of, stream_positions
+from delivery.streams_api import live_messages_after_many, stream_and_read_positions_of, stream_positions
 from notifyproject.identities import credentials
 from realtime.admission import Admission
 from realtime.node_registry import channel_for, node_of_loop
@@ -37,6 +37,10 @@ from realtime.presence import POLL_LINGER_SECS, PRESENCE_REFRESH_SECS, PRESENCE_
 from realtime.streams import BatchedLookup, db
 
 logger = logging.getLogger(__name__)
+
+# Sockets replaying per batched read: a far-behind client's page is up to REPLAY_PAGE (200)
+# rows, so a batch reads at most 50,000 rows; a storm's clients are a few messages behind.
+REPLAY_BATCH_KEYS = 250
 
 # Connections one user may hold on one node (tabs, devices); the oldest is closed past it.
 MAX_CONNECTIONS_PER_USER = 20
@@ -164,6 +168,10 @@ class Node:
         # What concurrent handshakes read, one query per batch: tokens, then stream positions.
         self.token_lookup = BatchedLookup(credentials.authenticate_tokens)
         self.position_lookup = BatchedLookup(stream_and_read_positions_of)
+        # And what reconnecting sockets replay: (user id, after, until) → the page of messages.
+        self.replay_lookup = BatchedLookup(
+            live_messages_after_many, max_keys=REPLAY_BATCH_KEYS, handshake=False
+        )
         self.admission = Admission(loop)  # refuses handshakes past its bounds (realtime/admission.py)
 
     # -- connections ---------------------------------------------------------------------

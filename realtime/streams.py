@@ -3,6 +3,7 @@ thread pool realtime reads the database in. The rows themselves are read through
 delivery/streams_api.py; this module imports nothing of delivery/, since publishing uses it."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from channels.db import database_sync_to_async
@@ -17,6 +18,14 @@ def db(fn):
 # Keys per batched query: one round trip, and a parameter array PostgreSQL plans as one index scan.
 BATCH_MAX_KEYS = 1000
 
+# A handshake is through once its token and stream position are read, so the batched lookups
+# run in threads of their own: in the shared pool they queued behind the replays of the
+# sockets that came back before them (a reconnect storm queues thousands of those, W4), and
+# no socket was back until the replays ahead of it were done. One thread per lookup (token,
+# stream position), since each runs one batch at a time. Threads start on first use.
+LOOKUP_THREADS = 2
+_lookup_executor = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="realtime-lookup")
+
 
 class BatchedLookup:
     """Concurrent callers' keys looked up together: one thread hop and one query per batch.
@@ -25,11 +34,15 @@ class BatchedLookup:
     query reads is at least as recent as a lookup of its own would have been. A thousand
     handshakes then cost a few queries, not a thousand thread hops and pool check-outs (the
     bulk of a handshake's CPU: docs/benchmarks.md, "Connections: where the time goes").
-    `lookup(keys) -> {key: value}` runs in the shared thread pool; a missing key gets None.
+    `lookup(keys) -> {key: value}` runs in the lookup threads (with `handshake=False`, in the
+    shared pool); a missing key gets None.
     """
 
-    def __init__(self, lookup):
-        self._lookup = db(lookup)
+    def __init__(self, lookup, *, max_keys: int = BATCH_MAX_KEYS, handshake: bool = True):
+        # A handshake's own lookups in their threads; others (replays) in the shared pool.
+        executor = _lookup_executor if handshake else None
+        self._lookup = database_sync_to_async(lookup, thread_sensitive=False, executor=executor)
+        self._max_keys = max_keys
         self._waiting: dict = {}  # key → [futures of its callers]
         self._running = False
 
@@ -49,7 +62,7 @@ class BatchedLookup:
 
     async def _run(self) -> None:
         while self._waiting:
-            keys = list(self._waiting)[:BATCH_MAX_KEYS]
+            keys = list(self._waiting)[: self._max_keys]
             batch = {key: self._waiting.pop(key) for key in keys}
             try:
                 found = await self._lookup(keys)

@@ -17,7 +17,6 @@ from django.db import DatabaseError
 
 from delivery.streams_api import (
     REPLAY_PAGE,
-    live_messages_after,
     reads_after,
 )
 from realtime.node import get_node
@@ -246,7 +245,8 @@ class Subscriber:
 
     async def _catch_up(self, until: int | None = None) -> None:
         while not self.closed:
-            messages = await db(live_messages_after)(self.user_id, self.cursor, REPLAY_PAGE, until)
+            # Batched with the other sockets replaying now: one read for all (delivery/streams_api.py).
+            messages = await get_node().replay_lookup.get((self.user_id, self.cursor, until))
             for message in messages:
                 if message["cursor"] > self.cursor:
                     await self._send(notification_frame(message), message["cursor"])
