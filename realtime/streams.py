@@ -20,9 +20,9 @@ BATCH_MAX_KEYS = 1000
 
 # A handshake is through once its token and stream position are read, so the batched lookups
 # run in threads of their own: in the shared pool they queued behind the replays of the
-# sockets that came back before them (a reconnect storm queues thousands of those, W4), and
-# no socket was back until the replays ahead of it were done. One thread per lookup (token,
-# stream position), since each runs one batch at a time. Threads start on first use.
+# sockets that came back before them (a reconnect storm queues thousands of those, W4), so a
+# handshake waited for replays that were not its own. One thread per lookup (token, stream
+# position), since each runs one batch at a time. Threads start on first use.
 LOOKUP_THREADS = 2
 _lookup_executor = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="realtime-lookup")
 
