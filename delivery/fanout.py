@@ -34,7 +34,7 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
-from delivery.webhooks.events import deliveries_update
+from delivery.webhooks.events import deliveries_changed, deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -56,7 +56,8 @@ class BatchPlan:
     """What to do once a batch has committed."""
 
     realtime: list[tuple[int, dict]] = field(default_factory=list)  # (user id, message)
-    realtime_delivery_ids: list[int] = field(default_factory=list)
+    realtime_delivery_ids: list[int] = field(default_factory=list)  # to mark `sent` once published
+    realtime_sent: int = 0  # realtime deliveries written `sent` with the batch (the set-based path)
     push_now: list[int] = field(default_factory=list)
     push_later: dict[int, float] = field(default_factory=dict)  # delivery id → delay in seconds
     # The sender's later notifications that waited for this one's progress: (id, recipients).
@@ -318,7 +319,8 @@ def _write_batch_bulk(notification: Notification, user_ids: list[int], now: date
 
     plan = BatchPlan(state_written=True)
     if realtime_users:
-        plan.realtime_delivery_ids = realtime_delivery_ids
+        deliveries_changed(realtime_delivery_ids)  # written `sent`: their delivery.sent events
+        plan.realtime_sent = len(realtime_delivery_ids)
         plan.realtime = [(uid, message_payload(notification, cursors[uid])) for uid in published]
     if route != Route.REALTIME:
         push = fanout_sql.push_deliveries_write(
@@ -432,12 +434,14 @@ def _publish_realtime(plan: BatchPlan) -> None:
     if not plan.realtime:
         return
     publish_messages(plan.realtime)
-    sent = deliveries_update(
-        Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
-        status=DeliveryStatus.SENT,
-        sent_at=timezone.now(),
-        attempts=1,
-    )
+    sent = plan.realtime_sent
+    if plan.realtime_delivery_ids:
+        sent += deliveries_update(
+            Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=1,
+        )
     metrics.count("clarion_realtime_published_total", len(plan.realtime))
     metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
 

@@ -38,7 +38,11 @@ def inbox_write(
 ) -> tuple[dict[int, int], list[int]]:
     """Advance each user's stream, write their inbox message at the new position and a realtime
     delivery for each of `realtime_users`, in one statement; returns the positions and the
-    realtime delivery ids (in id order) of the users in `published` (those published to now).
+    realtime delivery ids (in id order) of the users in `published` (those published to after
+    the commit). Their deliveries are written `sent` (attempts 1, sent_at `now`), as the update
+    after the publish wrote them before: a publish is handed on at-most-once and never reports
+    back, so that update only ever said the frame was handed on; a lost frame still reaches the
+    client by the stream (gap-fill, replay).
     `with_state`: the same statement writes the notification's fan-out state as the instance
     holds it (status, cursor, dispatched_at, waiting_for), which the batch would otherwise save
     in a statement of its own.
@@ -61,16 +65,30 @@ def inbox_write(
             notification.updated_at,
             notification.pk,
         ]
-    live, live_select, live_params, live_select_params = "", "", [], []
+    live, live_select, live_params = "", "", []
     if realtime_users:
         live = (
-            f", live AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
-            f" SELECT %s, uid, NULL, '{Channel.REALTIME}', '{DeliveryStatus.QUEUED}', 0, '', '',"
-            " %s, %s, NULL, NULL FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id)"
+            f", live AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS}, sent_at)"
+            " SELECT %s, uid, NULL, %s, CASE WHEN uid = ANY(%s::bigint[]) THEN %s ELSE %s END,"
+            " CASE WHEN uid = ANY(%s::bigint[]) THEN 1 ELSE 0 END, '', '', %s, %s, NULL, NULL,"
+            " CASE WHEN uid = ANY(%s::bigint[]) THEN %s::timestamptz END"
+            " FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id, status)"
         )
-        live_select = " UNION ALL SELECT 1, id, user_id FROM live WHERE user_id = ANY(%s::bigint[])"
-        live_params = [notification.pk, now, now, id_array(realtime_users)]
-        live_select_params = [id_array(published)]
+        live_select = f" UNION ALL SELECT 1, id, user_id FROM live WHERE status = '{DeliveryStatus.SENT}'"
+        published_ids = id_array(published)
+        live_params = [
+            notification.pk,
+            Channel.REALTIME,
+            published_ids,
+            DeliveryStatus.SENT,
+            DeliveryStatus.QUEUED,
+            published_ids,
+            now,
+            now,
+            published_ids,
+            now,
+            id_array(realtime_users),
+        ]
     sql = (
         f"WITH {state}stream AS (INSERT INTO {streams} (user_id, last_seq)"
         " SELECT uid, 1 FROM unnest(%s::bigint[]) AS uid ORDER BY uid"
@@ -83,7 +101,7 @@ def inbox_write(
     )
     params = [id_array(user_ids), notification.pk, id_array(not_live), now]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*state_params, *params, *live_params, id_array(published), *live_select_params])
+        cursor.execute(sql, [*state_params, *params, *live_params, id_array(published)])
         rows = cursor.fetchall()
     cursors = {user_id: seq for kind, user_id, seq in rows if kind == 0}
     return cursors, sorted(pk for kind, pk, _user_id in rows if kind == 1)
