@@ -7,6 +7,7 @@ notification's row lock and finds the batch already done. Realtime publishes and
 sends are enqueued only after the batch commits.
 """
 
+import functools
 import heapq
 import logging
 import threading
@@ -82,12 +83,52 @@ def notification_fan_out(notification_id: int, resume: bool = False) -> None:
 
 
 def notification_fan_out_first_batch(
-    notification: Notification, recipient_ids: list[int] | None = None
+    notification: Notification, blocker: tuple[int, int] | None, recipient_ids: list[int] | None = None
 ) -> bool:
-    """The first batch of a notification inserted in the current transaction (so its row is ours
-    already), written in that transaction: one commit for a small send. True if more remain.
+    """The first batch of a notification inserted by notification_insert in the current
+    transaction (so its row is ours already), written in that transaction: one commit for a
+    small send. True if more remain. `blocker`: what notification_insert returned;
     `recipient_ids`: all its recipients in id order, when the send has read them already."""
-    return _fan_out_next_batch(notification.pk, inserted=notification, recipient_ids=recipient_ids)
+    return _fan_out_next_batch(
+        notification.pk, inserted=notification, recipient_ids=recipient_ids, inserted_blocker=blocker
+    )
+
+
+@functools.cache
+def _insert_statement() -> tuple[str, tuple]:
+    """The INSERT of a notification with the sender's order blocker, and the fields it writes."""
+    table = connection.ops.quote_name(Notification._meta.db_table)
+    fields = tuple(field for field in Notification._meta.concrete_fields if not field.primary_key)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    in_flight = ", ".join(f"'{status}'" for status in IN_FLIGHT)  # literals: the partial index applies
+    sql = (
+        f"WITH new AS (INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+        " RETURNING id)"
+        " SELECT new.id, blocker.id, blocker.fanout_cursor FROM new LEFT JOIN LATERAL"
+        f" (SELECT id, fanout_cursor FROM {table} WHERE sender_label = %s AND status IN ({in_flight})"
+        " AND id < new.id ORDER BY fanout_cursor, id LIMIT 1) AS blocker ON true"
+    )
+    return sql, fields
+
+
+def notification_insert(notification: Notification) -> tuple[int, int] | None:
+    """Save a new notification and return its blocker as sender_order_state() would find it.
+
+    On PostgreSQL one statement with fields prepared as save() prepares them, instead of the
+    ORM's insert compiler (a tenth of a one-user send's CPU) and the blocker's own query. The
+    statement sees the rows committed before it, as that query would, and a row just inserted
+    has no waiters: a later send can wait for it only once it has seen it committed.
+    """
+    if connection.vendor != "postgresql":
+        notification.save()
+        return sender_order_state(notification)[0]
+    sql, fields = _insert_statement()
+    params = [field.get_db_prep_save(field.pre_save(notification, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, notification.sender_label])
+        notification.pk, blocker_id, blocker_cursor = cursor.fetchone()
+    notification._state.adding, notification._state.db = False, connection.alias
+    return None if blocker_id is None else (blocker_id, blocker_cursor)
 
 
 def _fan_out_next_batch(
@@ -95,6 +136,7 @@ def _fan_out_next_batch(
     lock_wait_secs: float | None = None,
     inserted: Notification | None = None,
     recipient_ids: list[int] | None = None,
+    inserted_blocker: tuple[int, int] | None = None,
 ) -> bool:
     """Write one batch; False when there is nothing (more) to do now."""
     now = timezone.now()
@@ -110,7 +152,7 @@ def _fan_out_next_batch(
         if notification is None or notification.status not in IN_FLIGHT:
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.
-        blocker, waiters = sender_order_state(notification)
+        blocker, waiters = (inserted_blocker, []) if inserted else sender_order_state(notification)
         if notification.expires_at <= now:
             notification.status = NotificationStatus.EXPIRED
             notification.save(update_fields=["status", "updated_at"])
