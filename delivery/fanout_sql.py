@@ -6,6 +6,7 @@ Python cost of a batch no longer grows with its size beyond the ids themselves. 
 the same as the ORM path's (tests/delivery/test_fanout_bulk.py compares them).
 """
 
+import functools
 from datetime import datetime
 
 from django.db import connection
@@ -16,6 +17,7 @@ from devices.models import Device, UserPreferences
 from devices.preferences import quiet_hours_end
 
 
+@functools.cache
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 

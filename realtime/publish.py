@@ -226,6 +226,19 @@ return #order
 """
 
 
+_script_of_client: tuple = (None, None)
+
+
+def _publish_script(client):
+    """PUBLISH_LUA registered with this client once (registering hashes the source; no I/O)."""
+    global _script_of_client
+    cached_client, script = _script_of_client
+    if cached_client is not client:
+        script = client.register_script(PUBLISH_LUA)
+        _script_of_client = (client, script)
+    return script
+
+
 def _publish_now(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
     """One presence lookup and one PUBLISH per node for everything handed over in a round, in
     one script call."""
@@ -241,7 +254,7 @@ def _publish_now(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]
     for user_frames, user_reads in by_user.values():
         args += (b",".join(user_frames), b",".join(user_reads))
     try:
-        script = presence.sync_client.register_script(PUBLISH_LUA)  # hashes the source; no I/O
+        script = _publish_script(presence.sync_client)
         script(keys=[presence_key(user_id) for user_id in by_user], args=args)
     except redis.RedisError:
         # At-most-once by design: clients get these from the database on their next frame
