@@ -152,7 +152,11 @@ def _fan_out_next_batch(
         if notification is None or notification.status not in IN_FLIGHT:
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.
-        blocker, waiters = (inserted_blocker, []) if inserted else sender_order_state(notification)
+        # A row inserted by notification_insert came with its blocker, and has no waiters yet.
+        if inserted is not None:
+            blocker, waiters = inserted_blocker, []
+        else:
+            blocker, waiters = sender_order_state(notification)
         if notification.expires_at <= now:
             notification.status = NotificationStatus.EXPIRED
             notification.save(update_fields=["status", "updated_at"])
