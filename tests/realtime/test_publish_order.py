@@ -1,6 +1,7 @@
 """A small publish goes out from the caller's thread only when no round is in flight."""
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -9,11 +10,13 @@ from django.conf import settings
 
 from realtime.node_registry import channel_for
 from realtime.presence import get_presence
-from realtime.publish import _publisher, flush_publishes, publish_messages
+from realtime.publish import INLINE_MIN_IDLE_SECS, _publisher, flush_publishes, publish_messages
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NODE = "publish-order-test"
 RECEIVE_TIMEOUT_SECS = 10
+POLL_SECS = 0.001
 
 
 def message(cursor: int) -> dict:
@@ -47,17 +50,22 @@ def test_a_small_publish_goes_inline_only_when_nothing_is_in_flight_or_waiting(a
     assert flush_publishes()
     try:
         # Given a round in flight (as a caller's inline round is)
-        assert publisher.inline_round_begin()
+        wait_until(publisher.inline_round_begin, interval=POLL_SECS, message="an idle publisher")
         # When two sends come meanwhile, they wait, and go out together when it ends
         publish_messages([(alice.pk, message(1))])
         publish_messages([(alice.pk, message(2))])
         assert len(publisher.waiting) == 2
         publisher.inline_round_end()
-        publish_messages([(alice.pk, message(3))])  # inline only once 1 and 2 are out
+        publish_messages([(alice.pk, message(3))])  # after 1 and 2, whichever way it goes
         assert flush_publishes()
         assert cursors_received(subscription, 3) == [1, 2, 3]
 
-        # Then an idle publisher publishes from the caller's thread, before the call returns
+        # Then a publisher idle for a moment publishes from the caller's thread
+        wait_until(
+            lambda: time.monotonic() - publisher.idle_since >= INLINE_MIN_IDLE_SECS,
+            interval=POLL_SECS,
+            message="a quiet moment",
+        )
         thread_rounds = publisher.thread_rounds
         publish_messages([(alice.pk, message(4))])
         assert not publisher.busy
