@@ -1,9 +1,12 @@
 """A small HTTP/2 client for the push providers: one connection per origin, many streams in flight.
 
-Built on h2's public API (the sans-I/O protocol) and an asyncio.Protocol, with no per-request
-task, pool or stream object above h2: a batch of requests is framed in one go, written to the
-socket in one write, and each answer settles a future. That is what makes a provider's CPU per
-message small; a general client (httpcore, httpx) spends several times more per request.
+RFC 9113's client side framed here (frames parsed and built with `struct`, header blocks through
+hpack) on an asyncio.Protocol, with no per-request task, future, pool, or frame or stream object
+beyond a small record: a batch of requests is framed in one go, written to the socket in one
+write, and each answer is put in its place in the batch's results. That is what makes a
+provider's CPU per message small: a general client (httpcore, httpx) spends several times more
+per request, and h2's state machine and frame objects were half of what was left
+(docs/benchmarks.md, "Web Push: where the time goes").
 Runs on a provider's BackgroundLoop. `https://` negotiates h2 by ALPN; `http://` speaks HTTP/2
 with prior knowledge (cleartext, for local fakes). A server that turns out not to speak HTTP/2
 (ALPN chose something else, or it answered the preface with something that is not HTTP/2) fails
@@ -16,36 +19,56 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import re
 import ssl
+import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
 import hpack
 
 # Our own cap on streams in flight per connection, below whatever the server allows: Apple
 # advertises 1,000 once a provider token is accepted (and 1 before); more buys nothing.
 MAX_STREAMS_PER_CONNECTION = 1000
-_SETTINGS_FRAME_TYPE = b"\x04"  # RFC 9113 §6.5; the 4th byte of a frame (after its 24-bit length)
 # What makes urlsplit read a URL otherwise than "scheme://authority/path": a query, a fragment,
 # spaces it strips, a scheme in capitals (it lowers them).
 _SPLIT_ANYWAY = re.compile(r"[?# ]|^[^:]*[A-Z]")
-# Validation would check every header of every request; ours are built by our own code.
-_CONFIG = h2.config.H2Configuration(
-    client_side=True,
-    header_encoding=None,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-)
+# RFC 9113 §3.4, §4.1 (a frame's header: 24-bit length, type, flags, 31-bit stream id), §6.
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME_HEADER = struct.Struct(">HBBBL")  # the 24-bit length as 16 + 8 bits
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY = range(8)
+_WINDOW_UPDATE, _CONTINUATION = 8, 9
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+_SETTINGS_HEADER_TABLE_SIZE, _SETTINGS_ENABLE_PUSH, _SETTINGS_MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
+_SETTINGS_INITIAL_WINDOW_SIZE, _SETTINGS_MAX_FRAME_SIZE = 0x4, 0x5
+_ERROR_NAMES = {
+    0x0: "NO_ERROR",
+    0x1: "PROTOCOL_ERROR",
+    0x2: "INTERNAL_ERROR",
+    0x3: "FLOW_CONTROL_ERROR",
+    0x4: "SETTINGS_TIMEOUT",
+    0x5: "STREAM_CLOSED",
+    0x6: "FRAME_SIZE_ERROR",
+    0x7: "REFUSED_STREAM",
+    0x8: "CANCEL",
+    0x9: "COMPRESSION_ERROR",
+    0xA: "CONNECT_ERROR",
+    0xB: "ENHANCE_YOUR_CALM",
+    0xC: "INADEQUATE_SECURITY",
+    0xD: "HTTP_1_1_REQUIRED",
+}
+_NO_ERROR, _PROTOCOL_ERROR, _FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR, _CANCEL = 0x0, 0x1, 0x3, 0x6, 0x8
+_COMPRESSION_ERROR = 0x9
+_DEFAULT_WINDOW = 65_535  # §6.9.2, until SETTINGS say otherwise
+_DEFAULT_MAX_FRAME = 16_384  # §4.2; we never ask for larger frames
+_LARGEST_FRAME = 2**24 - 1
+_MAX_STREAM_ID = 2**31 - 1  # also the largest window (§6.9.1)
+# What the server may send us before we replenish: an answer's body per stream (push services
+# answer with at most a small JSON error), many answers on the connection; topped up when half
+# is used.
+_STREAM_WINDOW = 1 << 20
+_CONNECTION_WINDOW = 1 << 24
 
 
 class _PlainLiteralEncoder(hpack.Encoder):
@@ -121,27 +144,6 @@ def _literal_length(length: int) -> bytes:
     return bytes(out)
 
 
-class _H2Connection(h2.connection.H2Connection):
-    """h2's connection, told the number of open streams by its owner (`owned_streams`).
-
-    h2 counts them by walking every stream it holds, for each new stream: quadratic in the
-    streams a batch puts in flight (an eighth of the worker's CPU in a 250-request FCM batch).
-    The owner's streams started and not yet ended or reset are the same number. h2's walk,
-    which also forgets closed streams, then runs once per batch (`forget_closed`).
-    """
-
-    owned_streams: dict | None = None
-
-    @property
-    def open_outbound_streams(self) -> int:
-        if self.owned_streams is None:
-            return super().open_outbound_streams
-        return len(self.owned_streams)
-
-    def forget_closed(self) -> None:
-        super().open_outbound_streams  # noqa: B018 - h2's count, for its side effect
-
-
 class Http2Error(ConnectionError):
     """The connection failed, closed, or the server reset the stream; the request may be retried."""
 
@@ -157,59 +159,134 @@ class Http2Response:
     body: bytes
 
 
+class _Batch:
+    """One send_all()'s answers, put in place by the connections as they arrive; `done` once all are.
+
+    A future per request, and asyncio.wait() over them, cost a loop callback per answer.
+    """
+
+    __slots__ = ("results", "left", "done")
+
+    def __init__(self, size: int) -> None:
+        self.results: list[Http2Response | Exception | None] = [None] * size
+        self.left = 1  # the requests in flight, plus one until every request is submitted
+        self.done = asyncio.get_running_loop().create_future()
+
+    def add(self) -> None:
+        self.left += 1
+
+    def settle(self, index: int, result: Http2Response | Exception) -> None:
+        if self.results[index] is None:
+            self.results[index] = result
+            self.release()
+
+    def release(self) -> None:
+        self.left -= 1
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
+
+
 @dataclass(slots=True, eq=False)
 class _Stream:
     headers: list[tuple[bytes, bytes]]
     body: bytes
-    future: asyncio.Future
+    batch: _Batch
+    index: int  # in the batch's results
     stream_id: int = 0
     sent: int = 0  # bytes of body framed so far
+    window: int = 0  # bytes we may still send on it (flow control)
     received: int = 0  # bytes of the answer's body received (kept only up to the client's cap)
+    unacknowledged: int = 0  # flow-controlled bytes received since our last WINDOW_UPDATE for it
     status: int = 0
     response_headers: dict[bytes, bytes] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
 
 
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    length = len(payload)
+    return _FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id) + payload
+
+
+class _ProtocolError(Exception):
+    """The server broke RFC 9113: the connection ends with a GOAWAY carrying `code`."""
+
+    def __init__(self, message: str, code: int = _PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection; every method runs on the event loop."""
+    """One HTTP/2 connection (RFC 9113, client side); every method runs on the event loop.
+
+    Frames are parsed and built here, header blocks through hpack. Kept per connection: the
+    server's settings, the stream ids, flow control both ways and the HPACK tables; per stream:
+    its place in a batch's results, what is left of its body to send, and the answer as it arrives.
+    """
 
     def __init__(self, max_streams: int, max_body_bytes: int | None = None) -> None:
-        self.h2 = _H2Connection(config=_CONFIG)
-        if type(getattr(self.h2, "encoder", None)) is hpack.Encoder:  # h2's own, replaced before use
-            self.h2.encoder = _PlainLiteralEncoder()
+        self.encoder = _PlainLiteralEncoder()
+        self.decoder = hpack.Decoder()
         self.max_body_bytes = max_body_bytes
         self._answered = False  # whether any bytes came back yet
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.settings_received = asyncio.get_running_loop().create_future()
         self._max_streams = max_streams
-        self._limit: int | None = None
+        self._server_max_streams = _MAX_STREAM_ID  # unlimited until its SETTINGS say otherwise
+        self._server_initial_window = _DEFAULT_WINDOW
+        self._server_max_frame = _DEFAULT_MAX_FRAME
+        self._send_window = _DEFAULT_WINDOW  # connection-level, what we may still send
+        self._unacknowledged = 0  # connection-level bytes received since our last WINDOW_UPDATE
+        self._next_stream_id = 1
+        self._buffer = b""
+        self._out: list[bytes] = []
+        self._continuing: int | None = None  # stream whose header block awaits CONTINUATION
+        self._block: list[bytes] = []
+        self._block_ends_stream = False
         self._open: dict[int, _Stream] = {}
-        self.h2.owned_streams = self._open
         self._queued: collections.deque[_Stream] = collections.deque()
         self._blocked: set[int] = set()  # streams waiting for flow-control window to send body
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.h2.initiate_connection()
-        transport.write(self.h2.data_to_send())
+        settings = struct.pack(
+            ">HLHL", _SETTINGS_ENABLE_PUSH, 0, _SETTINGS_INITIAL_WINDOW_SIZE, _STREAM_WINDOW
+        )
+        increment = struct.pack(">L", _CONNECTION_WINDOW - _DEFAULT_WINDOW)
+        transport.write(
+            _PREFACE + _frame(_SETTINGS, 0, 0, settings) + _frame(_WINDOW_UPDATE, 0, 0, increment)
+        )
 
     def data_received(self, data: bytes) -> None:
         first, self._answered = not self._answered, True
-        if first and len(data) >= 4 and data[3:4] != _SETTINGS_FRAME_TYPE:
+        if first and len(data) >= 4 and data[3] != _SETTINGS:
             # The server's first frame must be SETTINGS; this is e.g. "HTTP/1.1 400" to our preface.
             self._fail_all(Http2NotSpokenError("the server does not answer in HTTP/2"))
             self.transport.close()
             return
+        buffer = self._buffer + data if self._buffer else data
+        offset, end = 0, len(buffer)
+        unpack = _FRAME_HEADER.unpack_from
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+            while end - offset >= 9:
+                high, low, kind, flags, stream_id = unpack(buffer, offset)
+                length = (high << 8) | low
+                if length > _DEFAULT_MAX_FRAME:  # we never raise SETTINGS_MAX_FRAME_SIZE
+                    raise _ProtocolError(f"a {length}-byte frame", _FRAME_SIZE_ERROR)
+                if end - offset - 9 < length:
+                    break
+                payload = buffer[offset + 9 : offset + 9 + length]
+                offset += 9 + length
+                self._on_frame(kind, flags, stream_id & _MAX_STREAM_ID, payload)
+        except (_ProtocolError, hpack.HPACKError, struct.error) as exc:
+            code = exc.code if isinstance(exc, _ProtocolError) else _COMPRESSION_ERROR
+            self._out.append(_frame(_GOAWAY, 0, 0, struct.pack(">LL", 0, code)))
+            self._flush()
             self._fail_all(Http2Error(f"HTTP/2 protocol error: {exc!r}"))
             self.transport.close()
             return
-        for event in events:
-            self._on_event(event)
+        self._buffer = buffer[offset:]
         self._start_queued()
         self._flush()
         if self.closed and not self._open and self.transport is not None:
@@ -219,32 +296,31 @@ class _Connection(asyncio.Protocol):
         self._fail_all(Http2Error(f"connection lost: {exc!r}" if exc else "connection closed by the server"))
 
     # -- requests ----------------------------------------------------------------------------
-    def submit(self, headers: list[tuple[bytes, bytes]], body: bytes) -> asyncio.Future:
-        """Queue one request; call flush() after a batch of them."""
-        future = asyncio.get_running_loop().create_future()
-        stream = _Stream(headers, body, future)
+    def submit(self, headers: list[tuple[bytes, bytes]], body: bytes, batch: _Batch, index: int) -> _Stream:
+        """Queue one request, answered into `batch` at `index`; call flush() after a batch of them."""
+        batch.add()
+        stream = _Stream(headers, body, batch, index)
         if self.closed:
-            future.set_exception(Http2Error("connection closed"))
+            batch.settle(index, Http2Error("connection closed"))
         elif len(self._open) < self._stream_limit() and not self._queued:
             self._start(stream)
         else:
             self._queued.append(stream)
-        return future
+        return stream
 
-    def cancel(self, future: asyncio.Future) -> None:
-        """Give up on a request (timed out): reset its stream or drop it from the queue."""
-        for stream_id, stream in list(self._open.items()):
-            if stream.future is future:
+    def cancel(self, streams: list[_Stream]) -> None:
+        """Give up on requests (timed out): reset their streams or drop them from the queue."""
+        for stream in streams:
+            stream_id = stream.stream_id
+            if stream_id and self._open.get(stream_id) is stream:
                 del self._open[stream_id]
                 self._blocked.discard(stream_id)
                 if not self.closed:
-                    with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed there
-                        self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-                return
-        self._queued = collections.deque(s for s in self._queued if s.future is not future)
+                    self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", _CANCEL)))
+        given_up = set(streams)
+        self._queued = collections.deque(s for s in self._queued if s not in given_up)
 
     def flush(self) -> None:
-        self.h2.forget_closed()
         self._start_queued()
         self._flush()
 
@@ -252,30 +328,38 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.closed = True
             try:
-                self.h2.close_connection()
+                # §6.8: the last stream the server opened that we processed; it opens none.
+                self._out.append(_frame(_GOAWAY, 0, 0, struct.pack(">LL", 0, _NO_ERROR)))
                 self._flush()
             finally:
                 self.transport.close()
 
     # -- internals ---------------------------------------------------------------------------
     def _stream_limit(self) -> int:
-        """Kept until the server's settings change: h2's settings lookup costs per request."""
-        if self._limit is None:
-            self._limit = min(self.h2.remote_settings.max_concurrent_streams, self._max_streams)
-        return self._limit
+        return min(self._server_max_streams, self._max_streams)
 
     def _start(self, stream: _Stream) -> None:
-        try:
-            stream_id = self.h2.get_next_available_stream_id()
-            self.h2.send_headers(stream_id, stream.headers, end_stream=not stream.body)
-        except h2.exceptions.ProtocolError as exc:  # e.g. stream ids used up: the next send reconnects
+        stream_id = self._next_stream_id
+        if stream_id > _MAX_STREAM_ID:  # stream ids used up: the next send reconnects
             self.closed = True  # open streams finish, then data_received closes the transport
-            error = Http2Error(f"cannot open a stream: {exc!r}")
+            error = Http2Error("cannot open a stream: stream ids used up")
             for waiting in [stream, *self._queued]:
                 self._settle(waiting, error)
             self._queued.clear()
             return
+        self._next_stream_id += 2
+        block = self.encoder.encode(stream.headers)
+        flags = _END_HEADERS if stream.body else _END_HEADERS | _END_STREAM
+        max_frame = self._server_max_frame
+        if len(block) <= max_frame:
+            self._out.append(_frame(_HEADERS, flags, stream_id, block))
+        else:  # §6.10: the rest of the block in CONTINUATION frames
+            self._out.append(_frame(_HEADERS, flags & _END_STREAM, stream_id, block[:max_frame]))
+            for start in range(max_frame, len(block), max_frame):
+                last = _END_HEADERS if start + max_frame >= len(block) else 0
+                self._out.append(_frame(_CONTINUATION, last, stream_id, block[start : start + max_frame]))
         stream.stream_id = stream_id
+        stream.window = self._server_initial_window
         self._open[stream_id] = stream
         if stream.body:
             self._send_body(stream)
@@ -288,66 +372,188 @@ class _Connection(asyncio.Protocol):
     def _send_body(self, stream: _Stream) -> None:
         body, stream_id = stream.body, stream.stream_id
         while stream.sent < len(body):
-            window = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
-            if window <= 0:
+            size = min(len(body) - stream.sent, stream.window, self._send_window, self._server_max_frame)
+            if size <= 0:
                 self._blocked.add(stream_id)
                 return
-            chunk = body[stream.sent : stream.sent + window]
-            stream.sent += len(chunk)
-            self.h2.send_data(stream_id, chunk, end_stream=stream.sent >= len(body))
+            chunk = body[stream.sent : stream.sent + size]
+            stream.sent += size
+            stream.window -= size
+            self._send_window -= size
+            self._out.append(_frame(_DATA, _END_STREAM if stream.sent >= len(body) else 0, stream_id, chunk))
         self._blocked.discard(stream_id)
 
-    def _on_event(self, event) -> None:
-        if isinstance(event, h2.events.ResponseReceived):
-            stream = self._open.get(event.stream_id)
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._continuing is not None and (kind != _CONTINUATION or stream_id != self._continuing):
+            raise _ProtocolError("a frame inside a header block")  # §6.10
+        if kind == _HEADERS:
+            if not stream_id:
+                raise _ProtocolError("HEADERS on stream 0")
+            payload = _unpadded(flags, payload)
+            if flags & _PRIORITY_FLAG:
+                payload = payload[5:]
+            self._block = [payload]
+            self._block_ends_stream = bool(flags & _END_STREAM)
+            if flags & _END_HEADERS:
+                self._on_header_block(stream_id)
+            else:
+                self._continuing = stream_id
+        elif kind == _DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == _CONTINUATION:
+            if self._continuing is None:
+                raise _ProtocolError("CONTINUATION without HEADERS")
+            self._block.append(payload)
+            if flags & _END_HEADERS:
+                self._continuing = None
+                self._on_header_block(stream_id)
+        elif kind == _SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif kind == _WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == _RST_STREAM:
+            if not stream_id or len(payload) != 4:
+                raise _ProtocolError("a malformed RST_STREAM")
+            stream = self._open.pop(stream_id, None)
+            self._blocked.discard(stream_id)
             if stream is not None:
-                stream.response_headers = dict(event.headers)
-                stream.status = int(stream.response_headers.get(b":status", b"0"))
-        elif isinstance(event, h2.events.DataReceived):
-            if event.flow_controlled_length:
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            stream = self._open.get(event.stream_id)
-            if stream is not None:
-                if self.max_body_bytes is None:
-                    stream.chunks.append(event.data)
-                elif stream.received < self.max_body_bytes:
-                    stream.chunks.append(event.data[: self.max_body_bytes - stream.received])
-                stream.received += len(event.data)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self._open.pop(event.stream_id, None)
-            if event.stream_id in self._blocked:  # answered before its body was sent: stop sending it
-                self._blocked.discard(event.stream_id)
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            if stream is not None and not stream.future.done():
-                response = Http2Response(stream.status, stream.response_headers, b"".join(stream.chunks))
-                stream.future.set_result(response)
-        elif isinstance(event, h2.events.StreamReset):
-            stream = self._open.pop(event.stream_id, None)
-            self._blocked.discard(event.stream_id)
-            if stream is not None and not stream.future.done():
-                stream.future.set_exception(Http2Error(f"stream reset by the server ({event.error_code!r})"))
-        elif isinstance(event, h2.events.WindowUpdated):
-            for stream_id in list(self._blocked) if event.stream_id == 0 else [event.stream_id]:
-                if stream_id in self._blocked and stream_id in self._open:
-                    self._send_body(self._open[stream_id])
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._limit = None
-            if not self.settings_received.done():
-                self.settings_received.set_result(None)
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.closed = True  # GOAWAY: streams above last_stream_id were never processed
-            error = Http2Error(f"the server closed the connection (GOAWAY {event.error_code!r})")
-            last = event.last_stream_id or 0
-            for stream_id in [s for s in self._open if s > last]:
-                self._settle(self._open.pop(stream_id), error)
+                code = struct.unpack(">L", payload)[0]
+                if code == _NO_ERROR and stream.status:  # §8.1: answered before the body was needed
+                    self._complete(stream)
+                else:
+                    error = Http2Error(f"stream reset by the server ({_error_name(code)})")
+                    stream.batch.settle(stream.index, error)
+        elif kind == _PING:
+            if stream_id or len(payload) != 8:
+                raise _ProtocolError("a malformed PING")
+            if not flags & _ACK:
+                self._out.append(_frame(_PING, _ACK, 0, payload))
+        elif kind == _GOAWAY:
+            if stream_id or len(payload) < 8:
+                raise _ProtocolError("a malformed GOAWAY")
+            last, code = struct.unpack_from(">LL", payload)
+            self.closed = True  # streams above last_stream_id were never processed
+            error = Http2Error(f"the server closed the connection (GOAWAY {_error_name(code)})")
+            for other in [s for s in self._open if s > last & _MAX_STREAM_ID]:
+                self._settle(self._open.pop(other), error)
             while self._queued:
                 self._settle(self._queued.popleft(), error)
+        elif kind == _PUSH_PROMISE:
+            raise _ProtocolError("PUSH_PROMISE, though we disabled push")  # §8.4
+        # PRIORITY and unknown frame types are ignored (§5.3.2, §4.1).
+
+    def _on_header_block(self, stream_id: int) -> None:
+        # Decoded even for a stream we gave up on: both HPACK tables must stay in step (§4.3).
+        headers = self.decoder.decode(b"".join(self._block), raw=True)
+        self._block = []
+        stream = self._open.get(stream_id)
+        if stream is None:
+            return
+        if not stream.status:  # the answer's headers; a later block is trailers (ignored)
+            status = next((value for name, value in headers if name == b":status"), b"0")
+            if status[:1] == b"1":  # §8.1: an interim answer (100, 103), the final one follows
+                return
+            stream.response_headers = dict(headers)
+            stream.status = int(status)
+        if self._block_ends_stream:
+            self._end(stream_id)
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise _ProtocolError("DATA on stream 0")
+        self._unacknowledged += len(payload)  # §6.9.1: padding counts
+        if self._unacknowledged >= _CONNECTION_WINDOW // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">L", self._unacknowledged)))
+            self._unacknowledged = 0
+        stream = self._open.get(stream_id)
+        if stream is None:
+            return
+        data = _unpadded(flags, payload)
+        if self.max_body_bytes is None:
+            stream.chunks.append(data)
+        elif stream.received < self.max_body_bytes:
+            stream.chunks.append(data[: self.max_body_bytes - stream.received])
+        stream.received += len(data)
+        if flags & _END_STREAM:
+            self._end(stream_id)
+            return
+        stream.unacknowledged += len(payload)
+        if stream.unacknowledged >= _STREAM_WINDOW // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, struct.pack(">L", stream.unacknowledged)))
+            stream.unacknowledged = 0
+
+    def _end(self, stream_id: int) -> None:
+        stream = self._open.pop(stream_id)
+        if stream_id in self._blocked:  # answered before its body was sent: stop sending it
+            self._blocked.discard(stream_id)
+            self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", _NO_ERROR)))
+        self._complete(stream)
+
+    @staticmethod
+    def _complete(stream: _Stream) -> None:
+        response = Http2Response(stream.status, stream.response_headers, b"".join(stream.chunks))
+        stream.batch.settle(stream.index, response)
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id:
+            raise _ProtocolError("SETTINGS on a stream")
+        if flags & _ACK:
+            return
+        if len(payload) % 6:
+            raise _ProtocolError("a malformed SETTINGS", _FRAME_SIZE_ERROR)
+        for offset in range(0, len(payload), 6):
+            code, value = struct.unpack_from(">HL", payload, offset)
+            if code == _SETTINGS_HEADER_TABLE_SIZE:
+                if value < self.encoder.header_table_size:  # the server's decoder keeps less
+                    self.encoder.header_table_size = value
+            elif code == _SETTINGS_MAX_CONCURRENT_STREAMS:
+                self._server_max_streams = value
+            elif code == _SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > _MAX_STREAM_ID:
+                    raise _ProtocolError("SETTINGS_INITIAL_WINDOW_SIZE too large", _FLOW_CONTROL_ERROR)
+                delta, self._server_initial_window = value - self._server_initial_window, value
+                for stream in self._open.values():  # §6.9.2: open streams' windows move by as much
+                    stream.window += delta
+            elif code == _SETTINGS_MAX_FRAME_SIZE:
+                if not _DEFAULT_MAX_FRAME <= value <= _LARGEST_FRAME:
+                    raise _ProtocolError("SETTINGS_MAX_FRAME_SIZE out of range")
+                self._server_max_frame = value
+        self._out.append(_frame(_SETTINGS, _ACK, 0))
+        self._resume_blocked()
+        if not self.settings_received.done():
+            self.settings_received.set_result(None)
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ProtocolError("a malformed WINDOW_UPDATE", _FRAME_SIZE_ERROR)
+        increment = struct.unpack(">L", payload)[0] & _MAX_STREAM_ID
+        if not stream_id:
+            if not increment:
+                raise _ProtocolError("a WINDOW_UPDATE of 0")
+            self._send_window += increment
+            if self._send_window > _MAX_STREAM_ID:
+                raise _ProtocolError("the connection's window overflowed", _FLOW_CONTROL_ERROR)
+            self._resume_blocked()
+            return
+        stream = self._open.get(stream_id)
+        if stream is not None:
+            stream.window += increment
+            if stream_id in self._blocked:
+                self._send_body(stream)
+
+    def _resume_blocked(self) -> None:
+        for stream_id in list(self._blocked):
+            if stream_id in self._open:
+                self._send_body(self._open[stream_id])
+            else:
+                self._blocked.discard(stream_id)
 
     def _flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(data)
 
     def _fail_all(self, error: Exception) -> None:
         self.closed = True
@@ -362,8 +568,19 @@ class _Connection(asyncio.Protocol):
 
     @staticmethod
     def _settle(stream: _Stream, error: Exception) -> None:
-        if not stream.future.done():
-            stream.future.set_exception(error)
+        stream.batch.settle(stream.index, error)
+
+
+def _unpadded(flags: int, payload: bytes) -> bytes:
+    if not flags & _PADDED:
+        return payload
+    if not payload or payload[0] >= len(payload):
+        raise _ProtocolError("padding as long as the frame")  # §6.1
+    return payload[1 : len(payload) - payload[0]]
+
+
+def _error_name(code: int) -> str:
+    return _ERROR_NAMES.get(code, f"error code {code}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,8 +655,9 @@ class Http2Client:
             if origin not in prefix:
                 prefix[origin] = [(b":method", b"POST"), (b":scheme", origin[0].encode()), authority]
             paths.append(path)
-        results: list[Http2Response | Exception | None] = [None] * len(requests)
-        waiting: dict[asyncio.Future, tuple[int, _Connection]] = {}
+        batch = _Batch(len(requests))
+        results = batch.results
+        streams: dict[_Connection, list[_Stream]] = {}
         for origin, indexes in by_origin.items():
             try:
                 connection = await self._connection(origin)
@@ -455,6 +673,7 @@ class Http2Client:
             # A path per device (APNs, Web Push) would evict the headers that do repeat from
             # the HPACK table, so each is sent unindexed; one path for the batch (FCM) is indexed.
             per_request = len({paths[i] for i in indexes}) > 1
+            submitted = streams.setdefault(connection, [])
             for index in indexes:
                 request = requests[index]
                 path = (b":path", paths[index])
@@ -463,19 +682,20 @@ class Http2Client:
                     hpack.NeverIndexedHeaderTuple(*path) if per_request else path,
                     *request.headers,
                 ]
-                waiting[connection.submit(headers, request.body)] = (index, connection)
+                submitted.append(connection.submit(headers, request.body, batch, index))
             connection.flush()
-        if waiting:
-            done, pending = await asyncio.wait(waiting, timeout=timeout)
-            for future in done:
-                exc = future.exception()
-                results[waiting[future][0]] = exc if exc is not None else future.result()
-            for future in pending:
-                index, connection = waiting[future]
-                connection.cancel(future)
-                future.cancel()
-                results[index] = TimeoutError(f"no answer within {timeout} s")
-            for connection in {connection for _, connection in waiting.values()}:
+        batch.release()  # every request is submitted
+        if streams:
+            try:
+                async with asyncio.timeout(timeout):
+                    await batch.done
+            except TimeoutError:
+                for connection, submitted in streams.items():
+                    unanswered = [stream for stream in submitted if results[stream.index] is None]
+                    connection.cancel(unanswered)
+                    for stream in unanswered:
+                        results[stream.index] = TimeoutError(f"no answer within {timeout} s")
+            for connection in streams:
                 connection.flush()
         return results
 

@@ -161,11 +161,18 @@ class LoopThread:
 
 
 class BackgroundH2Server:
-    """h2c on an ephemeral loopback port, served by an event loop on a daemon thread."""
+    """h2c on an ephemeral loopback port, served by an event loop on a daemon thread.
 
-    def __init__(self, handler, name: str) -> None:
+    `connection_class` serves each connection: h2's (this module's, with an async handler) or
+    the lean one (tests/fakes/_h2_frames.py, with a synchronous handler and `delay_s()`, the
+    time to wait before answering).
+    """
+
+    def __init__(self, handler, name: str, connection_class=None, delay_s=lambda: 0.0) -> None:
         self.handler = handler
         self.name = name
+        self.connection_class = connection_class or _Connection
+        self.delay_s = delay_s
         self.port = 0
         self.connections_opened = 0
         self.open_connections: set[_Connection] = set()
@@ -180,11 +187,11 @@ class BackgroundH2Server:
         self._loop.run(self._adopt(sock))
 
     async def _adopt(self, sock) -> None:
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: _Connection(self), sock)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: self.connection_class(self), sock)
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), LOOPBACK, 0)
+        self._server = await loop.create_server(lambda: self.connection_class(self), LOOPBACK, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:

@@ -12,7 +12,9 @@ import weakref
 import firebase_admin
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import hpack
 import httpx
 import jwt
 import pytest
@@ -22,8 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from firebase_admin import credentials, exceptions, messaging
 from py_vapid import Vapid, Vapid01
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPusher, WebPushException, webpush
 
+from ._h2_frames import AnswerEncoder, RequestDecoder
 from .apns import FakeAPNs
 from .fcm import GOOGLE_TOKEN_URI, FakeFCM, block_regional_access_boundary_lookup
 from .webpush import FakePushService, generate_vapid_keypair
@@ -736,3 +739,109 @@ def test_webpush_failure_queue_error_rate_and_latency():
             codes.append(info.value.response.status_code)
         assert time.monotonic() - started >= 2 * 0.03
         assert codes == [429, 503]
+
+
+def _raw_h2c_pushes(fake: FakePushService, requests_: list[tuple[list, bytes]]) -> dict[int, list]:
+    """POST over cleartext HTTP/2 with h2's client, headers sent exactly as given (no lower-casing),
+    each body in 100-byte padded DATA frames; the events per stream."""
+    host, port = fake.origin.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=CLIENT_TIMEOUT_S) as sock:
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding="utf-8",
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        conn = h2.connection.H2Connection(config)
+        conn.initiate_connection()
+        events: dict[int, list] = {}
+        for headers, body in requests_:
+            stream_id = conn.get_next_available_stream_id()
+            events[stream_id] = []
+            conn.send_headers(stream_id, headers)
+            for start in range(0, len(body), 100):
+                conn.send_data(stream_id, body[start : start + 100], pad_length=7)
+            conn.end_stream(stream_id)
+        sock.sendall(conn.data_to_send())
+        finished: set[int] = set()
+        while finished != set(events):
+            data = sock.recv(65536)
+            assert data, "the fake closed the connection"
+            for event in conn.receive_data(data):
+                stream_id = getattr(event, "stream_id", None)
+                if stream_id in events:
+                    events[stream_id].append(event)
+                    if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                        finished.add(stream_id)
+            sock.sendall(conn.data_to_send())
+    return events
+
+
+def test_webpush_http2_decrypts_http_ece_bodies_and_resets_malformed_requests(push_service):
+    """h2's client and http-ece's encryption (pywebpush's), independent of Clarion's: padded DATA
+    frames decrypt; an upper-case or connection-specific field resets its stream, as RFC 9113 says."""
+    vapid = Vapid()
+    vapid.generate_keys()
+    subscription = push_service.subscribe()
+    body = WebPusher(subscription).encode(b"x" * 700)["body"]
+    authorization = vapid.sign({**_claims(), "aud": push_service.origin})["Authorization"]
+    path = "/push/" + push_service.subscription_id(subscription)
+    head = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", push_service.origin[7:]),
+        (":path", path),
+    ]
+    fields = [("ttl", "60"), ("content-encoding", "aes128gcm"), ("authorization", authorization)]
+    events = _raw_h2c_pushes(
+        push_service,
+        [
+            (head + fields, body),
+            (head + [("TTL", "60"), *fields[1:]], body),
+            (head + [*fields, ("connection", "keep-alive")], body),
+            ([*fields, *head], body),  # pseudo-headers after regular ones
+        ],
+    )
+    ok, upper_case, connection_specific, misplaced = events.values()
+    assert isinstance(ok[0], h2.events.ResponseReceived) and dict(ok[0].headers)[":status"] == "201"
+    for reset in (upper_case, connection_specific, misplaced):
+        assert [type(e) for e in reset] == [h2.events.StreamReset]
+        assert reset[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    (message,) = push_service.messages
+    assert message.plaintext == b"x" * 700
+
+
+def test_webpush_request_decoder_agrees_with_hpack():
+    """The fake's HPACK decoder against hpack's encoder and decoder: indexed and literal fields,
+    Huffman or not, never indexed, evictions, a table size update, multi-byte integers."""
+    encoder, theirs, ours = hpack.Encoder(), hpack.Decoder(), RequestDecoder()
+    for n in range(300):
+        fields = [
+            (":method", "POST"),
+            (":path", f"/push/{n}" + "p" * (n % 150)),
+            ("ttl", str(n % 7)),
+            ("authorization", "vapid t=" + "t" * (n % 40) + ", k=key"),
+            hpack.NeverIndexedHeaderTuple("x-secret", f"s{n}"),
+            ("x-ünï", "çødé ✓"),
+        ]
+        if n == 150:
+            encoder.header_table_size = 256  # evicts, and the next block opens with a size update
+        block = encoder.encode(fields, huffman=n % 2 == 0)
+        assert ours.decode(block) == theirs.decode(block) == [tuple(field) for field in fields]
+    with pytest.raises(hpack.HPACKError):
+        ours.decode(b"\xff\xff\xff")  # an index far past the table
+
+
+def test_webpush_answer_encoder_agrees_with_hpack():
+    """The fake's answers decode with hpack: repeated fields from the table, each Location
+    Huffman-coded and never indexed, across a table size change."""
+    encoder, decoder = AnswerEncoder(), hpack.Decoder()
+    for n in range(200):
+        if n == 100:
+            encoder.resize(64)  # the client's SETTINGS_HEADER_TABLE_SIZE
+            decoder.max_allowed_table_size = 64
+        location = f"http://127.0.0.1:8/message/{n:x}" + "é" * (n % 90)
+        fields = [(":status", "201"), ("content-length", "0"), ("location", location), ("ttl", str(n % 3))]
+        block = encoder.encode(fields)
+        assert decoder.decode(block) == fields
+        assert location.encode() not in {value for _, value in decoder.header_table.dynamic_entries}

@@ -7,7 +7,6 @@ client's fallback from HTTP/2 is tested there.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hmac
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._failures import FailurePlan
 from ._h2 import BackgroundH2Server
+from ._h2_frames import LeanConnection
 from ._http import BackgroundHTTPServer, JSONHandler
 from .tls import LocalCA
 
@@ -179,7 +179,9 @@ class FakePushService:
             self.ca = LocalCA(self._tmp.name)
             ssl_context = self.ca.server_context()
         else:
-            self._h2 = BackgroundH2Server(self._h2_push, type(self).__name__)
+            self._h2 = BackgroundH2Server(
+                self._h2_push, type(self).__name__, LeanConnection, lambda: self.latency_ms / 1000
+            )
             self._h2.start()
         self._http = BackgroundHTTPServer(_Handler, self, ssl_context, h2=self._h2)
         self._http.start()
@@ -287,11 +289,9 @@ class FakePushService:
             self._attempts.clear()
 
     # -- request handling (server threads) -------------------------------------------------------
-    async def _h2_push(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
-        """One push request over HTTP/2: the same handling, the latency awaited on the loop."""
+    def _h2_push(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
+        """One push request over HTTP/2, judged on arrival (the connection waits out the latency)."""
         arrived = time.time()
-        if self.latency_ms:
-            await asyncio.sleep(self.latency_ms / 1000)
         if method != "POST":
             return 405, {}, b""
         status, payload, extra = self._push(path, headers, body, arrived=arrived)
