@@ -66,15 +66,41 @@ class BatchPlan:
     state_written: bool = False  # the notification's status and cursor, with the batch's rows
 
 
-def notification_fan_out(notification_id: int, resume: bool = False) -> None:
+@dataclass
+class Claim:
+    """Which run of a notification's fan-out goes on. The sweeper resumes a fan-out whose row has
+    not changed for CLARION_STALE_WORK_SECS, and a live run's batch can outlast that: the resume
+    may then take the row between two of the live run's batches. Whichever of the two writes a
+    batch first keeps the fan-out; the other finds that batch under the row lock and stops, so
+    they never alternate batches to the end, each holding a worker. (Two copies of a dispatch
+    settle the same way.) If the one that goes on dies, its row goes stale and is resumed again."""
+
+    fanout_cursor: int | None = None  # where this run's last batch left the cursor
+    stamped_at: datetime | None = None  # a resume's, until its first batch: the sweeper's stamp
+
+    def taken(self, notification: Notification) -> bool:
+        """Another run wrote a batch since this one last did (a resume: since it was stamped)."""
+        if self.fanout_cursor is not None:
+            return notification.fanout_cursor != self.fanout_cursor
+        return self.stamped_at is not None and notification.updated_at != self.stamped_at
+
+    def wrote(self, notification: Notification) -> None:
+        self.fanout_cursor, self.stamped_at = notification.fanout_cursor, None
+
+
+def notification_fan_out(
+    notification_id: int, resume: bool = False, claimed_at: datetime | None = None
+) -> None:
     """Fan out batch by batch. `resume` (the sweeper's re-dispatch of a fan-out that looks
     stalled) waits at most RESUME_LOCK_WAIT_SECS for the row: long enough for a later send
     registering as a waiter, which holds it for a moment; a live fan-out in a long batch holds
     it longer, and the resume gives up rather than hold a worker until that fan-out ends. A dead
-    worker's lock is gone with its connection."""
+    worker's lock is gone with its connection. `claimed_at`: the `updated_at` the sweeper
+    stamped when it dispatched this resume (Claim)."""
     lock_wait = RESUME_LOCK_WAIT_SECS if resume else None
+    claim = Claim(stamped_at=claimed_at)
     try:
-        while _fan_out_next_batch(notification_id, lock_wait):
+        while _fan_out_next_batch(notification_id, lock_wait, claim=claim):
             lock_wait = None  # ours now: later batches queue behind whoever takes it in between
     except OperationalError as exc:
         if not isinstance(exc.__cause__, LockNotAvailable):
@@ -137,8 +163,9 @@ def _fan_out_next_batch(
     inserted: Notification | None = None,
     recipient_ids: list[int] | None = None,
     inserted_blocker: tuple[int, int] | None = None,
+    claim: Claim | None = None,
 ) -> bool:
-    """Write one batch; False when there is nothing (more) to do now."""
+    """Write one batch; False when there is nothing (more) to do now, or another run holds `claim`."""
     now = timezone.now()
     with transaction.atomic(savepoint=inserted is None):
         if lock_wait_secs is not None and connection.vendor == "postgresql":
@@ -150,6 +177,9 @@ def _fan_out_next_batch(
             with connection.cursor() as cursor:  # the batch's own locks wait as long as they need
                 cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
         if notification is None or notification.status not in IN_FLIGHT:
+            return False
+        if claim is not None and claim.taken(notification):
+            logger.info("notification %s: another run of its fan-out goes on", notification_id)
             return False
         # Read under our row lock: a later send registers as our waiter only while holding it.
         # A row inserted by notification_insert came with its blocker, and has no waiters yet.
@@ -202,6 +232,8 @@ def _fan_out_next_batch(
             notification.save(
                 update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
             )
+        if claim is not None:
+            claim.wrote(notification)
         plan.waiters = waiters
         _on_commit(plan)
     return not last

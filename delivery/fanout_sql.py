@@ -133,7 +133,9 @@ def push_deliveries_write(
     quiet hours, whichever is later. The insert returns the quiet-hours settings of the users it
     wrote for, so a batch that reaches no device (or no one with quiet hours) reads nothing
     more; only deliveries of users inside their quiet hours now take a second statement.
-    Joins, not `= ANY` per row, so the cost stays linear in the batch.
+    Each reached user's devices are one lookup in `device_user_active` (a LATERAL subquery the
+    planner cannot flatten, `OFFSET 0`): as a plain join PostgreSQL chose a scan of every device
+    per batch, with statistics or without, so a batch cost grew with the device table.
     """
     app_filter = " AND device.app = %s" if notification.app else ""
     sql = (
@@ -141,12 +143,13 @@ def push_deliveries_write(
         " SELECT %s, device.user_id, device.id, device.platform,"
         f" '{DeliveryStatus.QUEUED}', 0, '', '', %s, %s, held.at, coalesce(held.at, %s)"
         " FROM unnest(%s::bigint[]) AS reach(user_id)"
-        f" JOIN {_table(Device)} AS device ON device.user_id = reach.user_id"
+        " CROSS JOIN LATERAL (SELECT device.id, device.user_id, device.platform, device.app"
+        f"   FROM {_table(Device)} AS device"
+        f"   WHERE device.user_id = reach.user_id AND device.active{app_filter}"
+        "   OFFSET 0) AS device"
         " LEFT JOIN (SELECT user_id, %s::timestamptz AS at FROM unnest(%s::bigint[]) AS user_id) AS held"
         "   ON held.user_id = device.user_id"
-        " WHERE device.active"
-        "   AND (NOT (device.user_id = ANY(%s::bigint[])) OR device.id = ANY(%s::bigint[]))"
-        f"{app_filter}"
+        " WHERE NOT (device.user_id = ANY(%s::bigint[])) OR device.id = ANY(%s::bigint[])"
         " ORDER BY device.app, device.platform, device.id"
         " RETURNING id, user_id, next_attempt_at)"
         " SELECT written.id, written.next_attempt_at, written.user_id,"
@@ -155,20 +158,16 @@ def push_deliveries_write(
         "   ON %s AND prefs.user_id = written.user_id AND prefs.quiet_start IS NOT NULL"
         " ORDER BY written.id"
     )
-    params = [
-        notification.pk,
-        now,
-        now,
-        now,
-        id_array(user_ids),
+    params = [notification.pk, now, now, now, id_array(user_ids)]
+    if notification.app:
+        params.append(notification.app)
+    params += [
         held_until,
         id_array(held_users),
         id_array(device_only),
         id_array(notification.target.get("devices") or []),
+        quiet_hours,
     ]
-    if notification.app:
-        params.append(notification.app)
-    params.append(quiet_hours)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
