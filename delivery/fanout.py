@@ -7,6 +7,7 @@ notification's row lock and finds the batch already done. Realtime publishes and
 sends are enqueued only after the batch commits.
 """
 
+import functools
 import heapq
 import logging
 import threading
@@ -34,7 +35,7 @@ from delivery.models import (
     UserStream,
 )
 from delivery.selectors import message_payload, recipient_ids_after, users_reached_fully
-from delivery.webhooks.events import deliveries_update
+from delivery.webhooks.events import deliveries_changed, deliveries_update
 from devices.models import Device
 from devices.preferences import quiet_hours_ends
 from notifyproject import metrics
@@ -56,7 +57,8 @@ class BatchPlan:
     """What to do once a batch has committed."""
 
     realtime: list[tuple[int, dict]] = field(default_factory=list)  # (user id, message)
-    realtime_delivery_ids: list[int] = field(default_factory=list)
+    realtime_delivery_ids: list[int] = field(default_factory=list)  # to mark `sent` once published
+    realtime_sent: int = 0  # realtime deliveries written `sent` with the batch (the set-based path)
     push_now: list[int] = field(default_factory=list)
     push_later: dict[int, float] = field(default_factory=dict)  # delivery id → delay in seconds
     # The sender's later notifications that waited for this one's progress: (id, recipients).
@@ -64,15 +66,41 @@ class BatchPlan:
     state_written: bool = False  # the notification's status and cursor, with the batch's rows
 
 
-def notification_fan_out(notification_id: int, resume: bool = False) -> None:
+@dataclass
+class Claim:
+    """Which run of a notification's fan-out goes on. The sweeper resumes a fan-out whose row has
+    not changed for CLARION_STALE_WORK_SECS, and a live run's batch can outlast that: the resume
+    may then take the row between two of the live run's batches. Whichever of the two writes a
+    batch first keeps the fan-out; the other finds that batch under the row lock and stops, so
+    they never alternate batches to the end, each holding a worker. (Two copies of a dispatch
+    settle the same way.) If the one that goes on dies, its row goes stale and is resumed again."""
+
+    fanout_cursor: int | None = None  # where this run's last batch left the cursor
+    stamped_at: datetime | None = None  # a resume's, until its first batch: the sweeper's stamp
+
+    def taken(self, notification: Notification) -> bool:
+        """Another run wrote a batch since this one last did (a resume: since it was stamped)."""
+        if self.fanout_cursor is not None:
+            return notification.fanout_cursor != self.fanout_cursor
+        return self.stamped_at is not None and notification.updated_at != self.stamped_at
+
+    def wrote(self, notification: Notification) -> None:
+        self.fanout_cursor, self.stamped_at = notification.fanout_cursor, None
+
+
+def notification_fan_out(
+    notification_id: int, resume: bool = False, claimed_at: datetime | None = None
+) -> None:
     """Fan out batch by batch. `resume` (the sweeper's re-dispatch of a fan-out that looks
     stalled) waits at most RESUME_LOCK_WAIT_SECS for the row: long enough for a later send
     registering as a waiter, which holds it for a moment; a live fan-out in a long batch holds
     it longer, and the resume gives up rather than hold a worker until that fan-out ends. A dead
-    worker's lock is gone with its connection."""
+    worker's lock is gone with its connection. `claimed_at`: the `updated_at` the sweeper
+    stamped when it dispatched this resume (Claim)."""
     lock_wait = RESUME_LOCK_WAIT_SECS if resume else None
+    claim = Claim(stamped_at=claimed_at)
     try:
-        while _fan_out_next_batch(notification_id, lock_wait):
+        while _fan_out_next_batch(notification_id, lock_wait, claim=claim):
             lock_wait = None  # ours now: later batches queue behind whoever takes it in between
     except OperationalError as exc:
         if not isinstance(exc.__cause__, LockNotAvailable):
@@ -81,12 +109,52 @@ def notification_fan_out(notification_id: int, resume: bool = False) -> None:
 
 
 def notification_fan_out_first_batch(
-    notification: Notification, recipient_ids: list[int] | None = None
+    notification: Notification, blocker: tuple[int, int] | None, recipient_ids: list[int] | None = None
 ) -> bool:
-    """The first batch of a notification inserted in the current transaction (so its row is ours
-    already), written in that transaction: one commit for a small send. True if more remain.
+    """The first batch of a notification inserted by notification_insert in the current
+    transaction (so its row is ours already), written in that transaction: one commit for a
+    small send. True if more remain. `blocker`: what notification_insert returned;
     `recipient_ids`: all its recipients in id order, when the send has read them already."""
-    return _fan_out_next_batch(notification.pk, inserted=notification, recipient_ids=recipient_ids)
+    return _fan_out_next_batch(
+        notification.pk, inserted=notification, recipient_ids=recipient_ids, inserted_blocker=blocker
+    )
+
+
+@functools.cache
+def _insert_statement() -> tuple[str, tuple]:
+    """The INSERT of a notification with the sender's order blocker, and the fields it writes."""
+    table = connection.ops.quote_name(Notification._meta.db_table)
+    fields = tuple(field for field in Notification._meta.concrete_fields if not field.primary_key)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    in_flight = ", ".join(f"'{status}'" for status in IN_FLIGHT)  # literals: the partial index applies
+    sql = (
+        f"WITH new AS (INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+        " RETURNING id)"
+        " SELECT new.id, blocker.id, blocker.fanout_cursor FROM new LEFT JOIN LATERAL"
+        f" (SELECT id, fanout_cursor FROM {table} WHERE sender_label = %s AND status IN ({in_flight})"
+        " AND id < new.id ORDER BY fanout_cursor, id LIMIT 1) AS blocker ON true"
+    )
+    return sql, fields
+
+
+def notification_insert(notification: Notification) -> tuple[int, int] | None:
+    """Save a new notification and return its blocker as sender_order_state() would find it.
+
+    On PostgreSQL one statement with fields prepared as save() prepares them, instead of the
+    ORM's insert compiler (a tenth of a one-user send's CPU) and the blocker's own query. The
+    statement sees the rows committed before it, as that query would, and a row just inserted
+    has no waiters: a later send can wait for it only once it has seen it committed.
+    """
+    if connection.vendor != "postgresql":
+        notification.save()
+        return sender_order_state(notification)[0]
+    sql, fields = _insert_statement()
+    params = [field.get_db_prep_save(field.pre_save(notification, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, notification.sender_label])
+        notification.pk, blocker_id, blocker_cursor = cursor.fetchone()
+    notification._state.adding, notification._state.db = False, connection.alias
+    return None if blocker_id is None else (blocker_id, blocker_cursor)
 
 
 def _fan_out_next_batch(
@@ -94,8 +162,10 @@ def _fan_out_next_batch(
     lock_wait_secs: float | None = None,
     inserted: Notification | None = None,
     recipient_ids: list[int] | None = None,
+    inserted_blocker: tuple[int, int] | None = None,
+    claim: Claim | None = None,
 ) -> bool:
-    """Write one batch; False when there is nothing (more) to do now."""
+    """Write one batch; False when there is nothing (more) to do now, or another run holds `claim`."""
     now = timezone.now()
     with transaction.atomic(savepoint=inserted is None):
         if lock_wait_secs is not None and connection.vendor == "postgresql":
@@ -108,8 +178,15 @@ def _fan_out_next_batch(
                 cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
         if notification is None or notification.status not in IN_FLIGHT:
             return False
+        if claim is not None and claim.taken(notification):
+            logger.info("notification %s: another run of its fan-out goes on", notification_id)
+            return False
         # Read under our row lock: a later send registers as our waiter only while holding it.
-        blocker, waiters = sender_order_state(notification)
+        # A row inserted by notification_insert came with its blocker, and has no waiters yet.
+        if inserted is not None:
+            blocker, waiters = inserted_blocker, []
+        else:
+            blocker, waiters = sender_order_state(notification)
         if notification.expires_at <= now:
             notification.status = NotificationStatus.EXPIRED
             notification.save(update_fields=["status", "updated_at"])
@@ -155,6 +232,8 @@ def _fan_out_next_batch(
             notification.save(
                 update_fields=["status", "fanout_cursor", "dispatched_at", "waiting_for", "updated_at"]
             )
+        if claim is not None:
+            claim.wrote(notification)
         plan.waiters = waiters
         _on_commit(plan)
     return not last
@@ -318,7 +397,8 @@ def _write_batch_bulk(notification: Notification, user_ids: list[int], now: date
 
     plan = BatchPlan(state_written=True)
     if realtime_users:
-        plan.realtime_delivery_ids = realtime_delivery_ids
+        deliveries_changed(realtime_delivery_ids)  # written `sent`: their delivery.sent events
+        plan.realtime_sent = len(realtime_delivery_ids)
         plan.realtime = [(uid, message_payload(notification, cursors[uid])) for uid in published]
     if route != Route.REALTIME:
         push = fanout_sql.push_deliveries_write(
@@ -432,12 +512,14 @@ def _publish_realtime(plan: BatchPlan) -> None:
     if not plan.realtime:
         return
     publish_messages(plan.realtime)
-    sent = deliveries_update(
-        Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
-        status=DeliveryStatus.SENT,
-        sent_at=timezone.now(),
-        attempts=1,
-    )
+    sent = plan.realtime_sent
+    if plan.realtime_delivery_ids:
+        sent += deliveries_update(
+            Delivery.objects.filter(pk__in=plan.realtime_delivery_ids, status=DeliveryStatus.QUEUED),
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=1,
+        )
     metrics.count("clarion_realtime_published_total", len(plan.realtime))
     metrics.count("clarion_deliveries_total", sent, channel="realtime", status="sent")
 

@@ -6,6 +6,7 @@ Python cost of a batch no longer grows with its size beyond the ids themselves. 
 the same as the ORM path's (tests/delivery/test_fanout_bulk.py compares them).
 """
 
+import functools
 from datetime import datetime
 
 from django.db import connection
@@ -16,6 +17,7 @@ from devices.models import Device, UserPreferences
 from devices.preferences import quiet_hours_end
 
 
+@functools.cache
 def _table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
@@ -38,7 +40,11 @@ def inbox_write(
 ) -> tuple[dict[int, int], list[int]]:
     """Advance each user's stream, write their inbox message at the new position and a realtime
     delivery for each of `realtime_users`, in one statement; returns the positions and the
-    realtime delivery ids (in id order) of the users in `published` (those published to now).
+    realtime delivery ids (in id order) of the users in `published` (those published to after
+    the commit). Their deliveries are written `sent` (attempts 1, sent_at `now`), as the update
+    after the publish wrote them before: a publish is handed on at-most-once and never reports
+    back, so that update only ever said the frame was handed on; a lost frame still reaches the
+    client by the stream (gap-fill, replay).
     `with_state`: the same statement writes the notification's fan-out state as the instance
     holds it (status, cursor, dispatched_at, waiting_for), which the batch would otherwise save
     in a statement of its own.
@@ -61,16 +67,30 @@ def inbox_write(
             notification.updated_at,
             notification.pk,
         ]
-    live, live_select, live_params, live_select_params = "", "", [], []
+    live, live_select, live_params = "", "", []
     if realtime_users:
         live = (
-            f", live AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS})"
-            f" SELECT %s, uid, NULL, '{Channel.REALTIME}', '{DeliveryStatus.QUEUED}', 0, '', '',"
-            " %s, %s, NULL, NULL FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id)"
+            f", live AS (INSERT INTO {_table(Delivery)} ({_DELIVERY_COLUMNS}, sent_at)"
+            " SELECT %s, uid, NULL, %s, CASE WHEN uid = ANY(%s::bigint[]) THEN %s ELSE %s END,"
+            " CASE WHEN uid = ANY(%s::bigint[]) THEN 1 ELSE 0 END, '', '', %s, %s, NULL, NULL,"
+            " CASE WHEN uid = ANY(%s::bigint[]) THEN %s::timestamptz END"
+            " FROM unnest(%s::bigint[]) AS uid ORDER BY uid RETURNING id, user_id, status)"
         )
-        live_select = " UNION ALL SELECT 1, id, user_id FROM live WHERE user_id = ANY(%s::bigint[])"
-        live_params = [notification.pk, now, now, id_array(realtime_users)]
-        live_select_params = [id_array(published)]
+        live_select = f" UNION ALL SELECT 1, id, user_id FROM live WHERE status = '{DeliveryStatus.SENT}'"
+        published_ids = id_array(published)
+        live_params = [
+            notification.pk,
+            Channel.REALTIME,
+            published_ids,
+            DeliveryStatus.SENT,
+            DeliveryStatus.QUEUED,
+            published_ids,
+            now,
+            now,
+            published_ids,
+            now,
+            id_array(realtime_users),
+        ]
     sql = (
         f"WITH {state}stream AS (INSERT INTO {streams} (user_id, last_seq)"
         " SELECT uid, 1 FROM unnest(%s::bigint[]) AS uid ORDER BY uid"
@@ -83,7 +103,7 @@ def inbox_write(
     )
     params = [id_array(user_ids), notification.pk, id_array(not_live), now]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*state_params, *params, *live_params, id_array(published), *live_select_params])
+        cursor.execute(sql, [*state_params, *params, *live_params, id_array(published)])
         rows = cursor.fetchall()
     cursors = {user_id: seq for kind, user_id, seq in rows if kind == 0}
     return cursors, sorted(pk for kind, pk, _user_id in rows if kind == 1)
@@ -113,7 +133,9 @@ def push_deliveries_write(
     quiet hours, whichever is later. The insert returns the quiet-hours settings of the users it
     wrote for, so a batch that reaches no device (or no one with quiet hours) reads nothing
     more; only deliveries of users inside their quiet hours now take a second statement.
-    Joins, not `= ANY` per row, so the cost stays linear in the batch.
+    Each reached user's devices are one lookup in `device_user_active` (a LATERAL subquery the
+    planner cannot flatten, `OFFSET 0`): as a plain join PostgreSQL chose a scan of every device
+    per batch, with statistics or without, so a batch cost grew with the device table.
     """
     app_filter = " AND device.app = %s" if notification.app else ""
     sql = (
@@ -121,12 +143,13 @@ def push_deliveries_write(
         " SELECT %s, device.user_id, device.id, device.platform,"
         f" '{DeliveryStatus.QUEUED}', 0, '', '', %s, %s, held.at, coalesce(held.at, %s)"
         " FROM unnest(%s::bigint[]) AS reach(user_id)"
-        f" JOIN {_table(Device)} AS device ON device.user_id = reach.user_id"
+        " CROSS JOIN LATERAL (SELECT device.id, device.user_id, device.platform, device.app"
+        f"   FROM {_table(Device)} AS device"
+        f"   WHERE device.user_id = reach.user_id AND device.active{app_filter}"
+        "   OFFSET 0) AS device"
         " LEFT JOIN (SELECT user_id, %s::timestamptz AS at FROM unnest(%s::bigint[]) AS user_id) AS held"
         "   ON held.user_id = device.user_id"
-        " WHERE device.active"
-        "   AND (NOT (device.user_id = ANY(%s::bigint[])) OR device.id = ANY(%s::bigint[]))"
-        f"{app_filter}"
+        " WHERE NOT (device.user_id = ANY(%s::bigint[])) OR device.id = ANY(%s::bigint[])"
         " ORDER BY device.app, device.platform, device.id"
         " RETURNING id, user_id, next_attempt_at)"
         " SELECT written.id, written.next_attempt_at, written.user_id,"
@@ -135,20 +158,16 @@ def push_deliveries_write(
         "   ON %s AND prefs.user_id = written.user_id AND prefs.quiet_start IS NOT NULL"
         " ORDER BY written.id"
     )
-    params = [
-        notification.pk,
-        now,
-        now,
-        now,
-        id_array(user_ids),
+    params = [notification.pk, now, now, now, id_array(user_ids)]
+    if notification.app:
+        params.append(notification.app)
+    params += [
         held_until,
         id_array(held_users),
         id_array(device_only),
         id_array(notification.target.get("devices") or []),
+        quiet_hours,
     ]
-    if notification.app:
-        params.append(notification.app)
-    params.append(quiet_hours)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

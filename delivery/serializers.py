@@ -198,6 +198,91 @@ class NotificationCreateSerializer(InputSerializer):
         return NotificationRequest(target=target, **fields)
 
 
+# The send body most product backends post — named users, text, data, and at most the priority,
+# ttl, collapse key and route — checked without building NotificationCreateSerializer: DRF
+# deep-copies a serializer's declared fields (and its nested serializers') for every instance,
+# most of a send's validation CPU. It takes only bodies the serializer certainly accepts and
+# returns what the serializer would; anything else (an error to report, another field, a value
+# DRF would coerce) goes through the serializer, so every answer but the common one is its own.
+# tests/delivery/test_send_body.py compares both over valid and invalid bodies.
+_COMMON_SEND_KEYS = frozenset({"to", "title", "body", "data", "priority", "ttl", "collapse_key", "route"})
+_COMMON_TEXT_MAX_CHARS = {"title": 1024, "body": MAX_PAYLOAD_BYTES, "collapse_key": 64}
+_USERNAME_MAX_CHARS = 150
+_PRIORITIES = frozenset(Priority.values)
+_ROUTES = frozenset(Route.values)
+
+
+def _plain_text(value, max_chars: int, *, allow_blank: bool) -> str | None:
+    """The value as StrictCharField validates it (whitespace trimmed), or None for anything it
+    refuses or might refuse (not a string, too long, blank when not allowed, NUL, a surrogate)."""
+    if type(value) is not str:
+        return None
+    text = value.strip()
+    if len(text) > max_chars or (not text and not allow_blank) or "\x00" in text:
+        return None
+    try:
+        text.encode()  # a lone surrogate does not encode; CharField refuses it
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def _common_send_request(body) -> NotificationRequest | None:
+    """The NotificationRequest NotificationCreateSerializer makes of a common send body, or None."""
+    if type(body) is not dict or not body.keys() <= _COMMON_SEND_KEYS:
+        return None
+    to = body.get("to")
+    if type(to) is not dict or to.keys() != {"users"}:
+        return None
+    names = to["users"]
+    if type(names) is not list or not 0 < len(names) <= MAX_TARGETS:
+        return None
+    users = [_plain_text(name, _USERNAME_MAX_CHARS, allow_blank=False) for name in names]
+    if None in users:
+        return None
+    fields = {}
+    for name, max_chars in _COMMON_TEXT_MAX_CHARS.items():
+        fields[name] = _plain_text(body.get(name, ""), max_chars, allow_blank=True)
+        if fields[name] is None:
+            return None
+    data = body.get("data", {})
+    if type(data) is not dict or json_value_problems(data, "data"):
+        return None
+    priority = body.get("priority", Priority.NORMAL.value)
+    if type(priority) is not str or priority not in _PRIORITIES:
+        return None
+    route = body.get("route", Route.AUTO.value)
+    if type(route) is not str or route not in _ROUTES:
+        return None
+    ttl = body.get("ttl", DEFAULT_TTL_SECS)
+    if type(ttl) is not int or not 0 <= ttl <= MAX_TTL_SECS:  # null too (the serializer's default)
+        return None
+    if not (fields["title"] or fields["body"] or data):
+        return None
+    data = {str(key): value for key, value in data.items()}
+    if payload_size(fields["title"], fields["body"], data) > MAX_PAYLOAD_BYTES:
+        return None
+    return NotificationRequest(
+        target={"users": users, "broadcast": False},
+        data=data,
+        priority=priority,
+        ttl=ttl,
+        route=route,
+        **fields,
+    )
+
+
+def notification_request_parse(body) -> NotificationRequest:
+    """A send body as a NotificationRequest; serializers.ValidationError (or PayloadTooLarge)
+    exactly as NotificationCreateSerializer raises them."""
+    common = _common_send_request(body)
+    if common is not None:
+        return common
+    serializer = NotificationCreateSerializer(data=body)
+    serializer.is_valid(raise_exception=True)
+    return serializer.to_request()
+
+
 class NotificationAcceptedSerializer(serializers.ModelSerializer):
     class Meta:
         model = Notification

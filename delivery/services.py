@@ -216,11 +216,11 @@ def _insert_with_first_batch(
     only) fan-out batch in one transaction, so one commit stands between the request and the
     realtime publish. The batch works on a copy: the caller answers with the accepted state.
     `recipient_ids`: the recipients as the send resolved them, if it did (named users)."""
-    from delivery.fanout import notification_fan_out_first_batch
+    from delivery.fanout import notification_fan_out_first_batch, notification_insert
 
     with transaction.atomic():
-        notification.save()
-        if notification_fan_out_first_batch(copy.copy(notification), recipient_ids):
+        blocker = notification_insert(notification)
+        if notification_fan_out_first_batch(copy.copy(notification), blocker, recipient_ids):
             transaction.on_commit(lambda: _dispatch(notification.pk, inline=True), robust=True)
         transaction.on_commit(lambda: metrics.count("clarion_notifications_total", route=route), robust=True)
     return notification

@@ -75,9 +75,11 @@ def redispatch_stalled_fanouts(now) -> int:
         .values_list("pk", flat=True)[:SWEEP_LIMIT]
     )
     for notification_id in stalled:
-        # Touch first, so the next sweep waits another interval for this attempt.
+        # Touch first, so the next sweep waits another interval for this attempt; the stamp is
+        # the resume's claim: a live run that writes its next batch first keeps the fan-out,
+        # else the resume takes it over and the live run stops (fanout.Claim).
         if Notification.objects.filter(pk=notification_id, updated_at__lt=stale).update(updated_at=now):
-            notification_dispatch.delay(notification_id, resume=True)
+            notification_dispatch.delay(notification_id, resume=True, claimed_at=now.isoformat())
     return len(stalled)
 
 

@@ -4,6 +4,8 @@ All are acks_late (settings), so a worker killed mid-task leaves the message to 
 redelivered; each is idempotent, so the redelivery does not send anything twice.
 """
 
+from datetime import datetime
+
 from celery import shared_task
 
 from delivery import fanout, lifecycle, sending, services, sweeper
@@ -11,8 +13,10 @@ from notifyproject.task_queue import MAX_COUNTDOWN_SECS
 
 
 @shared_task(name="delivery.tasks.notification_dispatch")
-def notification_dispatch(notification_id: int, resume: bool = False) -> None:
-    fanout.notification_fan_out(notification_id, resume=resume)
+def notification_dispatch(notification_id: int, resume: bool = False, claimed_at: str | None = None) -> None:
+    """`claimed_at`: the sweeper's stamp on a resumed fan-out, ISO 8601 (fanout.Claim)."""
+    claimed = datetime.fromisoformat(claimed_at) if claimed_at else None
+    fanout.notification_fan_out(notification_id, resume=resume, claimed_at=claimed)
 
 
 @shared_task(name="delivery.tasks.deliveries_send")

@@ -16,6 +16,7 @@ from delivery.serializers import (
     NotificationCreateSerializer,
     NotificationDetailSerializer,
     accepted_body,
+    notification_request_parse,
 )
 from notifyproject.api import Conflict, CursorPagination, PayloadTooLarge
 from notifyproject.identities.models import ApiKey
@@ -56,11 +57,10 @@ class NotificationCreateView(APIView):
             )
         if idempotency_key and "\x00" in idempotency_key:  # HTTP servers refuse it; not all do
             raise exceptions.ValidationError({"Idempotency-Key": ["NUL characters are not allowed."]})
-        serializer = NotificationCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        send = notification_request_parse(request.data)
         try:
             notification, created = services.notification_send(
-                sender=sender_of(request), request=serializer.to_request(), idempotency_key=idempotency_key
+                sender=sender_of(request), request=send, idempotency_key=idempotency_key
             )
         except services.PayloadTooLargeError as exc:
             raise PayloadTooLarge(str(exc)) from None

@@ -19,7 +19,7 @@ from realtime.auth import authenticate_scope, query_param
 from realtime.node import CLOSE_UNAUTHENTICATED, HEARTBEAT_TIMEOUT_SECS, get_node
 from realtime.streams import db
 from realtime.subscriber import CLOSE_SERVER_ERROR, Subscriber, spawn
-from realtime.transport import open_socket
+from realtime.transport import open_socket, text_frame
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
 FRAME_BURST = 400
 FRAMES_PER_SEC = 40
 PONG_FRAME = '{"type":"pong"}'
+# The pong as it goes on the wire, built once: a heartbeat's answer is most of an idle socket's cost.
+PONG_PAYLOAD = PONG_FRAME.encode()
+PONG_WIRE = text_frame(PONG_PAYLOAD)
 
 
 def parse_cursor(raw: str | None) -> int | None:
@@ -54,8 +57,9 @@ class WebSocketSubscriber(Subscriber):
         self.consumer = consumer
         self.socket = consumer.socket
 
-    def write_now(self, frame: str) -> bool:
+    def write_now(self, frame: str, payload: bytes | None = None, wire: bytes | None = None) -> bool:
         """Straight to daphne's socket: what `send` ends in, minus four coroutines a frame.
+        (`payload` and `wire`: the frame encoded and framed beforehand, as the pong is.)
 
         Same socket, same order (daphne's own send path is synchronous once awaited); Twisted
         calls the flow-control producer from inside this write when its buffer fills. Without
@@ -65,7 +69,7 @@ class WebSocketSubscriber(Subscriber):
         if socket is None:
             return False
         try:
-            return socket.write_text(frame.encode())
+            return socket.write_text(frame.encode() if payload is None else payload, wire)
         except Disconnected:
             self.detach()  # the socket went away between the state check and the write
             return True
@@ -193,17 +197,21 @@ class NotificationConsumer:
         kind = message["type"]
         if kind == "websocket.receive":
             text = message.get("text")
-            raw = text if text is not None else message.get("bytes")
-            if self._backlog is not None:  # an ack is being recorded: later frames keep their turn
-                self._backlog.append(raw)
-                return
-            action = self._receive_now(raw)
-            if action is not None:
-                self._backlog = deque([action])
-                spawn(self._drain_backlog())
+            self.text_received(text if text is not None else message.get("bytes"))
         elif kind == "websocket.disconnect":
             self.disconnect()
             self.socket.receiving_ended()
+
+    def text_received(self, raw) -> None:
+        """A client frame once receiving is taken over: from `put_nowait`, or as bytes straight
+        from the transport for a small frame (a heartbeat) that arrived alone."""
+        if self._backlog is not None:  # an ack is being recorded: later frames keep their turn
+            self._backlog.append(raw)
+            return
+        action = self._receive_now(raw)
+        if action is not None:
+            self._backlog = deque([action])
+            spawn(self._drain_backlog())
 
     async def _drain_backlog(self) -> None:
         try:
@@ -264,7 +272,7 @@ class NotificationConsumer:
             if self.socket is not None:
                 self.socket.defer_ping(HEARTBEAT_TIMEOUT_SECS)
             # No ASGI send chain: most idle CPU is pongs.
-            return None if subscriber.write_now(PONG_FRAME) else ("send", PONG_FRAME)
+            return None if subscriber.write_now(PONG_FRAME, PONG_PAYLOAD, PONG_WIRE) else ("send", PONG_FRAME)
         if kind == "ack":
             return ("ack", frame.get("id"))
         return self._error_now("unknown_type", 'Expected {"type": "ping"} or {"type": "ack", "id": <id>}.')

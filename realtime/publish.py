@@ -4,16 +4,17 @@ Presence says which nodes (web processes) hold each user's connections; the batc
 by node and each node gets ONE Redis PUBLISH carrying every frame for its users, each frame
 serialised once here. Embedded, the node lives in this process and gets the frames directly.
 Pub/sub is at-most-once: a lost payload is repaired by the cursor (gap-fill on the next frame,
-replay on reconnect). Scaled, one publisher thread per process does the Redis work: frames
-handed over while a pipeline is in flight go out together in the next one, so a worker sending
-to thousands of users one at a time costs a few round trips, not two per send.
+replay on reconnect). Scaled, one round (one script call) is in flight per process at a time:
+a small publish finding none goes out from the caller's thread at once; frames handed over
+while a round is in flight go out together in the next one, sent by the publisher thread, so
+a worker sending to thousands of users one at a time costs a few round trips, not two per send.
 See docs/realtime.md.
 """
 
 import atexit
+import collections
 import logging
 import os
-import queue
 import threading
 import time
 
@@ -49,6 +50,17 @@ PUT_TIMEOUT_SECS = 5
 MAX_FRAMES_PER_ROUND = 5_000
 MAX_BYTES_PER_ROUND = 512 * 1024
 EXIT_FLUSH_SECS = 2
+# A publish this small goes out from the caller's own thread when no round is in flight and
+# nothing waits: a one-user send's frame leaves right after its commit, without waiting for the
+# publisher thread to be woken and to get the GIL (W5). Larger ones (a fan-out batch, whose
+# next batch should not wait for Redis) are always handed over.
+INLINE_MAX_FRAMES = 16
+# ... and only after the publisher has been idle this long. Publishes closer together than this
+# are a burst (a worker's loop, several senders at once): each inline round would carry one
+# frame while the others queue for the thread, so they are all handed over and share rounds
+# (253 script calls for 1,000 sends from 4 threads without this wait, a few with it). A send
+# after a quiet moment, the common one-user case, still goes out at once.
+INLINE_MIN_IDLE_SECS = 0.002
 
 
 def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
@@ -56,53 +68,114 @@ def _publish(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -
         for node in local_nodes():
             node.loop.call_soon_threadsafe(node.dispatch, frames, reads)
         return
-    _publisher().hand_over(frames, reads)
+    _publisher().publish(frames, reads)
 
 
 def flush_publishes(timeout: float = EXIT_FLUSH_SECS) -> bool:
     """Wait until everything handed over so far is published (at exit; in tests)."""
     if _current is None or _current.pid != os.getpid():
         return True
-    done = threading.Event()
-    try:
-        _current.handover.put(done, timeout=timeout)
-    except queue.Full:
-        return False
-    return done.wait(timeout)
+    return _current.flush(timeout)
 
 
 class _Publisher:
-    """The process's publisher thread: what callers hand over while a round is in flight goes
-    out together in the next round, so many small sends share one script call."""
+    """The process's publisher: one round (one script call) in flight at a time, in hand-over order.
+
+    A caller that finds no round in flight and nothing waiting runs a small round itself, at once.
+    Anything handed over while a round is in flight waits, and the thread sends all of it in the
+    next round when the current one ends, whoever ran it: so concurrent sends share rounds as
+    they did when every round was the thread's, and an inline frame never overtakes a waiting one.
+    """
 
     def __init__(self):
         self.pid = os.getpid()
-        self.handover: queue.Queue = queue.Queue(MAX_WAITING_HANDOVERS)
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)  # the thread's turn has come
+        self.space = threading.Condition(self.lock)  # the waiting hand-overs went below the cap
+        self.waiting: collections.deque = collections.deque()  # (frames, reads) or a flush's Event
+        self.busy = False  # a round is in flight, or the thread has hand-overs to send
+        self.thread_turn = False
+        self.idle_since = time.monotonic()  # when the last round ended with nothing waiting
+        self.thread_rounds = 0  # rounds the thread ran (the rest ran inline)
         threading.Thread(target=self._run, name="clarion-realtime-publisher", daemon=True).start()
 
-    def hand_over(self, frames: list, reads: list) -> None:
-        try:
-            self.handover.put((frames, reads), timeout=PUT_TIMEOUT_SECS)
-        except queue.Full:
-            _dropped(len(frames) + len(reads), "the publisher is behind")
+    def publish(self, frames: list, reads: list) -> None:
+        if len(frames) + len(reads) <= INLINE_MAX_FRAMES and self.inline_round_begin():
+            try:
+                _publish_logged(frames, reads)
+            finally:
+                self.inline_round_end()
+            return
+        with self.lock:
+            if self._hand_over_locked((frames, reads)):
+                return
+        _dropped(len(frames) + len(reads), "the publisher is behind")
+
+    def inline_round_begin(self) -> bool:
+        """Claim the next round for the calling thread: True if none is in flight (then nothing
+        waits) and none ended within INLINE_MIN_IDLE_SECS."""
+        with self.lock:
+            if self.busy or time.monotonic() - self.idle_since < INLINE_MIN_IDLE_SECS:
+                return False
+            self.busy = True
+            return True
+
+    def inline_round_end(self) -> None:
+        with self.lock:
+            if self.waiting:  # handed over meanwhile: the thread sends them, all in one round
+                self.thread_turn = True
+                self.wake.notify()
+            else:
+                self.busy = False
+                self.idle_since = time.monotonic()
+
+    def flush(self, timeout: float) -> bool:
+        done = threading.Event()
+        with self.lock:
+            if not self.busy:
+                return True
+            if not self._hand_over_locked(done, timeout):
+                return False
+        return done.wait(timeout)
+
+    def _hand_over_locked(self, item, timeout: float = PUT_TIMEOUT_SECS) -> bool:
+        if len(self.waiting) >= MAX_WAITING_HANDOVERS and not self.space.wait_for(
+            lambda: len(self.waiting) < MAX_WAITING_HANDOVERS, timeout
+        ):
+            return False
+        self.waiting.append(item)
+        if not self.busy:
+            self.busy = self.thread_turn = True
+            self.wake.notify()
+        return True
+
+    def _round_taken(self) -> tuple[list, list, list[threading.Event]] | None:
+        """The next round's hand-overs, or None (and idle) when nothing waits. Holds the lock."""
+        if not self.waiting:
+            self.busy = self.thread_turn = False
+            self.idle_since = time.monotonic()
+            return None
+        frames, reads, flushed, size = [], [], [], 0
+        while self.waiting and len(frames) + len(reads) < MAX_FRAMES_PER_ROUND and size < MAX_BYTES_PER_ROUND:
+            item = self.waiting.popleft()
+            if isinstance(item, threading.Event):
+                flushed.append(item)
+                continue
+            frames += item[0]
+            reads += item[1]
+            size += sum(len(frame[-1]) for frame in item[0]) + sum(len(read[-1]) for read in item[1])
+        self.space.notify_all()
+        return frames, reads, flushed
 
     def _run(self) -> None:
         while True:
-            frames, reads, flushed, size = [], [], [], 0
-            item = self.handover.get()
-            while True:
-                if isinstance(item, threading.Event):
-                    flushed.append(item)
-                else:
-                    frames += item[0]
-                    reads += item[1]
-                    size += sum(len(frame[-1]) for frame in item[0]) + sum(len(read[-1]) for read in item[1])
-                if len(frames) + len(reads) >= MAX_FRAMES_PER_ROUND or size >= MAX_BYTES_PER_ROUND:
-                    break
-                try:
-                    item = self.handover.get_nowait()
-                except queue.Empty:
-                    break
+            with self.lock:
+                self.wake.wait_for(lambda: self.thread_turn)
+                taken = self._round_taken()
+            if taken is None:
+                continue
+            frames, reads, flushed = taken
+            self.thread_rounds += 1
             _publish_logged(frames, reads)
             for done in flushed:
                 done.set()
@@ -163,6 +236,19 @@ return #order
 """
 
 
+_script_of_client: tuple = (None, None)
+
+
+def _publish_script(client):
+    """PUBLISH_LUA registered with this client once (registering hashes the source; no I/O)."""
+    global _script_of_client
+    cached_client, script = _script_of_client
+    if cached_client is not client:
+        script = client.register_script(PUBLISH_LUA)
+        _script_of_client = (client, script)
+    return script
+
+
 def _publish_now(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]]) -> None:
     """One presence lookup and one PUBLISH per node for everything handed over in a round, in
     one script call."""
@@ -178,7 +264,7 @@ def _publish_now(frames: list[tuple[int, int, str]], reads: list[tuple[int, str]
     for user_frames, user_reads in by_user.values():
         args += (b",".join(user_frames), b",".join(user_reads))
     try:
-        script = presence.sync_client.register_script(PUBLISH_LUA)  # hashes the source; no I/O
+        script = _publish_script(presence.sync_client)
         script(keys=[presence_key(user_id) for user_id in by_user], args=args)
     except redis.RedisError:
         # At-most-once by design: clients get these from the database on their next frame

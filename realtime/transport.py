@@ -77,9 +77,9 @@ TRANSPORT_ATTRIBUTES = (
 # ws_protocol.py). Missing any, sockets keep a standing future in daphne's list instead.
 PARK_SERVER_ATTRIBUTES = ("connections", "protocol_disconnected", "ping_interval", "websocket_timeout")
 PARK_PROTOCOL_ATTRIBUTES = ("check_timeouts", "handle_reply", "socket_opened", "onClose")
-# What `receive_small_frames` reads of autobahn's parser state (set once the socket is open) and
-# calls of daphne's; missing any, parked sockets' frames all go through autobahn's parser.
-SMALL_FRAME_ATTRIBUTES = ("dataReceived", "data", "current_frame", "inside_message", "onMessage")
+# What `receive_small_frames` reads of autobahn's parser state (set once the socket is open);
+# missing any, parked sockets' frames all go through autobahn's parser.
+SMALL_FRAME_ATTRIBUTES = ("dataReceived", "data", "current_frame", "inside_message")
 # Client frames up to this payload (the 7-bit length encoding) are read here when one arrives
 # alone: a ping is 15 bytes, an ack some 30.
 SMALL_FRAME_MAX_PAYLOAD = 125
@@ -201,16 +201,18 @@ def small_client_text(data: bytes) -> bytes | None:
     return payload
 
 
-def receive_small_frames(protocol, data: bytes) -> None:
+def receive_small_frames(protocol, inbox, data: bytes) -> None:
     """A parked protocol's `dataReceived`: a small text frame arriving alone, as a heartbeat
-    does, goes straight to daphne's `onMessage` (then the consumer's `put_nowait`); anything
+    does, goes straight to the consumer (`inbox.text_received`, the payload's bytes); anything
     else, or anything while autobahn holds part of a frame, goes through autobahn's parser.
 
     For a 15-byte ping autobahn builds a frame header, a masker and a UTF-8 validator (two
     cffi calls each), runs ten callbacks and a debug log call that formats its arguments: most
     of the Python time of a heartbeat in the W3 profile. What it would do with such a frame
     is what this does: unmask, check UTF-8, deliver one message. Its traffic counters, which
-    Clarion does not read, do not count these frames.
+    Clarion does not read, do not count these frames. daphne's `onMessage` would then build
+    an ASGI message dict and decode the text for `put_nowait`; of what it does, only its
+    note of the client's last frame (`last_ping`, which times its own pings) is kept here.
     """
     if (
         protocol.state == protocol.STATE_OPEN
@@ -220,7 +222,8 @@ def receive_small_frames(protocol, data: bytes) -> None:
     ):
         payload = small_client_text(data)
         if payload is not None:
-            protocol.onMessage(payload, False)
+            protocol.last_ping = time.time()
+            inbox.text_received(payload)
             return
     type(protocol).dataReceived(protocol, data)
 
@@ -259,8 +262,9 @@ class ParkedSockets:
         self.protocols.pop(protocol, None)
         self.unheartbeating.discard(protocol)
 
-    def park(self, protocol) -> bool:
-        """Take an open socket off daphne's list; False (nothing changed) if daphne no longer lists it."""
+    def park(self, protocol, inbox) -> bool:
+        """Take an open socket off daphne's list, its small frames read for `inbox`
+        (`receive_small_frames`); False (nothing changed) if daphne no longer lists it."""
         details = self.server.connections.pop(protocol, None)
         if details is None:
             return False
@@ -268,7 +272,7 @@ class ParkedSockets:
         self.unheartbeating.add(protocol)
         protocol.server = self
         if _small_frames_enabled(protocol):
-            protocol.dataReceived = functools.partial(receive_small_frames, protocol)
+            protocol.dataReceived = functools.partial(receive_small_frames, protocol, inbox)
         return True
 
     def sweep(self) -> None:
@@ -402,6 +406,8 @@ class DaphneSocket:
     def take_over_receiving(self, inbox) -> bool:
         """Have daphne hand this open socket's messages to `inbox.put_nowait`, so the application
         task may end; call `receiving_ended` once `inbox` has the disconnect. False: not taken over.
+        Once parked, a small text frame arriving alone comes to `inbox.text_received` instead,
+        as its payload's bytes (`receive_small_frames`).
 
         daphne puts every frame and the disconnect into an asyncio.Queue per connection
         (`protocol.application_queue`) that the application task awaits, and watches that task
@@ -428,7 +434,7 @@ class DaphneSocket:
         ):
             return False
         if _parking_enabled(protocol):
-            _parked_sockets(server).park(protocol)  # details leave with it: nothing to reap
+            _parked_sockets(server).park(protocol, inbox)  # details leave with it: nothing to reap
         else:
             self.standing = asyncio.get_running_loop().create_future()
             details["application_instance"] = self.standing
@@ -492,8 +498,9 @@ class DaphneSocket:
         # daphne pings at last_ping + ping_interval
         protocol.last_ping = time.time() + secs - server.ping_interval
 
-    def write_text(self, payload: bytes) -> bool:
-        """Write one text message at once; False if the socket is not open.
+    def write_text(self, payload: bytes, frame: bytes | None = None) -> bool:
+        """Write one text message at once (`frame`: its `text_frame`, when built beforehand, as
+        a pong's is); False if the socket is not open.
 
         autobahn's sendMessage ends in one frame handed to Twisted's transport, which buffers
         it, registers the socket for writability (two epoll_ctl calls and selector bookkeeping
@@ -514,7 +521,8 @@ class DaphneSocket:
         ):
             protocol.sendMessage(payload)  # states autobahn tracks itself; our server never enters them
             return True
-        frame = text_frame(payload)
+        if frame is None:
+            frame = text_frame(payload)
         transport = protocol.transport
         if (
             isinstance(transport, tcp.Connection)

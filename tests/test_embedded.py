@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.support.processes import ROOT, WebServer, process_env, wait_until
+
+TOKEN_RECHECK_SECS = "0.3"  # the node's re-check of open tokens; production: every 30 s
 
 
 @pytest.fixture
@@ -23,6 +26,7 @@ def embedded(tmp_path):
         CLARION_EMBEDDED_WORKER="1",
         # Recovery would re-dispatch a failed fan-out after this long; no test here may lean on it.
         CLARION_STALE_WORK_SECS="600",
+        CLARION_TOKEN_RECHECK_SECS=TOKEN_RECHECK_SECS,
         WEBHOOK_ALLOW_PRIVATE_URLS="1",  # the loopback webhook receiver below
     )
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -172,3 +176,31 @@ def test_webhooks_are_signed_and_posted_from_the_embedded_default(embedded):
         assert [a["status_code"] for a in attempts] == [200, 200, 200]
     finally:
         receiver.stop()
+
+
+def test_a_revoked_tokens_socket_is_closed_and_the_others_stay_open(embedded):
+    """The node's token re-check on SQLite (the ORM query, not PostgreSQL's array statement)."""
+    web, key = embedded
+    api = httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    with _live_socket(web, api, "alice") as kept, _live_socket(web, api, "bob") as revoked:
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "shell",
+                "-c",
+                "from knox.models import AuthToken; AuthToken.objects.filter(user__username='bob').delete()",
+            ],
+            env=web.env,
+            check=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        with pytest.raises(ConnectionClosed) as closed:
+            revoked.recv(timeout=15)
+        assert closed.value.rcvd.code == 4401
+        kept.send('{"type": "ping"}')
+        assert json.loads(kept.recv(timeout=10))["type"] == "pong"
+        sent = api.post("/api/v1/notifications/", json={"to": {"users": ["alice"]}, "title": "still here"})
+        assert sent.status_code == 202
+        assert json.loads(kept.recv(timeout=15))["title"] == "still here"

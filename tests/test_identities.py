@@ -1,6 +1,9 @@
 """Identities: client tokens only for end users; staff powers only with this site's session."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
@@ -119,3 +122,27 @@ def test_against_a_running_server_a_send_key_gets_no_staff_token(start_web, api_
     as_ops = {"Authorization": f"Token {staff_token}"}
     read = httpx.get(f"{web.url}/api/v1/notifications/{notification.pk}/", headers=as_ops, timeout=10)
     assert read.status_code == 403
+
+
+def test_the_token_recheck_names_exactly_the_digests_that_no_longer_authenticate(make_user):
+    """What a realtime node asks every re-check round (realtime/node.py), with every way a
+    token stops authenticating, on the database the tests run on."""
+    live_user, gone_user = make_user("live"), make_user("gone")
+    live, _ = AuthToken.objects.create(user=live_user, expiry=timedelta(days=1))
+    forever, _ = AuthToken.objects.create(user=live_user, expiry=None)
+    expired, _ = AuthToken.objects.create(user=live_user, expiry=timedelta(days=1))
+    AuthToken.objects.filter(digest=expired.digest).update(expiry=timezone.now() - timedelta(seconds=1))
+    deleted, _ = AuthToken.objects.create(user=live_user, expiry=timedelta(days=1))
+    deleted_digest = deleted.digest
+    deleted.delete()
+    inactive, _ = AuthToken.objects.create(user=gone_user, expiry=timedelta(days=1))
+    gone_user.is_active = False
+    gone_user.save(update_fields=["is_active"])
+    not_hex = ["", "a,b", '{"x"}', "\\", "NULL", "é" * 4, "f" * 127 + "}"]
+
+    asked = [live.digest, forever.digest, expired.digest, deleted_digest, inactive.digest, *not_hex]
+    invalid = credentials.invalid_token_digests(asked)
+
+    assert invalid == {expired.digest, deleted_digest, inactive.digest, *not_hex}
+    assert credentials.invalid_token_digests([]) == set()
+    assert credentials.invalid_token_digests([live.digest, forever.digest]) == set()

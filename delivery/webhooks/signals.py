@@ -36,4 +36,10 @@ SENDER_OF[EventType.DEVICE_DEACTIVATED] = "devices.Device"
 
 
 def has_receivers(event: str) -> bool:
-    return BY_EVENT[event].has_listeners(apps.get_model(SENDER_OF[event]))
+    signal = BY_EVENT[event]
+    # No receiver at all (the usual case) is known from Django's list of them without resolving
+    # the sender's model and its receiver cache; if that list is not where it was, ask as before.
+    receivers = getattr(signal, "receivers", None)
+    if isinstance(receivers, list) and not receivers:
+        return False
+    return signal.has_listeners(apps.get_model(SENDER_OF[event]))

@@ -1,7 +1,7 @@
 """End to end through real processes: daphne, a Celery worker with beat, Redis and PostgreSQL."""
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import transaction
@@ -288,6 +288,51 @@ def test_the_sweepers_resume_waits_out_a_later_send_registering_as_a_waiter(sett
     notification.refresh_from_db()
     assert notification.status == "dispatched"
     assert InboxMessage.objects.filter(notification=notification).count() == 5
+
+
+@pytest.mark.parametrize("first", ["resume", "live"])
+def test_a_live_fan_out_and_the_sweepers_resume_of_it_never_both_go_on(first, settings, broker_queue):
+    """A batch slower than CLARION_STALE_WORK_SECS gets a fan-out resumed while it still runs;
+    the resume may take the row between two of the live run's batches. Whichever writes the
+    next batch keeps the fan-out and the other stops at its next one, so the two never
+    alternate batches to the end, each holding a worker."""
+    from delivery import sweeper
+    from delivery.tasks import notification_dispatch
+    from tests.support.broker import queued_tasks_with_kwargs
+
+    settings.CLARION_INLINE_FANOUT_MAX = 0  # every send fans out in a task (none runs here)
+    settings.CLARION_FANOUT_BATCH = 2
+    audience = users(8, "claim")
+    for user in audience:
+        device(user)
+    notification = send({"users": [user.username for user in audience]}, route="push")
+    live = fanout.Claim()
+    assert fanout._fan_out_next_batch(notification.pk, claim=live)  # the live run's first batch
+
+    settings.CLARION_STALE_WORK_SECS = 0  # that batch outlasted it
+    assert sweeper.redispatch_stalled_fanouts(timezone.now()) == 1
+    (resume,) = [kw for name, _, kw in queued_tasks_with_kwargs(settings.REDIS_URL) if kw.get("resume")]
+    if first == "resume":
+        resumed = fanout.Claim(stamped_at=datetime.fromisoformat(resume["claimed_at"]))
+        assert fanout._fan_out_next_batch(notification.pk, claim=resumed)
+        assert not fanout._fan_out_next_batch(notification.pk, claim=live)  # the live run stops
+        assert InboxMessage.objects.filter(notification=notification).count() == 4
+        while fanout._fan_out_next_batch(notification.pk, claim=resumed):
+            pass
+    else:
+        assert fanout._fan_out_next_batch(notification.pk, claim=live)
+        notification_dispatch(notification.pk, **resume)  # the resume's task finds it taken
+        assert InboxMessage.objects.filter(notification=notification).count() == 4
+        while fanout._fan_out_next_batch(notification.pk, claim=live):
+            pass
+
+    notification.refresh_from_db()
+    assert notification.status == "dispatched"
+    assert sorted(InboxMessage.objects.filter(notification=notification).values_list("user_id", "seq")) == [
+        (user.pk, 1) for user in audience
+    ]
+    assert Delivery.objects.filter(notification=notification).count() == 8
+    assert UserStream.objects.filter(user__in=audience, last_seq=1).count() == 8
 
 
 def test_a_batchs_sends_travel_several_to_a_broker_message_and_each_device_is_sent_once(

@@ -329,6 +329,57 @@ def test_daphne_pings_only_the_sockets_whose_clients_do_not_heartbeat(start_web,
         silent.close()
 
 
+def _client_frame(payload: bytes) -> bytes:
+    """A masked text frame as a browser writes it (random mask)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=True, extensions=[])
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    sock.settimeout(15)
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"the server closed the socket after {data!r}"
+        data += chunk
+    return data
+
+
+def test_heartbeats_are_answered_however_their_frames_arrive(start_web, alice, token_for):
+    """An open socket reads a lone small frame itself and answers a ping with a pong built
+    once (realtime/transport.py, realtime/consumers.py); frames that arrive together or in
+    parts go through autobahn. Given the browser client's exact ping, each shape is answered
+    with the same bytes, in the order the frames were sent."""
+    pong = b"\x81\x0f" + b'{"type":"pong"}'  # unmasked text frame, 15-byte payload
+    ping = _client_frame(b'{"type":"ping"}')  # static/clarion/clarion.js sends exactly this
+    web = start_web()
+    client = FrameLevelClient(web, token_for(alice))
+    try:
+        client.send_json({"type": "ping"})
+        deadline = time.monotonic() + 15
+        while {"type": "pong"} not in client.texts:  # the first frame: answered once connected
+            assert time.monotonic() < deadline, "no pong"
+            client.read(0.2)
+        sock = client.sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        sock.sendall(ping)  # alone
+        assert _receive_exactly(sock, len(pong)) == pong
+
+        sock.sendall(ping + _client_frame(b'{"type": "ping"}') + ping)  # three at once
+        assert _receive_exactly(sock, 3 * len(pong)) == 3 * pong
+
+        sock.sendall(ping[:4])  # in two parts
+        sock.sendall(ping[4:])
+        assert _receive_exactly(sock, len(pong)) == pong
+
+        sock.sendall(_client_frame(b'{"type": "ack", "id": 987654}') + ping)  # an ack waits on the database
+        error = b'{"type":"error","code":"not_found","message":"No such message in your inbox.","id":987654}'
+        answer = b"\x81" + bytes([len(error)]) + error + pong
+        assert _receive_exactly(sock, len(answer)) == answer
+    finally:
+        client.close()
+
+
 def test_a_dead_peer_that_does_not_heartbeat_is_pinged_dropped_and_forgotten(
     start_web, alice, bob, token_for
 ):

@@ -15,6 +15,11 @@ def queued_tasks(url: str) -> list[tuple[str, list]]:
     return [(name, args) for name, args, _kwargs in _messages(url)]
 
 
+def queued_tasks_with_kwargs(url: str) -> list[tuple[str, list, dict]]:
+    """(task name, positional args, keyword args) of each message in the queue, oldest first."""
+    return _messages(url)
+
+
 def _messages(url: str) -> list[tuple[str, list, dict]]:
     """(task name, args, kwargs) of each message in the queue, oldest first.
 
