@@ -99,16 +99,9 @@ def live_messages_after(
     # Only what a client sees: the notification's target and unknown-targets JSON are not decoded.
     rows = list(rows.select_related("notification").only(*LIVE_MESSAGE_FIELDS).order_by("seq")[:limit])
     if rows:
-        deliveries_update(
-            Delivery.objects.filter(
-                user_id=user_id,
-                channel=Channel.REALTIME,
-                status=DeliveryStatus.QUEUED,
-                notification_id__in=[row.notification_id for row in rows],
-            ),
-            status=DeliveryStatus.SENT,
-            sent_at=timezone.now(),
-            attempts=1,
+        replayed = [row.notification_id for row in rows]
+        _replayed_deliveries_sent(
+            Delivery.objects.filter(user_id=user_id, notification_id__in=replayed), timezone.now()
         )
     return [message_payload(row.notification, row.seq, row.read_at) for row in rows]
 
@@ -164,10 +157,15 @@ def live_messages_after_many(keys: list[tuple[int, int, int | None]]) -> dict[tu
             " ON d.user_id = p.user_id AND d.notification_id = p.notification_id",
             [id_array(user_id for user_id, _ in replayed), id_array(pk for _, pk in replayed)],
         )
-        deliveries_update(
-            Delivery.objects.filter(pk__in=pairs, channel=Channel.REALTIME, status=DeliveryStatus.QUEUED),
-            status=DeliveryStatus.SENT,
-            sent_at=now,
-            attempts=1,
-        )
+        _replayed_deliveries_sent(Delivery.objects.filter(pk__in=pairs), now)
     return found
+
+
+def _replayed_deliveries_sent(deliveries, now) -> None:
+    """The realtime deliveries of replayed messages that were still queued, written `sent`."""
+    deliveries_update(
+        deliveries.filter(channel=Channel.REALTIME, status=DeliveryStatus.QUEUED),
+        status=DeliveryStatus.SENT,
+        sent_at=now,
+        attempts=1,
+    )
