@@ -1,4 +1,5 @@
-"""The ASGI application: HTTP through Django (long waits beside it), WebSockets through Channels."""
+"""The ASGI application: HTTP through Django (long waits and common sends beside it), WebSockets
+through Channels."""
 
 import os
 
@@ -25,6 +26,7 @@ django_asgi_app = OneHopASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from delivery.send_endpoint import DirectSends  # noqa: E402
 from realtime.auth import SessionsForCookieSockets  # noqa: E402
 from realtime.longwait import LongWaitEndpoints  # noqa: E402
 from realtime.node import StartRealtimeNode  # noqa: E402
@@ -33,8 +35,9 @@ from realtime.routing import websocket_urlpatterns  # noqa: E402
 application = RequestGuard(
     ProtocolTypeRouter(
         {
-            # Long-polls and event streams wait without a thread each (realtime/longwait.py).
-            "http": LongWaitEndpoints(django_asgi_app),
+            # Long-polls and event streams wait without a thread each (realtime/longwait.py);
+            # a common send is answered without a Django request (delivery/send_endpoint.py).
+            "http": DirectSends(LongWaitEndpoints(django_asgi_app)),
             # Origins are checked per connection in realtime.auth: token sockets may come from
             # the embedding app's origin, session sockets only from this site's own origins.
             "websocket": SessionsForCookieSockets(URLRouter(websocket_urlpatterns)),
