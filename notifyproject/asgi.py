@@ -15,12 +15,13 @@ drop_twisted_access_log()
 
 from django.conf import settings  # noqa: E402
 
-from notifyproject import daphne_body_limit  # noqa: E402
+from notifyproject import daphne_body_limit, twisted_request  # noqa: E402
 from notifyproject.handler import OneHopASGIHandler  # noqa: E402
 from notifyproject.request_guards import RequestGuard  # noqa: E402
 
 # daphne buffers a request's body before calling the application; refuse oversized ones there.
 daphne_body_limit.install(settings.CLARION_MAX_BODY_BYTES)
+twisted_request.install()
 
 django_asgi_app = OneHopASGIHandler()
 
