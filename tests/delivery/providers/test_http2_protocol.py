@@ -25,6 +25,8 @@ SMALL_WINDOW = 1_000  # the server's SETTINGS_INITIAL_WINDOW_SIZE in the flow-co
 # changes the stream windows. Counters, so a chunk sent twice, lost or out of order shows.
 COUNTED_BODY = b"".join(i.to_bytes(4, "big") for i in range(25_000))
 RAISED_WINDOW = 4_096  # what the server raises SETTINGS_INITIAL_WINDOW_SIZE to after closing it
+DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2, a connection's window and a stream's until SETTINGS say otherwise
+LARGEST_WINDOW = 2**31 - 1
 INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
 HEADER_TABLE_SIZE = h2.settings.SettingCodes.HEADER_TABLE_SIZE
 
@@ -35,9 +37,10 @@ class _ScriptedServer(asyncio.Protocol):
     `/window/N`: on its first request, SETTINGS_INITIAL_WINDOW_SIZE becomes N, and the body's
     DATA is not acknowledged until the client acknowledges the SETTINGS (so the open streams'
     windows go below zero); then a PING, and once it is answered a window of 0 is raised to
-    RAISED_WINDOW. `/table-size/N`: on its first request, SETTINGS_HEADER_TABLE_SIZE becomes N.
-    `/encoder-table/N,M,...`: the answer's header block is encoded after resizing the server's
-    own HPACK table to N, then M...
+    RAISED_WINDOW. `/window-overflow`: once the connection's window is used up, a stream window
+    of 2^31-1 and a SETTINGS_INITIAL_WINDOW_SIZE one larger than before. `/table-size/N`: on
+    its first request, SETTINGS_HEADER_TABLE_SIZE becomes N. `/encoder-table/N,M,...`: the
+    answer's header block is encoded after resizing the server's own HPACK table to N, then M...
     """
 
     def __init__(self, record: dict, initial_window: int | None) -> None:
@@ -108,7 +111,12 @@ class _ScriptedServer(asyncio.Protocol):
         self.bodies[stream_id] += data
         if self.window_closed:
             self.record["bytes while closed"] += flow_controlled
-        if self.held is not None:
+        if self.paths[stream_id] == "/window-overflow":  # never acknowledged
+            if len(self.bodies[stream_id]) == DEFAULT_WINDOW:
+                # The connection's window is used up, so the client sends nothing more.
+                self.h2.increment_flow_control_window(LARGEST_WINDOW, stream_id)  # the stream's was 0
+                self.h2.update_settings({INITIAL_WINDOW: DEFAULT_WINDOW + 1})
+        elif self.held is not None:
             self.held.append((stream_id, flow_controlled))
         else:
             self.h2.acknowledge_received_data(flow_controlled, stream_id)
@@ -234,6 +242,15 @@ def test_a_stream_window_lowered_below_what_was_sent_holds_the_body_until_it_is_
     for answer, body in ((first, COUNTED_BODY), (second, COUNTED_BODY[::-1])):
         assert answer.status == 201
         assert answer.headers[b"sha256"] == hashlib.sha256(body).hexdigest().encode()
+
+
+def test_a_settings_change_taking_a_stream_window_over_2_31_minus_1_is_a_flow_control_error():
+    # §6.9.2: the stream's window is 2^31-1 after a WINDOW_UPDATE; SETTINGS_INITIAL_WINDOW_SIZE
+    # one larger than before would take it over.
+    ([answer],), record = exchange([("/window-overflow", COUNTED_BODY)])
+    assert isinstance(answer, Http2Error)
+    assert record["goaways"] == [h2.errors.ErrorCodes.FLOW_CONTROL_ERROR]
+    assert record["errors"] == []
 
 
 @pytest.mark.parametrize("size", [0, 64, 1_000])
