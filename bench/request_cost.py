@@ -4,8 +4,9 @@ handler against Django's stock ASGI handler, the same project on the same daphne
     python -m bench.request_cost [--requests 300] [--runs 3]
 
 Each system is a fresh daphne: Clarion's `notifyproject.asgi:application` (the middleware chain
-and view in one thread hop, notifyproject/handler.py) and `bench.stock_django_asgi:application`
-(Django's `get_asgi_application()`: every sync middleware adapted on its own). For each request
+and view in one thread hop, notifyproject/handler.py; the send without a Django request,
+delivery/send_endpoint.py) and `bench.stock_django_asgi:application` (Django's
+`get_asgi_application()`: every sync middleware adapted on its own, the view for the send). For each request
 kind, a warm-up of 30 requests, then `--requests` sent one after another from one keep-alive
 client; reported: the p50 time of one request and the server's CPU per request (utime + stime
 of the daphne process from /proc over the run). Median of the runs (min–max).
@@ -35,7 +36,7 @@ from bench.realtime_common import REALTIME_REDIS_URL, percentile, start_daphne, 
 DATABASE = os.environ.get("BENCH_REQUEST_COST_DATABASE", "clarion_bench_request_cost")
 WARM_UP_REQUESTS = 30
 SYSTEMS = {
-    "clarion (one hop)": "notifyproject.asgi:application",
+    "clarion": "notifyproject.asgi:application",
     "stock Django ASGIHandler": "bench.stock_django_asgi:application",
 }
 KINDS = ("404, no auth", "GET, API key, 404", "POST send, one user")
@@ -107,7 +108,7 @@ def main() -> None:
             p50s = [p50 for p50, _ in runs[name][kind]]
             cpus = [cpu for _, cpu in runs[name][kind]]
             print(f"{kind:<22}{name:<28}{tenths(p50s):<22}{tenths(cpus):<24}")
-        ours = statistics.median(cpu for _, cpu in runs["clarion (one hop)"][kind])
+        ours = statistics.median(cpu for _, cpu in runs["clarion"][kind])
         stock = statistics.median(cpu for _, cpu in runs["stock Django ASGIHandler"][kind])
         record(
             "W5",
