@@ -95,20 +95,35 @@ def requeue_stuck_sending(now) -> int:
 def enqueue_due_deliveries(now) -> int:
     from delivery.tasks import deliveries_send
 
-    stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
-    due = list(
-        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
-        .exclude(channel=Channel.REALTIME)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:SWEEP_LIMIT]
-    )
+    due = stale_due_delivery_ids(now, SWEEP_LIMIT)
     if not due:
         return 0
     Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
     ids_enqueue(deliveries_send, due)
     return len(due)
+
+
+def stale_due_delivery_ids(now, limit: int) -> list[int]:
+    """Up to `limit` queued push deliveries that are due and whose send task is missing or
+    stale: never enqueued since they were re-queued (`enqueued_at` null) first, then the longest
+    since their last enqueue.
+
+    Two walks of `delivery_push_enqueued` (a partial index on `enqueued_at` of the queued push
+    deliveries), each stopping at the stale end: the cost follows the stale rows, not the queue.
+    Every writer of a queued delivery sets `enqueued_at` no earlier than its `next_attempt_at`
+    (or `next_attempt_at` to now), so the walks meet almost no row that is stale but not yet due.
+    """
+    stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
+    due = (
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
+        .exclude(channel=Channel.REALTIME)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    )
+    ids = list(due.filter(enqueued_at__isnull=True).values_list("pk", flat=True)[:limit])
+    if len(ids) < limit:
+        lost = due.filter(enqueued_at__lt=stale).order_by("enqueued_at")
+        ids += lost.values_list("pk", flat=True)[: limit - len(ids)]
+    return ids
 
 
 def expire_overdue(now) -> int:
