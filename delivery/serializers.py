@@ -227,7 +227,7 @@ def _plain_text(value, max_chars: int, *, allow_blank: bool) -> str | None:
     return text
 
 
-def _common_send_request(body) -> NotificationRequest | None:
+def common_send_request(body) -> NotificationRequest | None:
     """The NotificationRequest NotificationCreateSerializer makes of a common send body, or None."""
     if type(body) is not dict or not body.keys() <= _COMMON_SEND_KEYS:
         return None
@@ -275,7 +275,7 @@ def _common_send_request(body) -> NotificationRequest | None:
 def notification_request_parse(body) -> NotificationRequest:
     """A send body as a NotificationRequest; serializers.ValidationError (or PayloadTooLarge)
     exactly as NotificationCreateSerializer raises them."""
-    common = _common_send_request(body)
+    common = common_send_request(body)
     if common is not None:
         return common
     serializer = NotificationCreateSerializer(data=body)

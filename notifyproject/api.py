@@ -86,7 +86,12 @@ def exception_handler(exc, context):
 
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: Django's handler500 answers it (in the same shape)
+    status_code, body, headers = api_error(exc)
+    return Response(body, status=status_code, headers=headers)
 
+
+def api_error(exc: exceptions.APIException) -> tuple[int, dict, dict]:
+    """The status, body and headers of a DRF error in the contract's shape."""
     headers = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
@@ -104,7 +109,7 @@ def exception_handler(exc, context):
             message = str(detail)
             code = getattr(detail, "code", None) or exc.default_code
         body = error_body(str(code), message)
-    return Response(body, status=exc.status_code, headers=headers)
+    return exc.status_code, body, headers
 
 
 # Codes for errors raised outside DRF (URL resolution, CSRF, Django's own 400/413/500).

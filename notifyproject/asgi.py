@@ -1,4 +1,5 @@
-"""The ASGI application: HTTP through Django (long waits beside it), WebSockets through Channels."""
+"""The ASGI application: HTTP through Django (long waits and common sends beside it), WebSockets
+through Channels."""
 
 import os
 
@@ -14,17 +15,19 @@ drop_twisted_access_log()
 
 from django.conf import settings  # noqa: E402
 
-from notifyproject import daphne_body_limit  # noqa: E402
+from notifyproject import daphne_body_limit, twisted_request  # noqa: E402
 from notifyproject.handler import OneHopASGIHandler  # noqa: E402
 from notifyproject.request_guards import RequestGuard  # noqa: E402
 
 # daphne buffers a request's body before calling the application; refuse oversized ones there.
 daphne_body_limit.install(settings.CLARION_MAX_BODY_BYTES)
+twisted_request.install()
 
 django_asgi_app = OneHopASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from delivery.send_endpoint import DirectSends  # noqa: E402
 from realtime.auth import SessionsForCookieSockets  # noqa: E402
 from realtime.longwait import LongWaitEndpoints  # noqa: E402
 from realtime.node import StartRealtimeNode  # noqa: E402
@@ -33,8 +36,9 @@ from realtime.routing import websocket_urlpatterns  # noqa: E402
 application = RequestGuard(
     ProtocolTypeRouter(
         {
-            # Long-polls and event streams wait without a thread each (realtime/longwait.py).
-            "http": LongWaitEndpoints(django_asgi_app),
+            # Long-polls and event streams wait without a thread each (realtime/longwait.py);
+            # a common send is answered without a Django request (delivery/send_endpoint.py).
+            "http": DirectSends(LongWaitEndpoints(django_asgi_app)),
             # Origins are checked per connection in realtime.auth: token sockets may come from
             # the embedding app's origin, session sockets only from this site's own origins.
             "websocket": SessionsForCookieSockets(URLRouter(websocket_urlpatterns)),

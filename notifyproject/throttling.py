@@ -83,31 +83,48 @@ class _SettingsRateThrottle(SimpleRateThrottle):
         return client_address(request)
 
     def allow_request(self, request, view):
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        self.retry_after = None
+        self._read_rate()
         try:
             script = _sliding_window_script()
             if script is None or self.rate is None:
                 return super().allow_request(request, view)
             key = self.get_cache_key(request, view)
-            if key is None:
-                return True
-            self.now = self.timer()
-            member = f"{self.now:.6f}:{secrets.token_hex(4)}"
-            limits = [self.now, self.duration, self.num_requests, member]
-            wait = float(script(keys=[f"clarion:{key}"], args=limits))
-            if wait < 0:
-                return True
-            self.retry_after = max(wait, 0.0)
-            return False
+            return True if key is None else self._allowed_by_script(script, key)
         except (redis.RedisError, OSError) as exc:
-            # Fail open: while Redis is away a send must still be accepted (it is committed and
-            # the sweeper enqueues it later); limiting resumes when the counters are back.
-            logger.warning(
-                "rate limit %s not enforced, cache unavailable: %s", self.scope, type(exc).__name__
-            )
+            return self._fail_open(exc)
+
+    def allow_key(self, key: str) -> bool | None:
+        """allow_request for a request whose cache key is known, without a DRF request; None
+        where only allow_request can tell (no Redis: DRF's history in the cache)."""
+        self._read_rate()
+        try:
+            script = _sliding_window_script()
+            if script is None:
+                return None
+            return True if self.rate is None else self._allowed_by_script(script, key)
+        except (redis.RedisError, OSError) as exc:
+            return self._fail_open(exc)
+
+    def _read_rate(self) -> None:
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.retry_after = None
+
+    def _allowed_by_script(self, script, key: str) -> bool:
+        self.now = self.timer()
+        member = f"{self.now:.6f}:{secrets.token_hex(4)}"
+        limits = [self.now, self.duration, self.num_requests, member]
+        wait = float(script(keys=[f"clarion:{key}"], args=limits))
+        if wait < 0:
             return True
+        self.retry_after = max(wait, 0.0)
+        return False
+
+    def _fail_open(self, exc: Exception) -> bool:
+        # Fail open: while Redis is away a send must still be accepted (it is committed and
+        # the sweeper enqueues it later); limiting resumes when the counters are back.
+        logger.warning("rate limit %s not enforced, cache unavailable: %s", self.scope, type(exc).__name__)
+        return True
 
     def wait(self):
         return self.retry_after if self.retry_after is not None else super().wait()
@@ -121,12 +138,15 @@ class SendRateThrottle(_SettingsRateThrottle):
 
     def get_cache_key(self, request, view):
         if isinstance(request.auth, ApiKey):
-            ident = f"key:{request.auth.prefix}"
-        elif request.user and request.user.is_authenticated:
+            return self.key_of_api_key(request.auth)
+        if request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
             ident = self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def key_of_api_key(self, api_key: ApiKey) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": f"key:{api_key.prefix}"}
 
 
 class RegistrationRateThrottle(_SettingsRateThrottle):

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from notifyproject.identities import credentials
+from notifyproject.scope_answers import header_value, site_scheme
 from realtime.node import RecentToken, get_node
 
 
@@ -19,37 +20,18 @@ def query_param(scope, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin1")
-    return None
-
-
-def site_scheme(scope) -> str:
-    """http or https, as Django's request.is_secure() decides it (SECURE_PROXY_SSL_HEADER)."""
-    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-    if proxy_header:
-        name, secure_value = proxy_header
-        header = name.removeprefix("HTTP_").lower().replace("_", "-").encode()
-        value = _header(scope, header)
-        if value is not None:
-            return "https" if value.split(",")[0].strip() == secure_value else "http"
-    return "https" if scope.get("scheme") in ("wss", "https") else "http"
-
-
 def origin_allowed_for_session(scope) -> bool:
     """A cookie rides along on cross-site sockets, so session sockets must come from this site's
     own origin: the same scheme, host and port as the page's (as Django's CSRF origin check),
     or one listed in CSRF_TRUSTED_ORIGINS. A host alone is not enough: another port on the same
     host is another site."""
-    origin = _header(scope, b"origin")
+    origin = header_value(scope, b"origin")
     if origin is None:
         return True  # not a browser: no ambient cookie risk
     origin = origin.strip().lower()
     if origin in {trusted.lower() for trusted in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])}:
         return True
-    host = (_header(scope, b"host") or "").strip().lower()
+    host = (header_value(scope, b"host") or "").strip().lower()
     domain, _port = split_domain_port(host)
     if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
         return False

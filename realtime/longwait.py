@@ -28,22 +28,18 @@ from django.contrib.auth.middleware import auser
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
-from django.middleware.clickjacking import XFrameOptionsMiddleware
-from django.middleware.security import SecurityMiddleware
+from django.http import JsonResponse
 
 from notifyproject.api import HTTP_ERROR_CODES, database_unavailable_body, error_body
 from notifyproject.identities import credentials
+from notifyproject.scope_answers import ScopeAnswers, send_answer, site_scheme
 from realtime import views
-from realtime.auth import site_scheme, token_caller
+from realtime.auth import token_caller
 
 logger = logging.getLogger(__name__)
 
 POLL_PATH = "/api/v1/poll/"
 LONG_WAIT_VIEWS = {POLL_PATH: views.poll, "/api/v1/events/": views.events}
-# Host headers already checked against ALLOWED_HOSTS (a client sends the same one each poll);
-# bounded, since the header is the client's to choose.
-CHECKED_HOSTS_MAX = 1024
 CLOSE_CLIENT_GONE = 4499  # a waiting poll whose client left (never sent: the answer has no reader)
 
 
@@ -53,10 +49,7 @@ class LongWaitEndpoints:
     def __init__(self, django_app):
         self.django_app = django_app
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
-        # Their response halves only set headers (no I/O): the same headers as Django's pages.
-        self.header_middleware = [SecurityMiddleware(_unused), XFrameOptionsMiddleware(_unused)]
-        self._checked_hosts: dict[tuple, bool] = {}
-        self._made_headers: dict[tuple, list] = {}
+        self.answers = ScopeAnswers()
 
     async def __call__(self, scope, receive, send):
         view = LONG_WAIT_VIEWS.get(scope.get("path")) if scope["type"] == "http" else None
@@ -88,7 +81,7 @@ class LongWaitEndpoints:
         if not await _skip_body(receive):
             return  # the client went away
         secure = site_scheme(scope) == "https"
-        if not self._host_allowed(scope):
+        if not self.answers.host_allowed(scope):
             return await self._send_json(send, 400, error_body(*HTTP_ERROR_CODES[400]), secure)
         query_string = scope.get("query_string", b"").decode("utf-8", "replace")
         query = dict(parse_qsl(query_string, keep_blank_values=True))  # the last value wins, as in GET
@@ -103,7 +96,7 @@ class LongWaitEndpoints:
         if status is None:
             return  # the client left while its poll waited
         if status == 200:
-            return await self._send(send, 200, body, self._headers(secure, cors=True, no_store=True))
+            return await send_answer(send, 200, body, self.answers.headers(secure, cors=True, no_store=True))
         extra = _WWW_AUTHENTICATE if status == 401 else ()
         await self._send_json(send, status, body, secure, extra)
 
@@ -128,64 +121,8 @@ class LongWaitEndpoints:
             return 401, _UNAUTHENTICATED
         return 200, body
 
-    def _host_allowed(self, scope) -> bool:
-        """request.get_host() accepts the request's host: the same check, once per header value."""
-        host, forwarded = None, None
-        for name, value in scope.get("headers", ()):
-            if name == b"host":
-                host = value
-            elif name == b"x-forwarded-host":
-                forwarded = value
-        server = scope.get("server") or ("unknown", "0")  # as ASGIRequest fills META
-        key = (host, forwarded, server[0], server[1])
-        allowed = self._checked_hosts.get(key)
-        if allowed is None:
-            request = HttpRequest()
-            request.META["SERVER_NAME"], request.META["SERVER_PORT"] = server[0], str(server[1])
-            if host is not None:
-                request.META["HTTP_HOST"] = host.decode("latin1")
-            if forwarded is not None:
-                request.META["HTTP_X_FORWARDED_HOST"] = forwarded.decode("latin1")
-            try:
-                request.get_host()
-                allowed = True
-            except DisallowedHost:
-                allowed = False
-            if len(self._checked_hosts) >= CHECKED_HOSTS_MAX:
-                self._checked_hosts.clear()
-            self._checked_hosts[key] = allowed
-        return allowed
-
-    def _headers(self, secure: bool, cors: bool, no_store: bool = False, extra=()) -> list:
-        """A JSON answer's headers as Django's would carry them (the security middleware's
-        included), made once per kind."""
-        key = (secure, cors, no_store, tuple(extra))
-        headers = self._made_headers.get(key)
-        if headers is None:
-            response = JsonResponse({})
-            if no_store:
-                response["Cache-Control"] = "no-store"
-            if cors:
-                response["Access-Control-Allow-Origin"] = "*"
-            for name, value in extra:
-                response[name] = value
-            request = HttpRequest()
-            request.is_secure = lambda: secure
-            for middleware in self.header_middleware:
-                response = middleware.process_response(request, response)
-            headers = self._made_headers[key] = [
-                (name.encode("latin1"), value.encode("latin1")) for name, value in response.items()
-            ]
-        return headers
-
-    async def _send_json(self, send, status: int, body: dict, secure: bool, extra=(), cors=False) -> None:
-        await self._send(send, status, orjson.dumps(body), self._headers(secure, cors, extra=extra))
-
-    @staticmethod
-    async def _send(send, status: int, body: bytes, headers: list) -> None:
-        length = (b"Content-Length", str(len(body)).encode())
-        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
-        await send({"type": "http.response.body", "body": body})
+    async def _send_json(self, send, status: int, body: dict, secure: bool, extra=()) -> None:
+        await send_answer(send, status, orjson.dumps(body), self.answers.headers(secure, extra=extra))
 
     async def _respond(self, view, request, send) -> None:
         try:
@@ -196,9 +133,7 @@ class LongWaitEndpoints:
             request.session = self.session_store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
             request.auser = lambda: auser(request)
             response = await self._call_view(view, request)
-        for middleware in self.header_middleware:
-            response = middleware.process_response(request, response)
-        await self.django_app.send_response(response, send)
+        await self.django_app.send_response(self.answers.finish(request, response), send)
 
     @staticmethod
     async def _call_view(view, request):
@@ -210,10 +145,6 @@ class LongWaitEndpoints:
         except Exception:
             logger.exception("%s failed", request.path)
             return JsonResponse(error_body(*HTTP_ERROR_CODES[500]), status=500)
-
-
-def _unused(request):
-    raise AssertionError("only process_response is used")
 
 
 async def _skip_body(receive) -> bool:

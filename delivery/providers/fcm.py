@@ -83,11 +83,8 @@ def fcm_message_template(message: PushMessage, ttl_secs: int) -> dict:
     if message.withdraw:
         return fcm_withdraw_template(message, ttl_secs)
     options = message.options
-    alert = bool(message.title or message.body) and not options.silent  # silent: data-only
-    data = {key: v if isinstance(v, str) else json.dumps(v) for key, v in message.data.items()}
-    data["clarion_id"] = str(message.notification_id)
-    if message.url:
-        data["clarion_url"] = message.url
+    alert = _shows_alert(message)
+    data = _fcm_data(message)
     collapse = message.collapse_key or None
     webpush_headers = {"Urgency": "high" if message.priority == "high" else "normal", "TTL": str(ttl_secs)}
     apns_headers = {
@@ -145,6 +142,18 @@ def withdraw_tag(notification_id: int) -> str:
     return f"clarion-{notification_id}"
 
 
+def _shows_alert(message: PushMessage) -> bool:
+    return bool(message.title or message.body) and not message.options.silent  # silent: data-only
+
+
+def _fcm_data(message: PushMessage) -> dict[str, str]:
+    data = {key: v if isinstance(v, str) else json.dumps(v) for key, v in message.data.items()}
+    data["clarion_id"] = str(message.notification_id)
+    if message.url:
+        data["clarion_url"] = message.url
+    return data
+
+
 def fcm_withdraw_template(message: PushMessage, ttl_secs: int) -> dict:
     """A data-only message: the app's messaging service gets it even in the background (Android)
     or as a background push (iOS) and removes the notification it shows for `clarion_id`.
@@ -179,6 +188,20 @@ def fcm_message_json(message: PushMessage, token: str = "token") -> dict:
 def fcm_payload_size(encoded: dict) -> int:
     """What FCM counts against its 4 KB limit: the data and notification objects, JSON-encoded."""
     counted = {key: encoded[key] for key in ("data", "notification") if key in encoded}
+    return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def fcm_counted_size(message: PushMessage) -> int:
+    """fcm_payload_size(fcm_message_json(message)) without encoding the parts FCM does not
+    count (android, apns, webpush): the SDK's encoder was most of every send's size check.
+    A message whose FCM fields are overridden, or a withdrawal, takes the full encoding."""
+    if message.withdraw or message.overrides.get("fcm"):
+        return fcm_payload_size(fcm_message_json(message))
+    counted: dict = {"data": _fcm_data(message)}
+    if _shows_alert(message):
+        # As the SDK encodes messaging.Notification: unset (None) fields left out.
+        shown = {"title": message.title or None, "body": message.body or None, "image": message.options.image}
+        counted["notification"] = {key: value for key, value in shown.items() if value is not None}
     return len(json.dumps(counted, separators=(",", ":"), ensure_ascii=False).encode())
 
 

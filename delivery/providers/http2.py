@@ -514,6 +514,8 @@ class _Connection(asyncio.Protocol):
                 delta, self._server_initial_window = value - self._server_initial_window, value
                 for stream in self._open.values():  # §6.9.2: open streams' windows move by as much
                     stream.window += delta
+                    if stream.window > _MAX_STREAM_ID:
+                        raise _ProtocolError("a stream's window over 2^31-1", _FLOW_CONTROL_ERROR)
             elif code == _SETTINGS_MAX_FRAME_SIZE:
                 if not _DEFAULT_MAX_FRAME <= value <= _LARGEST_FRAME:
                     raise _ProtocolError("SETTINGS_MAX_FRAME_SIZE out of range")

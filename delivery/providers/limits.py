@@ -16,7 +16,7 @@ def payload_too_large(message: PushMessage) -> str:
     apns_bytes = len(apns.apns_payload_bytes(message))
     if apns_bytes > apns.MAX_PAYLOAD_BYTES:
         return f"The APNs payload would be {apns_bytes} bytes; APNs takes at most {apns.MAX_PAYLOAD_BYTES}."
-    fcm_bytes = fcm.fcm_payload_size(fcm.fcm_message_json(message))
+    fcm_bytes = fcm.fcm_counted_size(message)
     if fcm_bytes > fcm.MAX_PAYLOAD_BYTES:
         return (
             f"The FCM payload (data and notification) would be {fcm_bytes} bytes; "

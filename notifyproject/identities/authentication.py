@@ -52,6 +52,22 @@ def api_key_verified(key: str) -> ApiKey:
     return api_key
 
 
+def api_key_caller(key: str) -> ApiKey:
+    """The ApiKey a request presenting `key` acts as, its last use noted (to the minute);
+    AuthenticationFailed if the key is unknown, revoked or expired."""
+    try:
+        api_key = api_key_verified(key)
+    except ApiKey.DoesNotExist:
+        raise exceptions.AuthenticationFailed("Invalid API key.") from None
+    if api_key.has_expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now  # the cached instance too: the next write is a minute away
+    return api_key
+
+
 @receiver([post_save, post_delete], sender=ApiKey, dispatch_uid="api_key_cache_clear")
 def api_key_cache_clear(**_kwargs) -> None:
     """A key changed here (revoked, re-scoped, deleted): nothing cached may outlive the change."""
@@ -104,16 +120,7 @@ class ApiKeyAuthentication(_SchemeAuthentication):
         key = self.presented(request)
         if key is None:
             return None
-        try:
-            api_key = api_key_verified(key)
-        except ApiKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid API key.") from None
-        if api_key.has_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        now = timezone.now()
-        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-            api_key.last_used_at = now  # the cached instance too: the next write is a minute away
+        api_key = api_key_caller(key)
         return ApiKeyPrincipal(api_key), api_key
 
 

@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from delivery.serializers import (
     NotificationCreateSerializer,
-    _common_send_request,
+    common_send_request,
     notification_request_parse,
 )
 from notifyproject.api import PayloadTooLarge
@@ -88,7 +88,7 @@ def serializer_says(body):
 
 @pytest.mark.parametrize("body", COMMON_BODIES)
 def test_a_common_body_is_read_as_the_serializer_reads_it(body):
-    lean = _common_send_request(body)
+    lean = common_send_request(body)
 
     assert lean is not None
     assert lean == serializer_says(body)
@@ -96,7 +96,7 @@ def test_a_common_body_is_read_as_the_serializer_reads_it(body):
 
 @pytest.mark.parametrize("body", OTHER_BODIES)
 def test_any_other_body_gets_the_serializers_own_answer(body):
-    assert _common_send_request(body) is None
+    assert common_send_request(body) is None
     try:
         parsed = notification_request_parse(body)
     except (serializers.ValidationError, PayloadTooLarge) as exc:

@@ -10,9 +10,13 @@ def asgi_request(
     query_string: bytes = b"",
     headers: list[tuple[bytes, bytes]] | None = None,
     body_messages: list[dict] | None = None,
+    app=None,
 ) -> tuple[int, dict, bytes, int]:
-    """Returns (status, headers, body, body messages the application read)."""
+    """Returns (status, headers, body, body messages the application read). `app`: another
+    ASGI application than the project's (one of its inner layers)."""
     from notifyproject.asgi import application
+
+    app = app or application
 
     scope = {
         "type": "http",
@@ -48,7 +52,7 @@ def asgi_request(
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 answered.set()
 
-        await asyncio.wait_for(application(scope, receive, send), 20)
+        await asyncio.wait_for(app(scope, receive, send), 20)
         start = next(m for m in sent if m["type"] == "http.response.start")
         response_headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
         body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

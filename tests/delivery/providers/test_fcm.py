@@ -10,7 +10,14 @@ from django.utils import timezone
 from firebase_admin import _messaging_encoder, messaging
 
 from delivery.providers import Outcome, get_provider
-from delivery.providers.fcm import FcmProvider, fcm_message_template
+from delivery.providers.base import PushOptions
+from delivery.providers.fcm import (
+    FcmProvider,
+    fcm_counted_size,
+    fcm_message_json,
+    fcm_message_template,
+    fcm_payload_size,
+)
 from delivery.sending import WITHDRAW_TTL_SECS, withdraw_message
 from tests.delivery.providers.conftest import TTL_SECS, provider, push_message, targets
 
@@ -241,3 +248,30 @@ def test_a_withdrawal_is_a_data_only_read_message_the_app_handles_in_the_backgro
     assert message["apns"]["headers"]["apns-push-type"] == "background"
     assert message["apns"]["headers"]["apns-priority"] == "5"
     assert "notification" not in message["webpush"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"title": "", "body": "only a body"},
+        {"title": "only a title", "body": ""},
+        {"title": "", "body": "", "data": {"silent": "data"}},
+        {
+            "title": "ünïcødé ✓ \u2028",
+            "body": 'quotes " and \\ and \n',
+            "data": {"k\u00e9": {"n": [1, 2.5, None]}},
+        },
+        {"url": "", "data": {}},
+        {"options": PushOptions(image="https://app.example/big.png", badge=3, sound="ping")},
+        {"options": PushOptions(silent=True)},
+        {"options": PushOptions(image="")},
+        {"overrides": {"fcm": {"data": {"extra": "x" * 50}, "notification": {"title": "over"}}}},
+        {"overrides": {"apns": {"aps": {"sound": "x"}}}},
+        {"withdraw": True},
+        {"notification_id": 2**63 - 1, "body": "b" * 3000},
+    ],
+)
+def test_the_counted_size_is_the_size_of_what_firebase_admin_encodes(fields):
+    message = push_message(**fields)
+    assert fcm_counted_size(message) == fcm_payload_size(fcm_message_json(message))
