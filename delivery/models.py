@@ -277,10 +277,11 @@ class Delivery(models.Model):
             models.Index(fields=["user", "notification"], name="delivery_user_notification"),
             # Only claimed rows: a send task looks its claim up; unclaimed rows need no entry.
             models.Index(fields=["claim"], name="delivery_claim", condition=models.Q(claim__isnull=False)),
+            # The sweeper's search for push deliveries whose send task is stale (sweeper.py).
             models.Index(
-                fields=["next_attempt_at"],
-                condition=models.Q(status="queued"),
-                name="delivery_queued_due",
+                fields=["enqueued_at"],
+                condition=models.Q(status="queued") & ~models.Q(channel="realtime"),
+                name="delivery_push_enqueued",
             ),
             models.Index(fields=["status", "channel", "-updated_at"], name="delivery_log"),
             models.Index(fields=["created_at"], name="delivery_created"),  # retention, dashboard

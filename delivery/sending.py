@@ -134,9 +134,10 @@ def _claim_postgresql(delivery_ids: list[int], claim: uuid.UUID, now: datetime) 
     """The claim above as one UPDATE … RETURNING joined to the devices (the same conditions).
 
     `COLLATE "C"` (the same equality for these ASCII values) keeps the status test from
-    matching `delivery_queued_due`'s predicate: during a broadcast the statistics still count
-    few queued rows, and the planner then read that whole index, every queued delivery, for
-    each task's 250 ids, instead of looking the ids up in the primary key.
+    matching the predicate of a partial index on queued rows (now the sweeper's
+    `delivery_push_enqueued`): during a broadcast the statistics still count few queued rows,
+    and the planner then read that whole index, every queued delivery, for each task's 250
+    ids, instead of looking the ids up in the primary key.
     """
     deliveries = connection.ops.quote_name(Delivery._meta.db_table)
     devices = connection.ops.quote_name(Device._meta.db_table)

@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -63,7 +64,13 @@ def redispatch_stalled_fanouts(now) -> int:
     """Fan-outs with no progress for CLARION_STALE_WORK_SECS, except those waiting for an earlier
     send of their sender that is still in flight: its next commit wakes them (and it is swept
     itself if it stalls), so re-checking each of them every interval would only keep the
-    workers busy behind a long fan-out."""
+    workers busy behind a long fan-out.
+
+    A row locked now is passed over, not waited for: a live transaction holds it (a batch
+    slower than CLARION_STALE_WORK_SECS, or blocked on a recipient's stream row; a later send
+    registering as a waiter), and a dead worker's lock goes with its connection. A sweep that
+    waited for it held a worker thread until that batch ended, one more every interval, until
+    the worker had none left for the sends the batch's end depends on."""
     from delivery.tasks import notification_dispatch
 
     stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
@@ -74,13 +81,21 @@ def redispatch_stalled_fanouts(now) -> int:
         .exclude(Exists(blocker_in_flight))
         .values_list("pk", flat=True)[:SWEEP_LIMIT]
     )
-    for notification_id in stalled:
-        # Touch first, so the next sweep waits another interval for this attempt; the stamp is
-        # the resume's claim: a live run that writes its next batch first keeps the fan-out,
-        # else the resume takes it over and the live run stops (fanout.Claim).
-        if Notification.objects.filter(pk=notification_id, updated_at__lt=stale).update(updated_at=now):
-            notification_dispatch.delay(notification_id, resume=True, claimed_at=now.isoformat())
-    return len(stalled)
+    if not stalled:
+        return 0
+    # Touch first, so the next sweep waits another interval for this attempt; the stamp is
+    # the resume's claim: a live run that writes its next batch first keeps the fan-out,
+    # else the resume takes it over and the live run stops (fanout.Claim).
+    with transaction.atomic():
+        claimed = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=stalled, updated_at__lt=stale)
+            .values_list("pk", flat=True)
+        )
+        Notification.objects.filter(pk__in=claimed).update(updated_at=now)
+    for notification_id in claimed:
+        notification_dispatch.delay(notification_id, resume=True, claimed_at=now.isoformat())
+    return len(claimed)
 
 
 def requeue_stuck_sending(now) -> int:
@@ -95,20 +110,35 @@ def requeue_stuck_sending(now) -> int:
 def enqueue_due_deliveries(now) -> int:
     from delivery.tasks import deliveries_send
 
-    stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
-    due = list(
-        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
-        .exclude(channel=Channel.REALTIME)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:SWEEP_LIMIT]
-    )
+    due = stale_due_delivery_ids(now, SWEEP_LIMIT)
     if not due:
         return 0
     Delivery.objects.filter(pk__in=due).update(enqueued_at=now)
     ids_enqueue(deliveries_send, due)
     return len(due)
+
+
+def stale_due_delivery_ids(now, limit: int) -> list[int]:
+    """Up to `limit` queued push deliveries that are due and whose send task is missing or
+    stale: never enqueued since they were re-queued (`enqueued_at` null) first, then the longest
+    since their last enqueue.
+
+    Two walks of `delivery_push_enqueued` (a partial index on `enqueued_at` of the queued push
+    deliveries), each stopping at the stale end: the cost follows the stale rows, not the queue.
+    Every writer of a queued delivery sets `enqueued_at` no earlier than its `next_attempt_at`
+    (or `next_attempt_at` to now), so the walks meet almost no row that is stale but not yet due.
+    """
+    stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS)
+    due = (
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
+        .exclude(channel=Channel.REALTIME)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    )
+    ids = list(due.filter(enqueued_at__isnull=True).values_list("pk", flat=True)[:limit])
+    if len(ids) < limit:
+        lost = due.filter(enqueued_at__lt=stale).order_by("enqueued_at")
+        ids += lost.values_list("pk", flat=True)[: limit - len(ids)]
+    return ids
 
 
 def expire_overdue(now) -> int:

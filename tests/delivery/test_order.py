@@ -143,8 +143,10 @@ def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order
     """SIGKILL while the first send is provably frozen mid fan-out and the later ones wait for it."""
     audience = users(300, "k")
     UserStream.objects.bulk_create([UserStream(user=user) for user in audience])
-    # Stale after 10 s, not sooner: the sweeper re-dispatches the frozen fan-out every interval
-    # (each re-dispatch finds the row busy between batches or queues behind the frozen batch).
+    # Stale after 10 s, so the restarted worker's sweeper resumes the frozen fan-out soon. Before
+    # the kill the sweeper passes over it (its batch holds the row) however slowly, on a loaded
+    # machine, the later sends catch up: a sweep waiting for that row held a worker thread, one
+    # more each interval, until none was left for them.
     env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 10}
     worker = start_worker(concurrency=8, **env)
     one = sender()

@@ -250,6 +250,42 @@ def test_the_sweepers_resume_leaves_a_live_fan_out_alone_and_takes_over_a_dead_o
     assert InboxMessage.objects.filter(notification=notification).count() == 5
 
 
+def test_a_sweep_passes_over_a_fan_out_whose_row_a_live_batch_holds(settings, broker_queue):
+    """A batch slower than CLARION_STALE_WORK_SECS (or blocked on a recipient's stream row)
+    holds its notification's row. A sweep must not wait for it: each would hold a worker thread
+    until the batch ends, one more every interval, until none is left. Once the row is free
+    and the fan-out still stale, the sweep resumes it."""
+    import psycopg
+    from django.db import connection
+
+    from delivery import sweeper
+    from tests.support.broker import queued_tasks_with_kwargs
+    from tests.support.processes import database_url
+
+    def resumed():
+        tasks = queued_tasks_with_kwargs(settings.REDIS_URL)
+        return [kw["claimed_at"] for _, _, kw in tasks if kw.get("resume")]
+
+    settings.CLARION_INLINE_FANOUT_MAX = 0  # every send fans out in a task (none runs here)
+    notification = send({"users": [user.username for user in users(3, "held")]}, route="realtime")
+    settings.CLARION_STALE_WORK_SECS = 0  # its fan-out is stale at once
+    with psycopg.connect(database_url(), autocommit=False) as live_batch:
+        live_batch.execute("SELECT 1 FROM delivery_notification WHERE id = %s FOR UPDATE", [notification.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '10s'")  # a sweep that waits fails, not hangs
+        try:
+            assert sweeper.redispatch_stalled_fanouts(timezone.now()) == 0
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+        assert resumed() == []
+        live_batch.rollback()  # the batch ended (or its worker died)
+    now = timezone.now()
+    assert sweeper.redispatch_stalled_fanouts(now) == 1
+    assert resumed() == [now.isoformat()]
+    assert Notification.objects.get(pk=notification.pk).updated_at == now
+
+
 def test_the_sweepers_resume_waits_out_a_later_send_registering_as_a_waiter(settings):
     """A later send of the sender holds the row for a moment while it registers as a waiter;
     the resume must not give up on that, or the send would wait for the next sweep."""

@@ -170,6 +170,49 @@ class TestSweeper:
         delivery.refresh_from_db()
         assert delivery.status == "sent" and delivery.attempts == 2
 
+    def test_every_stale_push_delivery_is_enqueued_once_and_no_other(
+        self, alice, recorder, eager_tasks, settings, monkeypatch
+    ):
+        """Each kind of stale task is found across sweeps that each take fewer than all of them
+        (never enqueued since a re-queue first, then the longest stale); deliveries not due,
+        enqueued recently, or realtime are not."""
+        monkeypatch.setattr(sweeper, "SWEEP_LIMIT", 3)
+        now = timezone.now()
+        stale = now - timedelta(seconds=settings.CLARION_STALE_WORK_SECS + 1)
+        notification = send({"users": ["alice"]}, route="push")
+        later = now + timedelta(hours=1)
+        rows = {
+            # stale: re-queued from `sending` (never enqueued since), lost fan-out tasks, a lost retry
+            "requeued": dict(next_attempt_at=now, enqueued_at=None),
+            "requeued too": dict(next_attempt_at=None, enqueued_at=None),
+            "lost task, oldest": dict(next_attempt_at=None, enqueued_at=stale - timedelta(hours=1)),
+            "lost task": dict(next_attempt_at=None, enqueued_at=stale),
+            "lost task too": dict(next_attempt_at=None, enqueued_at=stale - timedelta(seconds=1)),
+            "lost retry": dict(next_attempt_at=stale, enqueued_at=stale),
+            # not to enqueue: enqueued recently, not due yet, realtime
+            "fresh": dict(next_attempt_at=None, enqueued_at=now),
+            "retry waiting": dict(next_attempt_at=later, enqueued_at=later),
+            "held, stale stamp": dict(next_attempt_at=later, enqueued_at=stale),
+        }
+        ids = {
+            name: Delivery.objects.create(
+                notification=notification, user=alice, device=device(alice), channel="fcm", **fields
+            ).pk
+            for name, fields in rows.items()
+        }
+        realtime = Delivery.objects.create(notification=notification, user=alice, channel="realtime")
+        Delivery.objects.filter(pk=realtime.pk).update(enqueued_at=None, next_attempt_at=None)
+
+        def sent():
+            return set(Delivery.objects.filter(status="sent").values_list("pk", flat=True))
+
+        assert sweeper.enqueue_due_deliveries(timezone.now()) == 3
+        assert sent() == {ids["requeued"], ids["requeued too"], ids["lost task, oldest"]}
+        assert [sweeper.enqueue_due_deliveries(timezone.now()) for _ in range(2)] == [3, 0]
+        assert sent() == {ids[name] for name in list(rows)[:6]}
+        assert sorted(s["delivery_id"] for s in recorder.sent()) == sorted(sent())  # each once
+        assert Delivery.objects.get(pk=realtime.pk).status == "queued"
+
     def test_stuck_sending_is_requeued(self, alice, recorder, eager_tasks, fan_out, settings):
         delivery = push_delivery(alice, fan_out)
         Delivery.objects.filter(pk=delivery.pk).update(
