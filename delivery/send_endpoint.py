@@ -8,8 +8,9 @@ common send (an API key in `Authorization: Bearer`, a JSON body of named users t
 of its own, by the calls the view makes: the key (`api_key_caller`), its scope, the send
 rate limit, `services.notification_send`, `accepted_body`. Any other request, and every
 refusal made before the rate limit counted the send, goes to Django with its body, so its
-answer is the view's. After the rate limit, this module answers what the view would (429,
-413, 503) in the contract's shape, with the headers Django's answer carries.
+answer is the view's. From the rate limit on, this module answers what the view would (429,
+413) in the contract's shape, with the headers Django's answer carries, and so a database
+failure wherever it happens (503).
 """
 
 import logging
