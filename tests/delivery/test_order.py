@@ -144,9 +144,9 @@ def test_a_worker_killed_mid_way_through_one_senders_sends_resumes_them_in_order
     audience = users(300, "k")
     UserStream.objects.bulk_create([UserStream(user=user) for user in audience])
     # Stale after 10 s, so the restarted worker's sweeper resumes the frozen fan-out soon. Before
-    # the kill the sweeper passes over it (its batch holds the row) however slowly, on a loaded
-    # machine, the later sends catch up: a sweep waiting for that row held a worker thread, one
-    # more each interval, until none was left for them.
+    # the kill the sweeper passes over it (its batch holds the row), so the later sends catch up
+    # however slowly they run on a loaded machine: a sweep that waited for that row would hold a
+    # worker thread, one more each interval, until none was left for them.
     env = {"CLARION_FANOUT_BATCH": 100, "CLARION_STALE_WORK_SECS": 10}
     worker = start_worker(concurrency=8, **env)
     one = sender()
