@@ -538,10 +538,23 @@ class _Connection(asyncio.Protocol):
             self._resume_blocked()
             return
         stream = self._open.get(stream_id)
-        if stream is not None:
-            stream.window += increment
-            if stream_id in self._blocked:
-                self._send_body(stream)
+        if stream is None:
+            return
+        # §6.9, §6.9.1: stream errors; the stream's request fails, the connection goes on.
+        if not increment:
+            return self._reset(stream_id, _PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
+        stream.window += increment
+        if stream.window > _MAX_STREAM_ID:
+            return self._reset(stream_id, _FLOW_CONTROL_ERROR, "its window over 2^31-1")
+        if stream_id in self._blocked:
+            self._send_body(stream)
+
+    def _reset(self, stream_id: int, code: int, reason: str) -> None:
+        """Ends a stream the server broke the protocol on (RST_STREAM carrying `code`)."""
+        stream = self._open.pop(stream_id)
+        self._blocked.discard(stream_id)
+        self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", code)))
+        stream.batch.settle(stream.index, Http2Error(f"stream reset by us ({_error_name(code)}): {reason}"))
 
     def _resume_blocked(self) -> None:
         for stream_id in list(self._blocked):

@@ -6,6 +6,7 @@ raises, recorded in the exchange's record."""
 
 import asyncio
 import hashlib
+import struct
 
 import h2.config
 import h2.connection
@@ -27,6 +28,7 @@ COUNTED_BODY = b"".join(i.to_bytes(4, "big") for i in range(25_000))
 RAISED_WINDOW = 4_096  # what the server raises SETTINGS_INITIAL_WINDOW_SIZE to after closing it
 DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2, a connection's window and a stream's until SETTINGS say otherwise
 LARGEST_WINDOW = 2**31 - 1
+CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
 INITIAL_WINDOW = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
 HEADER_TABLE_SIZE = h2.settings.SettingCodes.HEADER_TABLE_SIZE
 
@@ -38,7 +40,9 @@ class _ScriptedServer(asyncio.Protocol):
     DATA is not acknowledged until the client acknowledges the SETTINGS (so the open streams'
     windows go below zero); then a PING, and once it is answered a window of 0 is raised to
     RAISED_WINDOW. `/window-overflow`: once the connection's window is used up, a stream window
-    of 2^31-1 and a SETTINGS_INITIAL_WINDOW_SIZE one larger than before. `/table-size/N`: on
+    of 2^31-1 and a SETTINGS_INITIAL_WINDOW_SIZE one larger than before. `/stream-window/N`: a
+    WINDOW_UPDATE of N on the request's stream, written as raw bytes (h2 would refuse to send
+    0 or an overflow) before anything else is answered. `/table-size/N`: on
     its first request, SETTINGS_HEADER_TABLE_SIZE becomes N. `/encoder-table/N,M,...`: the
     answer's header block is encoded after resizing the server's own HPACK table to N, then M...
     """
@@ -65,6 +69,7 @@ class _ScriptedServer(asyncio.Protocol):
         self.transport.write(self.h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
+        self.record["received"] += data
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:  # e.g. DATA beyond a window, an HPACK mismatch
@@ -97,6 +102,9 @@ class _ScriptedServer(asyncio.Protocol):
         self.bodies[stream_id] = bytearray()
         self.record["requests"].append(headers)
         self.record["table sizes"].append(self.h2.decoder.header_table_size)  # as the client's updates set it
+        if path.startswith("/stream-window/"):
+            increment = int(path.rsplit("/", 1)[1])
+            self.transport.write(struct.pack(">BHBBL", 0, 4, 8, 0, stream_id) + struct.pack(">L", increment))
         if self.settings_changed:
             return
         if path.startswith("/window/"):
@@ -170,6 +178,7 @@ def exchange(requests: list[tuple[str, bytes]], initial_window: int | None = Non
         "requests": [],  # each request's headers as the server decoded them
         "table sizes": [],  # the server's HPACK decoder's table size after each request's headers
         "bytes while closed": 0,
+        "received": bytearray(),  # every byte from the client, as sent
     }
 
     async def run():
@@ -251,6 +260,33 @@ def test_a_settings_change_taking_a_stream_window_over_2_31_minus_1_is_a_flow_co
     assert isinstance(answer, Http2Error)
     assert record["goaways"] == [h2.errors.ErrorCodes.FLOW_CONTROL_ERROR]
     assert record["errors"] == []
+
+
+@pytest.mark.parametrize(
+    "increment, code",
+    [(0, h2.errors.ErrorCodes.PROTOCOL_ERROR), (LARGEST_WINDOW, h2.errors.ErrorCodes.FLOW_CONTROL_ERROR)],
+)
+def test_a_stream_window_update_of_0_or_past_2_31_minus_1_resets_only_that_stream(increment, code):
+    # §6.9 and §6.9.1: stream errors. The stream's window is 65,535 when the update arrives.
+    ([broken, ok],), record = exchange([(f"/stream-window/{increment}", b"x"), ("/ok", b"y")])
+    assert isinstance(broken, Http2Error) and code.name in str(broken)
+    assert ok.status == 201
+    # h2 drops a reset of a stream it has answered already: read the client's frames themselves
+    resets = [(stream_id, payload) for kind, stream_id, payload in client_frames(record) if kind == 3]
+    assert resets == [(1, struct.pack(">L", code))]
+    # The connection went on: one connection, closed only by the client's own NO_ERROR GOAWAY
+    assert record["goaways"] == [h2.errors.ErrorCodes.NO_ERROR] and record["connections"] == 1
+
+
+def client_frames(record: dict) -> list[tuple[int, int, bytes]]:
+    """(type, stream, payload) of each frame the client sent, after the connection preface."""
+    data, frames = bytes(record["received"][len(CLIENT_PREFACE) :]), []
+    assert record["received"].startswith(CLIENT_PREFACE)
+    while data:
+        length, kind, stream_id = int.from_bytes(data[:3], "big"), data[3], int.from_bytes(data[5:9], "big")
+        frames.append((kind, stream_id & 0x7FFFFFFF, data[9 : 9 + length]))
+        data = data[9 + length :]
+    return frames
 
 
 @pytest.mark.parametrize("size", [0, 64, 1_000])
