@@ -18,22 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
+from django.urls import reverse
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 
 from delivery import services
 from delivery.serializers import accepted_body, common_send_request
-from delivery.views import IDEMPOTENCY_KEY_MAX_CHARS
+from delivery.views import IDEMPOTENCY_KEY_MAX_CHARS, NotificationCreateView
 from notifyproject.api import HTTP_ERROR_CODES, PayloadTooLarge, ServiceUnavailable, api_error, error_body
 from notifyproject.identities import credentials
 from notifyproject.identities.authentication import api_key_caller
 from notifyproject.scope_answers import ScopeAnswers, send_answer, site_scheme
-from notifyproject.strict_json import json_value_problems, strict_loads
+from notifyproject.strict_json import strict_body
 from notifyproject.throttling import SendRateThrottle
 
 logger = logging.getLogger(__name__)
 
-SEND_PATH = "/api/v1/notifications/"
 # Sends run here, each holding a database connection while it runs; a burst beyond them waits
 # its turn rather than taking every connection of the process's pool.
 SEND_THREADS = 4
@@ -47,8 +47,6 @@ _READ_HEADERS = frozenset(
 _JSON_TYPES = frozenset({"application/json", "application/json;charset=utf-8"})
 # Accept values under which DRF's negotiation picks the JSON renderer, with no parameters.
 _JSON_ACCEPTED = frozenset({"*/*", "application/*", "application/json"})
-# DRF's APIView adds this to every answer of the view (finalize_response).
-_VIEW_HEADERS = (("Allow", "POST, OPTIONS"),)
 
 
 class DirectSends:
@@ -57,10 +55,13 @@ class DirectSends:
     def __init__(self, django_app):
         self.django_app = django_app
         self.answers = ScopeAnswers()
+        self.path = reverse("notifications")  # where the view is routed
+        # DRF's APIView adds this to every answer of the view (finalize_response).
+        self.view_headers = (("Allow", ", ".join(NotificationCreateView().allowed_methods)),)
         self._answer = database_sync_to_async(send_answered, thread_sensitive=False, executor=_send_executor)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != SEND_PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             return await self.django_app(scope, receive, send)
         read = _send_headers(scope)
         body = await _body(receive)
@@ -71,7 +72,7 @@ class DirectSends:
             if answer is not None:
                 status, content, extra = answer
                 secure = site_scheme(scope) == "https"
-                headers = self.answers.headers(secure, extra=_VIEW_HEADERS + extra)
+                headers = self.answers.headers(secure, extra=self.view_headers + extra)
                 return await send_answer(send, status, content, headers)
         await self.django_app(scope, _replayed(body, receive), send)
 
@@ -84,10 +85,8 @@ def send_answered(key: str, idempotency_key: str | None, body: bytes) -> tuple[i
         if not api_key.has_scope("send"):
             return None
         try:
-            data = strict_loads(body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if json_value_problems(data):
+            data = strict_body(body)
+        except exceptions.APIException:  # the parser's 400, from the view
             return None
         request = common_send_request(data)
         if request is None:
@@ -107,10 +106,10 @@ def send_answered(key: str, idempotency_key: str | None, body: bytes) -> tuple[i
     except exceptions.AuthenticationFailed:
         return None
     except DatabaseError:
-        logger.exception("database error while serving %s", SEND_PATH)
+        logger.exception("database error while serving a send")
         return _error(ServiceUnavailable())
     except Exception:
-        logger.exception("%s failed", SEND_PATH)
+        logger.exception("a send failed")
         return 500, _JSON.render(error_body(*HTTP_ERROR_CODES[500])), ()
     return (202 if created else 200), _JSON.render(accepted_body(notification)), ()
 

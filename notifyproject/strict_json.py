@@ -73,17 +73,22 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+def strict_body(raw: bytes, encoding: str = "utf-8"):
+    """A request body as JSON under the rules above; ParseError, or a ValidationError naming
+    the field that breaks a rule."""
+    try:
+        data = strict_loads(raw.decode(encoding))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+    problems = json_value_problems(data)
+    if problems:
+        raise exceptions.ValidationError(problems)
+    return data
+
+
 class StrictJSONParser(JSONParser):
     """DRF's JSON parser, then the rules above: a broken rule is a 400 naming the field."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", "utf-8")
-        raw = stream.read() if stream is not None else b""
-        try:
-            data = strict_loads(raw.decode(encoding))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
-        problems = json_value_problems(data)
-        if problems:
-            raise exceptions.ValidationError(problems)
-        return data
+        return strict_body(stream.read() if stream is not None else b"", encoding)
