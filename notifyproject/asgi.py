@@ -52,3 +52,7 @@ if settings.CLARION_EMBEDDED_WORKER:
     from notifyproject.embedded import start_embedded_worker
 
     start_embedded_worker()
+
+from notifyproject.startup_heap import freeze_startup_heap  # noqa: E402
+
+freeze_startup_heap()  # last: everything imported and built above is long-lived

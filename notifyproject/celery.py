@@ -3,7 +3,13 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notifyproject.settings")
 
@@ -44,6 +50,15 @@ def _recycle_unusable_db_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _freeze_startup_heap(**kwargs) -> None:
+    """Where tasks run (the main process, or each prefork child), once startup is done."""
+    from notifyproject.startup_heap import freeze_startup_heap
+
+    freeze_startup_heap()
 
 
 @worker_process_shutdown.connect
