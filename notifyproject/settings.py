@@ -32,6 +32,19 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}.") from None
 
 
+def env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {value!r}.")
+    return seconds
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name, "").strip()
     return [part.strip() for part in value.split(",") if part.strip()] if value else default
@@ -365,7 +378,7 @@ _FANOUT_SET_BASED = CLARION_FANOUT_BULK and DATABASES["default"]["ENGINE"] == "d
 # order check, commit, quiet-hours read) the larger share, so they take bigger batches.
 CLARION_FANOUT_BATCH = env_int("CLARION_FANOUT_BATCH", 2000 if _FANOUT_SET_BASED else 500)
 # How often beat runs the sweeper (scheduled sends, retries, recovery, expiry, webhook retries), in seconds.
-CLARION_SWEEP_INTERVAL_SECS = float(os.environ.get("CLARION_SWEEP_INTERVAL", "1.0"))
+CLARION_SWEEP_INTERVAL_SECS = env_seconds("CLARION_SWEEP_INTERVAL", 1.0)
 # Data lifecycle: delivery rows older than this are deleted; devices unseen this long are deactivated.
 CLARION_RETENTION_DAYS = env_int("CLARION_RETENTION_DAYS", 30)
 CLARION_STALE_DEVICE_DAYS = env_int("CLARION_STALE_DEVICE_DAYS", 60)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import django, json; from django.conf import settings; django.setup();"
@@ -58,3 +60,10 @@ def test_database_and_redis_urls_switch_to_postgres_and_redis():
     assert config["broker"] == "redis://127.0.0.1:6379/3"
     assert config["embedded"] is False
     assert config["cache"] == "django.core.cache.backends.redis.RedisCache"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf"])
+def test_a_sweep_interval_that_is_not_a_positive_number_of_seconds_is_refused(value):
+    result = run_settings(DEBUG="1", CLARION_SWEEP_INTERVAL=value)
+    assert result.returncode != 0
+    assert f"CLARION_SWEEP_INTERVAL must be a positive number of seconds, got {value!r}" in result.stderr
