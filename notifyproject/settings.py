@@ -39,8 +39,8 @@ def env_seconds(name: str, default: float) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):  # NaN fails both comparisons
         raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {value!r}.")
     return seconds
 
