@@ -2,7 +2,8 @@
 
     python -m bench.handshake [--clients 1000] [--concurrency 100] [--runs 3]
 
-Each system is a fresh server process (the same three as W3). A warm-up opens and closes 100
+Each system is a fresh server process (the same three as W3; daphne listening with the
+backlog docs/deploy.md gives it, 1,024). A warm-up opens and closes 100
 sockets; then `--clients` sockets connect with `--concurrency` handshakes in flight, each
 counting as connected once it has answered a ping (so the server finished its connect work).
 Reported: handshakes per second, the p50/p99 time of one handshake, and the server's CPU per

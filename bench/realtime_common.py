@@ -16,6 +16,10 @@ REALTIME_REDIS_URL = os.environ.get("BENCH_REALTIME_REDIS_URL", "redis://127.0.0
 
 OPEN_FILES = 20_000  # thousands of client sockets live in this one process
 CONNECT_CONCURRENCY = 100  # handshakes in flight at once
+# daphne's listen backlog as docs/deploy.md starts it (the kernel caps it at somaxconn). With
+# `-b`/`-p`, Twisted's 50, a burst of connects overflows the accept queue whenever the event
+# loop is busy for a moment, and each dropped SYN comes back a second later.
+LISTEN_BACKLOG = 1024
 CONNECT_TIMEOUT_SECS = 180
 
 

@@ -30,6 +30,7 @@ from bench.harness import (
     setup_django,
 )
 from bench.realtime_common import (
+    LISTEN_BACKLOG,
     REALTIME_REDIS_URL,
     free_port,
     raise_open_files_limit,
@@ -58,7 +59,7 @@ SYSTEMS = {
 
 def start_server(env: dict, app: str | None) -> tuple[Proc, int]:
     if app is not None:
-        return start_daphne(env, app)
+        return start_daphne(env, app, backlog=LISTEN_BACKLOG)  # as deployed (docs/deploy.md)
     port = free_port()
     proc = Proc([str(BIN / "python"), "-m", "bench.plain_websockets_server", str(port)], env, ready="ready")
     proc.wait_ready(60)

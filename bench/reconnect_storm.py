@@ -52,7 +52,13 @@ from bench.harness import (
     scratch_database,
     setup_django,
 )
-from bench.realtime_common import REALTIME_REDIS_URL, DaphneGroup, raise_open_files_limit, users_with_tokens
+from bench.realtime_common import (
+    LISTEN_BACKLOG,
+    REALTIME_REDIS_URL,
+    DaphneGroup,
+    raise_open_files_limit,
+    users_with_tokens,
+)
 from bench.socket_swarm import Swarms, totals
 
 DATABASE = "clarion_bench_storm"
@@ -65,7 +71,6 @@ CONVERGE_TIMEOUT_SECS = 30  # after the publisher stops: until every cursor reac
 CONNECT_TIMEOUT_SECS = 900
 POLL_SECS = 0.5
 WEB_PROCESSES = 2  # docs/deploy.md: one daphne per core, on the 2-core benchmark machine
-LISTEN_BACKLOG = 1024  # docs/deploy.md's advice for storms (the kernel caps it at somaxconn)
 USERS_PER_NOTIFICATION = 50  # one notification_send / one burst of group_sends per tick
 # Goals (W4).
 GOAL_BACK_SECS = 15
