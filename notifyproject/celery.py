@@ -55,7 +55,8 @@ def _recycle_unusable_db_connections(task=None, **kwargs) -> None:
 @worker_ready.connect
 @worker_process_init.connect
 def _freeze_startup_heap(**kwargs) -> None:
-    """Where tasks run (the main process, or each prefork child), once startup is done."""
+    """Once startup is done, where tasks run: each prefork child, or the main process of the
+    solo and threads pools (in a prefork parent it costs one collection and changes nothing)."""
     from notifyproject.startup_heap import freeze_startup_heap
 
     freeze_startup_heap()

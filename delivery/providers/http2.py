@@ -207,6 +207,11 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return _FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id) + payload
 
 
+def _reset_frame(stream_id: int, code: int) -> bytes:
+    """RST_STREAM: the client stops a stream (cancelled, answered early, or broken by the server)."""
+    return _frame(_RST_STREAM, 0, stream_id, struct.pack(">L", code))
+
+
 class _ProtocolError(Exception):
     """The server broke RFC 9113: the connection ends with a GOAWAY carrying `code`."""
 
@@ -316,7 +321,7 @@ class _Connection(asyncio.Protocol):
                 del self._open[stream_id]
                 self._blocked.discard(stream_id)
                 if not self.closed:
-                    self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", _CANCEL)))
+                    self._out.append(_reset_frame(stream_id, _CANCEL))
         given_up = set(streams)
         self._queued = collections.deque(s for s in self._queued if s not in given_up)
 
@@ -486,7 +491,7 @@ class _Connection(asyncio.Protocol):
         stream = self._open.pop(stream_id)
         if stream_id in self._blocked:  # answered before its body was sent: stop sending it
             self._blocked.discard(stream_id)
-            self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", _NO_ERROR)))
+            self._out.append(_reset_frame(stream_id, _NO_ERROR))
         self._complete(stream)
 
     @staticmethod
@@ -553,8 +558,8 @@ class _Connection(asyncio.Protocol):
         """Ends a stream the server broke the protocol on (RST_STREAM carrying `code`)."""
         stream = self._open.pop(stream_id)
         self._blocked.discard(stream_id)
-        self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">L", code)))
-        stream.batch.settle(stream.index, Http2Error(f"stream reset by us ({_error_name(code)}): {reason}"))
+        self._out.append(_reset_frame(stream_id, code))
+        self._settle(stream, Http2Error(f"stream reset by us ({_error_name(code)}): {reason}"))
 
     def _resume_blocked(self) -> None:
         for stream_id in list(self._blocked):
